@@ -1,0 +1,76 @@
+//! Reads of OpenMLS's own `openmls_key_packages` table that the pool needs:
+//! finding bundles that have no metadata row.
+//!
+//! The table's schema belongs to `openmls_sqlite_storage`; this module only
+//! reads it, and decodes its keys and bundles with the storage codec.
+
+use openmls::prelude::{KeyPackageBundle, KeyPackageRef};
+use openmls_sqlite_storage::Codec;
+use rusqlite::Connection;
+
+use crate::{
+    error::{Error, RefBytes, Result},
+    metadata::{self, PoolEntry},
+};
+
+/// The storage provider version `openmls_sqlite_storage` writes rows with.
+const PROVIDER_VERSION: u16 = openmls_traits::storage::CURRENT_VERSION;
+
+/// A KeyPackageBundle in OpenMLS storage with no metadata row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnpooledKeyPackage {
+    /// The raw KeyPackageRef.
+    pub keypackage_ref: Vec<u8>,
+    /// The end of its lifetime, in Unix seconds.
+    pub not_after: i64,
+    /// Whether it carries the last-resort extension.
+    pub last_resort: bool,
+}
+
+impl UnpooledKeyPackage {
+    pub(crate) fn into_entry(self) -> PoolEntry {
+        PoolEntry {
+            keypackage_ref: self.keypackage_ref,
+            not_after: self.not_after,
+            last_resort: self.last_resort,
+        }
+    }
+}
+
+/// Every stored bundle without a metadata row, in storage order.
+pub(crate) fn unpooled<C: Codec>(conn: &Connection) -> Result<Vec<UnpooledKeyPackage>> {
+    let mut stmt = conn.prepare(
+        "SELECT key_package_ref, key_package FROM openmls_key_packages
+         WHERE provider_version = ?1 ORDER BY rowid",
+    )?;
+    let rows = stmt.query_map([PROVIDER_VERSION], |row| {
+        Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, Vec<u8>>(1)?))
+    })?;
+    let mut unpooled = Vec::new();
+    for row in rows {
+        let (stored_key, stored_bundle) = row?;
+        let entry = decode_entry::<C>(&stored_key, &stored_bundle)?;
+        if metadata::get(conn, &entry.keypackage_ref)?.is_none() {
+            unpooled.push(UnpooledKeyPackage {
+                keypackage_ref: entry.keypackage_ref,
+                not_after: entry.not_after,
+                last_resort: entry.last_resort,
+            });
+        }
+    }
+    Ok(unpooled)
+}
+
+/// Decodes one `openmls_key_packages` row into the facts of its metadata row.
+fn decode_entry<C: Codec>(stored_key: &[u8], stored_bundle: &[u8]) -> Result<PoolEntry> {
+    let kp_ref: KeyPackageRef = C::from_slice(stored_key).map_err(|e| Error::CorruptBundle {
+        keypackage_ref: RefBytes::of(stored_key),
+        source: Box::new(e),
+    })?;
+    let bundle: KeyPackageBundle =
+        C::from_slice(stored_bundle).map_err(|e| Error::CorruptBundle {
+            keypackage_ref: RefBytes::of(kp_ref.as_slice()),
+            source: Box::new(e),
+        })?;
+    PoolEntry::from_ref_and_bundle(&kp_ref, &bundle)
+}

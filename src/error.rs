@@ -1,0 +1,163 @@
+//! The crate's one error type.
+
+use std::fmt;
+
+use crate::status::KeyPackageStatus;
+
+/// A `Result` whose error is this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The raw bytes of a KeyPackageRef, printed as hex in error messages.
+///
+/// Errors carry the ref so that an application can log or report exactly
+/// which KeyPackage an operation failed for.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct RefBytes(pub Vec<u8>);
+
+impl RefBytes {
+    pub(crate) fn of(keypackage_ref: &[u8]) -> Self {
+        Self(keypackage_ref.to_vec())
+    }
+}
+
+impl fmt::Display for RefBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("<empty ref>");
+        }
+        for byte in &self.0 {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for RefBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RefBytes({self})")
+    }
+}
+
+/// Everything that can go wrong in this crate.
+///
+/// Each variant names what failed and, where one KeyPackage is concerned,
+/// which one. The enum is `#[non_exhaustive]`: match with a wildcard arm.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No metadata row exists for this KeyPackageRef.
+    #[error("no KeyPackage metadata for ref {keypackage_ref}")]
+    NotFound {
+        /// The ref that was looked up.
+        keypackage_ref: RefBytes,
+    },
+
+    /// A metadata row for this KeyPackageRef already exists.
+    #[error("KeyPackage metadata for ref {keypackage_ref} already exists")]
+    DuplicateRef {
+        /// The ref that was inserted twice.
+        keypackage_ref: RefBytes,
+    },
+
+    /// A KeyPackageRef passed in is empty or longer than any MLS hash.
+    #[error("invalid KeyPackageRef {keypackage_ref}: {reason}")]
+    InvalidRef {
+        /// The offending bytes.
+        keypackage_ref: RefBytes,
+        /// Why they were refused.
+        reason: &'static str,
+    },
+
+    /// A status text that is not one of [`KeyPackageStatus`]'s names.
+    #[error("unknown KeyPackage status {text:?}{}", match .keypackage_ref {
+        Some(r) => format!(" in the row of ref {r}"),
+        None => String::new(),
+    })]
+    InvalidStatus {
+        /// The text that could not be parsed.
+        text: String,
+        /// The row it was read from, when it came from the database.
+        keypackage_ref: Option<RefBytes>,
+    },
+
+    /// The lifecycle does not allow this status change.
+    #[error("KeyPackage {keypackage_ref} cannot move from {from} to {to}")]
+    InvalidTransition {
+        /// The KeyPackage whose status was to change.
+        keypackage_ref: RefBytes,
+        /// Its current status.
+        from: KeyPackageStatus,
+        /// The status that was asked for.
+        to: KeyPackageStatus,
+    },
+
+    /// A timestamp does not fit the signed 64-bit Unix seconds the table stores.
+    #[error("timestamp {value} of KeyPackage {keypackage_ref} does not fit in i64 Unix seconds")]
+    TimestampOverflow {
+        /// The KeyPackage the timestamp belongs to.
+        keypackage_ref: RefBytes,
+        /// The value that did not fit.
+        value: u64,
+    },
+
+    /// The system clock reads earlier than the Unix epoch.
+    #[error("the system clock is set before 1970-01-01")]
+    ClockBeforeEpoch,
+
+    /// A stored KeyPackageBundle could not be decoded.
+    #[error("the stored KeyPackageBundle of ref {keypackage_ref} cannot be decoded: {source}")]
+    CorruptBundle {
+        /// The KeyPackage whose bundle is unreadable.
+        keypackage_ref: RefBytes,
+        /// What the codec reported.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// Encoding or decoding a value with the storage codec failed.
+    #[error("codec error while {context}: {source}")]
+    Codec {
+        /// What was being encoded or decoded.
+        context: &'static str,
+        /// What the codec reported.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// Running the schema migrations failed.
+    #[error("schema migration failed: {0}")]
+    Migration(String),
+
+    /// The database was written by a newer version of this crate.
+    #[error(
+        "the database's pool schema is at version {found}, newer than the {supported} this build knows; refusing to open it"
+    )]
+    SchemaTooNew {
+        /// The newest migration recorded in the database.
+        found: i64,
+        /// The newest migration this build ships.
+        supported: i64,
+    },
+
+    /// SQLite reported an error.
+    #[error("SQLite error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+impl Error {
+    pub(crate) fn not_found(keypackage_ref: &[u8]) -> Self {
+        Self::NotFound {
+            keypackage_ref: RefBytes::of(keypackage_ref),
+        }
+    }
+
+    pub(crate) fn codec(
+        context: &'static str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Codec {
+            context,
+            source: Box::new(source),
+        }
+    }
+}

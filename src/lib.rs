@@ -1,0 +1,86 @@
+//! SQLite storage for [OpenMLS](https://docs.rs/openmls) that keeps a tracked
+//! pool of one-time KeyPackages.
+//!
+//! # The problem
+//!
+//! An MLS client publishes one-time KeyPackages to its server and must know
+//! which of them it has created, uploaded, had reserved, seen spent or let
+//! expire. OpenMLS stores each KeyPackageBundle (with its private keys) but
+//! cannot list them, so applications keep their own list, usually written in
+//! a separate transaction. A crash between the two writes leaves private keys
+//! nobody tracks, or an advertised KeyPackage whose keys are gone.
+//!
+//! # What this crate does
+//!
+//! [`PoolStorage`] is an OpenMLS `StorageProvider` that stores every OpenMLS
+//! entity through `openmls_sqlite_storage`, and writes (or deletes) a row in
+//! its `keypackage_pool_metadata` table **in the same SQLite transaction** as
+//! each KeyPackageBundle. [`PoolProvider`] pairs it with
+//! `openmls_rust_crypto`; pass it to OpenMLS wherever a provider is asked for.
+//!
+//! ```
+//! use openmls::prelude::*;
+//! use openmls_basic_credential::SignatureKeyPair;
+//! use openmls_keypackage_pool::{KeyPackageStatus, PoolProvider};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let provider = PoolProvider::open(dir.path().join("client.db"))?;
+//! let ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
+//! let signer = SignatureKeyPair::new(ciphersuite.signature_algorithm())?;
+//! let credential = CredentialWithKey {
+//!     credential: BasicCredential::new(b"bob".to_vec()).into(),
+//!     signature_key: signer.public().into(),
+//! };
+//!
+//! // Build three KeyPackages in one transaction: one commit for the batch.
+//! provider.storage().transaction(|_| {
+//!     for _ in 0..3 {
+//!         KeyPackage::builder().build(ciphersuite, &provider, &signer, credential.clone())?;
+//!     }
+//!     Ok::<_, Box<dyn std::error::Error>>(())
+//! })?;
+//!
+//! let storage = provider.storage();
+//! assert_eq!(storage.count_by_status(KeyPackageStatus::Created)?, 3);
+//! for row in storage.get_metadata_by_status(KeyPackageStatus::Created)? {
+//!     // ... upload the KeyPackage, then:
+//!     storage.update_pool_metadata_status(&row.keypackage_ref, KeyPackageStatus::Uploaded)?;
+//! }
+//! assert_eq!(storage.count_by_status(KeyPackageStatus::Uploaded)?, 3);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! When a Welcome consumes one of these KeyPackages, OpenMLS deletes its
+//! bundle and the pool row goes with it. Last-resort KeyPackages are never
+//! deleted by OpenMLS, and keep their rows.
+//!
+//! # Where to go next
+//!
+//! - [`KeyPackageStatus`]: the lifecycle and which moves it allows.
+//! - [`PoolStorage`]: the metadata store, outer transactions, identities, and
+//!   adopting a database written by plain `openmls_sqlite_storage`.
+//! - [`codec`]: the on-disk format of OpenMLS's entities.
+//! - [`Error`]: what can fail, and for which ref.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod bundles;
+mod clock;
+pub mod codec;
+mod error;
+mod identity;
+mod keypackage_ref;
+mod metadata;
+mod provider;
+mod schema;
+mod status;
+mod storage;
+
+pub use bundles::UnpooledKeyPackage;
+pub use error::{Error, RefBytes, Result};
+pub use keypackage_ref::{key_package_ref_from_bytes, MAX_REF_LEN};
+pub use metadata::KeyPackageMetadata;
+pub use provider::PoolProvider;
+pub use status::KeyPackageStatus;
+pub use storage::PoolStorage;

@@ -1,0 +1,299 @@
+//! [`PoolStorage`]: OpenMLS's SQLite storage with the KeyPackage pool beside
+//! it, and the write scope that keeps the two in one transaction.
+
+mod openmls_impl;
+mod write_scope;
+
+use std::{marker::PhantomData, path::Path, time::Duration};
+
+use rusqlite::Connection;
+
+use crate::{
+    bundles::{self, UnpooledKeyPackage},
+    clock::unix_now,
+    codec::{Codec, DefaultCodec},
+    error::{Error, Result},
+    identity,
+    keypackage_ref::check_ref,
+    metadata::{self, KeyPackageMetadata, PoolEntry, TransitionDetails},
+    schema,
+    status::KeyPackageStatus,
+};
+pub(crate) use write_scope::WriteScope;
+
+/// How long a connection waits for another writer's lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A SQLite-backed OpenMLS storage provider that also keeps the KeyPackage
+/// pool's metadata.
+///
+/// Every OpenMLS entity is stored exactly as `openmls_sqlite_storage` stores
+/// it. In addition, whenever OpenMLS writes or deletes a KeyPackageBundle,
+/// its row in `keypackage_pool_metadata` is written or deleted in the same
+/// SQLite transaction, so the pool can never list a KeyPackage whose private
+/// keys are gone, nor hold private keys it does not know about.
+///
+/// `C` is the [codec](crate::codec) for OpenMLS's blobs. `PoolStorage` is
+/// `Send` but not `Sync`: it owns one SQLite connection. Give each thread its
+/// own `PoolStorage` on the same file.
+///
+/// Usually reached through [`PoolProvider::storage`](crate::PoolProvider::storage).
+///
+/// ```
+/// use openmls_keypackage_pool::{KeyPackageStatus, PoolStorage};
+///
+/// let storage = PoolStorage::open_in_memory()?;
+/// storage.create_pool_metadata(b"a 32-byte KeyPackageRef, or so..", 1_900_000_000)?;
+/// assert_eq!(storage.count_by_status(KeyPackageStatus::Created)?, 1);
+/// # Ok::<(), openmls_keypackage_pool::Error>(())
+/// ```
+pub struct PoolStorage<C: Codec = DefaultCodec> {
+    conn: Connection,
+    // `fn() -> C` keeps `PoolStorage` `Send` whatever the codec type is.
+    _codec: PhantomData<fn() -> C>,
+}
+
+impl<C: Codec> std::fmt::Debug for PoolStorage<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolStorage")
+            .field("path", &self.conn.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PoolStorage<DefaultCodec> {
+    /// Opens (creating if needed) the database file at `path` with the default
+    /// codec, and brings its schema up to date.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with_codec(path)
+    }
+
+    /// A fresh database in memory, with the default codec.
+    pub fn open_in_memory() -> Result<Self> {
+        Self::open_in_memory_with_codec()
+    }
+}
+
+impl<C: Codec> PoolStorage<C> {
+    /// Opens (creating if needed) the database file at `path` with codec `C`.
+    ///
+    /// ```
+    /// use openmls_keypackage_pool::{codec::JsonCodec, PoolStorage};
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let storage = PoolStorage::<JsonCodec>::open_with_codec(dir.path().join("pool.db"))?;
+    /// # Ok::<(), openmls_keypackage_pool::Error>(())
+    /// ```
+    pub fn open_with_codec(path: impl AsRef<Path>) -> Result<Self> {
+        Self::from_connection(Connection::open(path)?)
+    }
+
+    /// A fresh in-memory database with codec `C`.
+    pub fn open_in_memory_with_codec() -> Result<Self> {
+        Self::from_connection(Connection::open_in_memory()?)
+    }
+
+    /// Takes over an open connection, runs `openmls_sqlite_storage`'s
+    /// migrations and this crate's, and sets a busy timeout.
+    ///
+    /// A database written by a plain `openmls_sqlite_storage`
+    /// `SqliteStorageProvider` keeps all its data; its KeyPackages are listed
+    /// by [`unpooled_key_packages`](Self::unpooled_key_packages) until
+    /// adopted. Open it with the codec it was written with.
+    pub fn from_connection(mut conn: Connection) -> Result<Self> {
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        schema::migrate::<C>(&mut conn)?;
+        Ok(Self {
+            conn,
+            _codec: PhantomData,
+        })
+    }
+
+    /// The underlying connection, for reads of the application's own.
+    ///
+    /// Writing OpenMLS's or the pool's tables through it bypasses the
+    /// guarantees of this type.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Runs `f` in one transaction: commits when it returns `Ok`, rolls back
+    /// when it returns `Err` or panics.
+    ///
+    /// Everything OpenMLS writes through this storage inside `f` (for example
+    /// a batch of KeyPackages) lands in one commit, with one sync to disk.
+    /// The transaction takes the write lock up front (`BEGIN IMMEDIATE`), so
+    /// two writers never deadlock upgrading a read lock. Nested calls become
+    /// savepoints of the outer transaction.
+    ///
+    /// ```
+    /// use openmls_keypackage_pool::{Error, KeyPackageStatus, PoolStorage};
+    ///
+    /// let storage = PoolStorage::open_in_memory()?;
+    /// let failed: Result<(), Error> = storage.transaction(|s| {
+    ///     s.create_pool_metadata(&[1; 32], 1_900_000_000)?;
+    ///     s.create_pool_metadata(&[1; 32], 1_900_000_000) // duplicate: rolls back both
+    /// });
+    /// assert!(failed.is_err());
+    /// assert_eq!(storage.count_by_status(KeyPackageStatus::Created)?, 0);
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn transaction<T, E: From<Error>>(
+        &self,
+        f: impl FnOnce(&Self) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
+        let scope = WriteScope::begin(&self.conn)?;
+        let value = f(self)?;
+        scope.commit()?;
+        Ok(value)
+    }
+
+    // --- the metadata store ---
+
+    /// Adds a `created` metadata row for a KeyPackage with no last-resort
+    /// extension. Rows for KeyPackages built through OpenMLS are added by
+    /// the storage hook; this is for bookkeeping done by hand.
+    pub fn create_pool_metadata(&self, keypackage_ref: &[u8], not_after: i64) -> Result<()> {
+        let entry = PoolEntry {
+            keypackage_ref: keypackage_ref.to_vec(),
+            not_after,
+            last_resort: false,
+        };
+        metadata::insert(&self.conn, &entry, KeyPackageStatus::Created, unix_now()?)
+    }
+
+    /// Moves a KeyPackage to `status`, stamping `uploaded_at`, `reserved_at`
+    /// or `spent_at` as the status calls for.
+    ///
+    /// Setting the status a row already has changes nothing. A move the
+    /// lifecycle does not allow (see [`KeyPackageStatus`]) is
+    /// [`Error::InvalidTransition`]; a ref with no row is [`Error::NotFound`].
+    pub fn update_pool_metadata_status(
+        &self,
+        keypackage_ref: &[u8],
+        status: KeyPackageStatus,
+    ) -> Result<()> {
+        metadata::transition(
+            &self.conn,
+            keypackage_ref,
+            status,
+            unix_now()?,
+            TransitionDetails::None,
+        )
+    }
+
+    /// How many KeyPackages are in `status`.
+    pub fn count_by_status(&self, status: KeyPackageStatus) -> Result<usize> {
+        metadata::count_by_status(&self.conn, status)
+    }
+
+    /// The refs whose `not_after` is before `current_time` (a KeyPackage is
+    /// still valid in the second its `not_after` names), soonest first.
+    pub fn get_expired_refs(&self, current_time: i64) -> Result<Vec<Vec<u8>>> {
+        metadata::expired_refs(&self.conn, current_time)
+    }
+
+    /// Every KeyPackage in `status`, oldest created first.
+    pub fn get_metadata_by_status(
+        &self,
+        status: KeyPackageStatus,
+    ) -> Result<Vec<KeyPackageMetadata>> {
+        metadata::by_status(&self.conn, status)
+    }
+
+    /// Deletes a metadata row, leaving any bundle in OpenMLS storage alone.
+    ///
+    /// To remove a KeyPackage entirely, delete it through OpenMLS's
+    /// `StorageProvider::delete_key_package`, which removes both.
+    pub fn delete_pool_metadata(&self, keypackage_ref: &[u8]) -> Result<()> {
+        check_ref(keypackage_ref)?;
+        if metadata::delete(&self.conn, keypackage_ref)? {
+            Ok(())
+        } else {
+            Err(Error::not_found(keypackage_ref))
+        }
+    }
+
+    /// Marks a KeyPackage `reserved` and records the server's reservation.
+    ///
+    /// On a row that is already reserved this is a no-op that keeps the
+    /// first reservation's details.
+    pub fn update_reservation_info(
+        &self,
+        keypackage_ref: &[u8],
+        reservation_id: &str,
+        reserved_by: &str,
+        expires_at: i64,
+    ) -> Result<()> {
+        metadata::transition(
+            &self.conn,
+            keypackage_ref,
+            KeyPackageStatus::Reserved,
+            unix_now()?,
+            TransitionDetails::Reservation {
+                reservation_id,
+                reserved_by,
+                expires_at,
+            },
+        )
+    }
+
+    /// Marks a KeyPackage `spent`, recording who used it in which group.
+    ///
+    /// On a row that is already spent this is a no-op that keeps the first
+    /// record.
+    pub fn mark_spent(&self, keypackage_ref: &[u8], spent_by: &str, group_id: &[u8]) -> Result<()> {
+        metadata::transition(
+            &self.conn,
+            keypackage_ref,
+            KeyPackageStatus::Spent,
+            unix_now()?,
+            TransitionDetails::Spend { spent_by, group_id },
+        )
+    }
+
+    /// The metadata of one KeyPackage, if it has a row.
+    pub fn get_metadata(&self, keypackage_ref: &[u8]) -> Result<Option<KeyPackageMetadata>> {
+        metadata::get(&self.conn, keypackage_ref)
+    }
+
+    // --- bundles without metadata ---
+
+    /// KeyPackageBundles in OpenMLS storage that have no metadata row, such
+    /// as those written before this crate managed the database.
+    pub fn unpooled_key_packages(&self) -> Result<Vec<UnpooledKeyPackage>> {
+        bundles::unpooled::<C>(&self.conn)
+    }
+
+    /// Gives every [unpooled](Self::unpooled_key_packages) KeyPackage a
+    /// metadata row in `status`, in one transaction, reading each one's ref,
+    /// expiry and last-resort flag from its stored bundle. Returns the
+    /// adopted refs.
+    pub fn adopt_unpooled_key_packages(&self, status: KeyPackageStatus) -> Result<Vec<Vec<u8>>> {
+        self.transaction(|storage| {
+            let now = unix_now()?;
+            storage
+                .unpooled_key_packages()?
+                .into_iter()
+                .map(|unpooled| {
+                    let entry = unpooled.into_entry();
+                    metadata::insert(&storage.conn, &entry, status, now)?;
+                    Ok(entry.keypackage_ref)
+                })
+                .collect()
+        })
+    }
+
+    // --- identities ---
+
+    /// Records `signature_public_key` as `username`'s, replacing any earlier
+    /// one.
+    pub fn save_identity(&self, username: &str, signature_public_key: &[u8]) -> Result<()> {
+        identity::save(&self.conn, username, signature_public_key, unix_now()?)
+    }
+
+    /// The signature public key saved for `username`, if any.
+    pub fn load_public_key(&self, username: &str) -> Result<Option<Vec<u8>>> {
+        identity::load_public_key(&self.conn, username)
+    }
+}
