@@ -211,7 +211,13 @@ pub(crate) fn transition(
             reservation_id,
             reserved_by,
             expires_at,
-        } => (Some(reservation_id), Some(reserved_by), Some(expires_at), None, None),
+        } => (
+            Some(reservation_id),
+            Some(reserved_by),
+            Some(expires_at),
+            None,
+            None,
+        ),
         TransitionDetails::Spend { spent_by, group_id } => {
             (None, None, None, Some(spent_by), Some(group_id))
         }
@@ -289,13 +295,10 @@ impl RawRow {
     }
 
     fn parse(self) -> Result<KeyPackageMetadata> {
-        let status = self
-            .status_text
-            .parse()
-            .map_err(|_| Error::InvalidStatus {
-                text: self.status_text.clone(),
-                keypackage_ref: Some(RefBytes::of(&self.metadata.keypackage_ref)),
-            })?;
+        let status = self.status_text.parse().map_err(|_| Error::InvalidStatus {
+            text: self.status_text.clone(),
+            keypackage_ref: Some(RefBytes::of(&self.metadata.keypackage_ref)),
+        })?;
         Ok(KeyPackageMetadata {
             status,
             ..self.metadata

@@ -65,7 +65,10 @@ impl<C: Codec> StorageProvider<V> for PoolStorage<C> {
     ///
     /// A bundle written again under a ref that already has a row keeps that
     /// row (the ref is a hash of the KeyPackage, so it is the same one).
-    fn write_key_package<HashReference: traits::HashReference<V>, KeyPackage: traits::KeyPackage<V>>(
+    fn write_key_package<
+        HashReference: traits::HashReference<V>,
+        KeyPackage: traits::KeyPackage<V>,
+    >(
         &self,
         hash_ref: &HashReference,
         key_package: &KeyPackage,
@@ -97,273 +100,273 @@ impl<C: Codec> StorageProvider<V> for PoolStorage<C> {
     }
 
     delegate! {
-        fn write_mls_join_config<
-            GroupId: traits::GroupId<V>,
-            MlsGroupJoinConfig: traits::MlsGroupJoinConfig<V>,
-        >(&self, group_id: &GroupId, config: &MlsGroupJoinConfig) -> ();
-        fn append_own_leaf_node<
-            GroupId: traits::GroupId<V>,
-            LeafNode: traits::LeafNode<V>,
-        >(&self, group_id: &GroupId, leaf_node: &LeafNode) -> ();
-        fn queue_proposal<
-            GroupId: traits::GroupId<V>,
-            ProposalRef: traits::ProposalRef<V>,
-            QueuedProposal: traits::QueuedProposal<V>,
-        >(&self, group_id: &GroupId, proposal_ref: &ProposalRef, proposal: &QueuedProposal) -> ();
-        fn write_tree<
-            GroupId: traits::GroupId<V>,
-            TreeSync: traits::TreeSync<V>,
-        >(&self, group_id: &GroupId, tree: &TreeSync) -> ();
-        fn write_interim_transcript_hash<
-            GroupId: traits::GroupId<V>,
-            InterimTranscriptHash: traits::InterimTranscriptHash<V>,
-        >(&self, group_id: &GroupId, interim_transcript_hash: &InterimTranscriptHash) -> ();
-        fn write_context<
-            GroupId: traits::GroupId<V>,
-            GroupContext: traits::GroupContext<V>,
-        >(&self, group_id: &GroupId, group_context: &GroupContext) -> ();
-        fn write_confirmation_tag<
-            GroupId: traits::GroupId<V>,
-            ConfirmationTag: traits::ConfirmationTag<V>,
-        >(&self, group_id: &GroupId, confirmation_tag: &ConfirmationTag) -> ();
-        fn write_group_state<
-            GroupState: traits::GroupState<V>,
-            GroupId: traits::GroupId<V>,
-        >(&self, group_id: &GroupId, group_state: &GroupState) -> ();
-        fn write_message_secrets<
-            GroupId: traits::GroupId<V>,
-            MessageSecrets: traits::MessageSecrets<V>,
-        >(&self, group_id: &GroupId, message_secrets: &MessageSecrets) -> ();
-        fn write_resumption_psk_store<
-            GroupId: traits::GroupId<V>,
-            ResumptionPskStore: traits::ResumptionPskStore<V>,
-        >(&self, group_id: &GroupId, resumption_psk_store: &ResumptionPskStore) -> ();
-        fn write_own_leaf_index<
-            GroupId: traits::GroupId<V>,
-            LeafNodeIndex: traits::LeafNodeIndex<V>,
-        >(&self, group_id: &GroupId, own_leaf_index: &LeafNodeIndex) -> ();
-        fn write_group_epoch_secrets<
-            GroupId: traits::GroupId<V>,
-            GroupEpochSecrets: traits::GroupEpochSecrets<V>,
-        >(&self, group_id: &GroupId, group_epoch_secrets: &GroupEpochSecrets) -> ();
-        #[cfg(feature = "extensions-draft")]
-        fn write_application_export_tree<
-            GroupId: traits::GroupId<V>,
-            ApplicationExportTree: traits::ApplicationExportTree<V>,
-        >(&self, group_id: &GroupId, application_export_tree: &ApplicationExportTree) -> ();
-        #[cfg(feature = "virtual-clients-draft")]
-        fn write_vc_emulation_epoch_state<
-            EpochId: traits::VcEpochId<V>,
-            VcEmulationEpochState: traits::VcEmulationEpochState<V>,
-        >(&self, epoch_id: &EpochId, vc_emulation_epoch_state: &VcEmulationEpochState) -> ();
-        #[cfg(feature = "virtual-clients-draft")]
-        fn write_vc_emulation_bindings<
-            GroupId: traits::GroupId<V>,
-            VcEmulationBindings: traits::VcEmulationBindings<V>,
-        >(&self, group_id: &GroupId, bindings: &VcEmulationBindings) -> ();
-        #[cfg(feature = "virtual-clients-draft")]
-        fn write_registered_vc_emulation_epoch<
-            GroupId: traits::GroupId<V>,
-            RegisteredVcEmulationEpoch: traits::RegisteredVcEmulationEpoch<V>,
-        >(&self, group_id: &GroupId, registered: &RegisteredVcEmulationEpoch) -> ();
-        #[cfg(feature = "virtual-clients-draft")]
-        fn write_vc_operation_tree<
-            EpochId: traits::VcEpochId<V>,
-            VcOperationTree: traits::VcOperationTree<V>,
-        >(&self, epoch_id: &EpochId, vc_operation_tree: &VcOperationTree) -> ();
-        #[cfg(feature = "virtual-clients-draft")]
-        fn write_retained_key_package_material_batch<
-            EpochId: traits::VcEpochId<V>,
-            VcOperationTree: traits::VcOperationTree<V>,
-            KeyPackageRef: traits::HashReference<V>,
-            RetainedKeyPackageMaterial: traits::RetainedKeyPackageMaterial<V>,
-        >(
-            &self,
-            epoch_id: &EpochId,
-            operation_tree: &VcOperationTree,
-            materials: &[(KeyPackageRef,
-            RetainedKeyPackageMaterial)],
-        ) -> ();
-        fn write_signature_key_pair<
-            SignaturePublicKey: traits::SignaturePublicKey<V>,
-            SignatureKeyPair: traits::SignatureKeyPair<V>,
-        >(&self, public_key: &SignaturePublicKey, signature_key_pair: &SignatureKeyPair) -> ();
-        fn write_encryption_key_pair<
-            EncryptionKey: traits::EncryptionKey<V>,
-            HpkeKeyPair: traits::HpkeKeyPair<V>,
-        >(&self, public_key: &EncryptionKey, key_pair: &HpkeKeyPair) -> ();
-        fn write_encryption_epoch_key_pairs<
-            GroupId: traits::GroupId<V>,
-            EpochKey: traits::EpochKey<V>,
-            HpkeKeyPair: traits::HpkeKeyPair<V>,
-        >(
-            &self,
-            group_id: &GroupId,
-            epoch: &EpochKey,
-            leaf_index: u32,
-            key_pairs: &[HpkeKeyPair],
-        ) -> ();
-        fn write_psk<
-            PskId: traits::PskId<V>,
-            PskBundle: traits::PskBundle<V>,
-        >(&self, psk_id: &PskId, psk: &PskBundle) -> ();
-        fn mls_group_join_config<
-            GroupId: traits::GroupId<V>,
-            MlsGroupJoinConfig: traits::MlsGroupJoinConfig<V>,
-        >(&self, group_id: &GroupId) -> Option<MlsGroupJoinConfig>;
-        fn own_leaf_nodes<
-            GroupId: traits::GroupId<V>,
-            LeafNode: traits::LeafNode<V>,
-        >(&self, group_id: &GroupId) -> Vec<LeafNode>;
-        fn queued_proposal_refs<
-            GroupId: traits::GroupId<V>,
-            ProposalRef: traits::ProposalRef<V>,
-        >(&self, group_id: &GroupId) -> Vec<ProposalRef>;
-        fn queued_proposals<
-            GroupId: traits::GroupId<V>,
-            ProposalRef: traits::ProposalRef<V>,
-            QueuedProposal: traits::QueuedProposal<V>,
-        >(&self, group_id: &GroupId) -> Vec<(ProposalRef, QueuedProposal)>;
-        fn tree<
-            GroupId: traits::GroupId<V>,
-            TreeSync: traits::TreeSync<V>,
-        >(&self, group_id: &GroupId) -> Option<TreeSync>;
-        fn group_context<
-            GroupId: traits::GroupId<V>,
-            GroupContext: traits::GroupContext<V>,
-        >(&self, group_id: &GroupId) -> Option<GroupContext>;
-        fn interim_transcript_hash<
-            GroupId: traits::GroupId<V>,
-            InterimTranscriptHash: traits::InterimTranscriptHash<V>,
-        >(&self, group_id: &GroupId) -> Option<InterimTranscriptHash>;
-        fn confirmation_tag<
-            GroupId: traits::GroupId<V>,
-            ConfirmationTag: traits::ConfirmationTag<V>,
-        >(&self, group_id: &GroupId) -> Option<ConfirmationTag>;
-        fn group_state<
-            GroupState: traits::GroupState<V>,
-            GroupId: traits::GroupId<V>,
-        >(&self, group_id: &GroupId) -> Option<GroupState>;
-        fn message_secrets<
-            GroupId: traits::GroupId<V>,
-            MessageSecrets: traits::MessageSecrets<V>,
-        >(&self, group_id: &GroupId) -> Option<MessageSecrets>;
-        fn resumption_psk_store<
-            GroupId: traits::GroupId<V>,
-            ResumptionPskStore: traits::ResumptionPskStore<V>,
-        >(&self, group_id: &GroupId) -> Option<ResumptionPskStore>;
-        fn own_leaf_index<
-            GroupId: traits::GroupId<V>,
-            LeafNodeIndex: traits::LeafNodeIndex<V>,
-        >(&self, group_id: &GroupId) -> Option<LeafNodeIndex>;
-        fn group_epoch_secrets<
-            GroupId: traits::GroupId<V>,
-            GroupEpochSecrets: traits::GroupEpochSecrets<V>,
-        >(&self, group_id: &GroupId) -> Option<GroupEpochSecrets>;
-        fn signature_key_pair<
-            SignaturePublicKey: traits::SignaturePublicKey<V>,
-            SignatureKeyPair: traits::SignatureKeyPair<V>,
-        >(&self, public_key: &SignaturePublicKey) -> Option<SignatureKeyPair>;
-        fn encryption_key_pair<
-            HpkeKeyPair: traits::HpkeKeyPair<V>,
-            EncryptionKey: traits::EncryptionKey<V>,
-        >(&self, public_key: &EncryptionKey) -> Option<HpkeKeyPair>;
-        fn encryption_epoch_key_pairs<
-            GroupId: traits::GroupId<V>,
-            EpochKey: traits::EpochKey<V>,
-            HpkeKeyPair: traits::HpkeKeyPair<V>,
-        >(&self, group_id: &GroupId, epoch: &EpochKey, leaf_index: u32) -> Vec<HpkeKeyPair>;
-        fn key_package<
-            KeyPackageRef: traits::HashReference<V>,
-            KeyPackage: traits::KeyPackage<V>,
-        >(&self, hash_ref: &KeyPackageRef) -> Option<KeyPackage>;
-        fn psk<
-            PskBundle: traits::PskBundle<V>,
-            PskId: traits::PskId<V>,
-        >(&self, psk_id: &PskId) -> Option<PskBundle>;
-        #[cfg(feature = "extensions-draft")]
-        fn application_export_tree<
-            GroupId: traits::GroupId<V>,
-            ApplicationExportTree: traits::ApplicationExportTree<V>,
-        >(&self, group_id: &GroupId) -> Option<ApplicationExportTree>;
-        #[cfg(feature = "virtual-clients-draft")]
-        fn vc_emulation_epoch_state<
-            EpochId: traits::VcEpochId<V>,
-            VcEmulationEpochState: traits::VcEmulationEpochState<V>,
-        >(&self, epoch_id: &EpochId) -> Option<VcEmulationEpochState>;
-        #[cfg(feature = "virtual-clients-draft")]
-        fn vc_emulation_bindings<
-            GroupId: traits::GroupId<V>,
-            VcEmulationBindings: traits::VcEmulationBindings<V>,
-        >(&self, group_id: &GroupId) -> Option<VcEmulationBindings>;
-        #[cfg(feature = "virtual-clients-draft")]
-        fn registered_vc_emulation_epoch<
-            GroupId: traits::GroupId<V>,
-            RegisteredVcEmulationEpoch: traits::RegisteredVcEmulationEpoch<V>,
-        >(&self, group_id: &GroupId) -> Option<RegisteredVcEmulationEpoch>;
-        #[cfg(feature = "virtual-clients-draft")]
-        fn vc_operation_tree<
-            EpochId: traits::VcEpochId<V>,
-            VcOperationTree: traits::VcOperationTree<V>,
-        >(&self, epoch_id: &EpochId) -> Option<VcOperationTree>;
-        #[cfg(feature = "virtual-clients-draft")]
-        fn retained_key_package_material<
-            KeyPackageRef: traits::HashReference<V>,
-            RetainedKeyPackageMaterial: traits::RetainedKeyPackageMaterial<V>,
-        >(&self, hash_ref: &KeyPackageRef) -> Option<RetainedKeyPackageMaterial>;
-        #[cfg(feature = "virtual-clients-draft")]
-        fn has_retained_key_package_material_for_epoch<
-            EpochId: traits::VcEpochId<V>,
-        >(&self, epoch_id: &EpochId) -> bool;
-        fn remove_proposal<
-            GroupId: traits::GroupId<V>,
-            ProposalRef: traits::ProposalRef<V>,
-        >(&self, group_id: &GroupId, proposal_ref: &ProposalRef) -> ();
-        fn delete_own_leaf_nodes<GroupId: traits::GroupId<V>>(&self, group_id: &GroupId) -> ();
-        fn delete_group_config<GroupId: traits::GroupId<V>>(&self, group_id: &GroupId) -> ();
-        fn delete_tree<GroupId: traits::GroupId<V>>(&self, group_id: &GroupId) -> ();
-        fn delete_confirmation_tag<GroupId: traits::GroupId<V>>(&self, group_id: &GroupId) -> ();
-        fn delete_group_state<GroupId: traits::GroupId<V>>(&self, group_id: &GroupId) -> ();
-        fn delete_context<GroupId: traits::GroupId<V>>(&self, group_id: &GroupId) -> ();
-        fn delete_interim_transcript_hash<GroupId: traits::GroupId<V>>(&self, group_id: &GroupId) -> ();
-        fn delete_message_secrets<GroupId: traits::GroupId<V>>(&self, group_id: &GroupId) -> ();
-        fn delete_all_resumption_psk_secrets<
-            GroupId: traits::GroupId<V>,
-        >(&self, group_id: &GroupId) -> ();
-        fn delete_own_leaf_index<GroupId: traits::GroupId<V>>(&self, group_id: &GroupId) -> ();
-        fn delete_group_epoch_secrets<GroupId: traits::GroupId<V>>(&self, group_id: &GroupId) -> ();
-        fn clear_proposal_queue<
-            GroupId: traits::GroupId<V>,
-            ProposalRef: traits::ProposalRef<V>,
-        >(&self, group_id: &GroupId) -> ();
-        fn delete_signature_key_pair<
-            SignaturePublicKey: traits::SignaturePublicKey<V>,
-        >(&self, public_key: &SignaturePublicKey) -> ();
-        fn delete_encryption_key_pair<
-            EncryptionKey: traits::EncryptionKey<V>,
-        >(&self, public_key: &EncryptionKey) -> ();
-        fn delete_encryption_epoch_key_pairs<
-            GroupId: traits::GroupId<V>,
-            EpochKey: traits::EpochKey<V>,
-        >(&self, group_id: &GroupId, epoch: &EpochKey, leaf_index: u32) -> ();
-        fn delete_psk<PskKey: traits::PskId<V>>(&self, psk_id: &PskKey) -> ();
-        #[cfg(feature = "extensions-draft")]
-        fn delete_application_export_tree<
-            GroupId: traits::GroupId<V>,
-            ApplicationExportTree: traits::ApplicationExportTree<V>,
-        >(&self, group_id: &GroupId) -> ();
-        #[cfg(feature = "virtual-clients-draft")]
-        fn delete_vc_emulation_state_if_unreferenced<
-            EpochId: traits::VcEpochId<V>,
-        >(&self, epoch_id: &EpochId) -> bool;
-        #[cfg(feature = "virtual-clients-draft")]
-        fn delete_vc_emulation_bindings<GroupId: traits::GroupId<V>>(&self, group_id: &GroupId) -> ();
-        #[cfg(feature = "virtual-clients-draft")]
-        fn delete_registered_vc_emulation_epoch<
-            GroupId: traits::GroupId<V>,
-        >(&self, group_id: &GroupId) -> ();
-        #[cfg(feature = "virtual-clients-draft")]
-        fn delete_retained_key_package_material<
-            KeyPackageRef: traits::HashReference<V>,
-        >(&self, hash_ref: &KeyPackageRef) -> ();    }
+    fn write_mls_join_config<
+        GroupId: traits::GroupId<V>,
+        MlsGroupJoinConfig: traits::MlsGroupJoinConfig<V>,
+    >(&self, group_id: &GroupId, config: &MlsGroupJoinConfig) -> ();
+    fn append_own_leaf_node<
+        GroupId: traits::GroupId<V>,
+        LeafNode: traits::LeafNode<V>,
+    >(&self, group_id: &GroupId, leaf_node: &LeafNode) -> ();
+    fn queue_proposal<
+        GroupId: traits::GroupId<V>,
+        ProposalRef: traits::ProposalRef<V>,
+        QueuedProposal: traits::QueuedProposal<V>,
+    >(&self, group_id: &GroupId, proposal_ref: &ProposalRef, proposal: &QueuedProposal) -> ();
+    fn write_tree<
+        GroupId: traits::GroupId<V>,
+        TreeSync: traits::TreeSync<V>,
+    >(&self, group_id: &GroupId, tree: &TreeSync) -> ();
+    fn write_interim_transcript_hash<
+        GroupId: traits::GroupId<V>,
+        InterimTranscriptHash: traits::InterimTranscriptHash<V>,
+    >(&self, group_id: &GroupId, interim_transcript_hash: &InterimTranscriptHash) -> ();
+    fn write_context<
+        GroupId: traits::GroupId<V>,
+        GroupContext: traits::GroupContext<V>,
+    >(&self, group_id: &GroupId, group_context: &GroupContext) -> ();
+    fn write_confirmation_tag<
+        GroupId: traits::GroupId<V>,
+        ConfirmationTag: traits::ConfirmationTag<V>,
+    >(&self, group_id: &GroupId, confirmation_tag: &ConfirmationTag) -> ();
+    fn write_group_state<
+        GroupState: traits::GroupState<V>,
+        GroupId: traits::GroupId<V>,
+    >(&self, group_id: &GroupId, group_state: &GroupState) -> ();
+    fn write_message_secrets<
+        GroupId: traits::GroupId<V>,
+        MessageSecrets: traits::MessageSecrets<V>,
+    >(&self, group_id: &GroupId, message_secrets: &MessageSecrets) -> ();
+    fn write_resumption_psk_store<
+        GroupId: traits::GroupId<V>,
+        ResumptionPskStore: traits::ResumptionPskStore<V>,
+    >(&self, group_id: &GroupId, resumption_psk_store: &ResumptionPskStore) -> ();
+    fn write_own_leaf_index<
+        GroupId: traits::GroupId<V>,
+        LeafNodeIndex: traits::LeafNodeIndex<V>,
+    >(&self, group_id: &GroupId, own_leaf_index: &LeafNodeIndex) -> ();
+    fn write_group_epoch_secrets<
+        GroupId: traits::GroupId<V>,
+        GroupEpochSecrets: traits::GroupEpochSecrets<V>,
+    >(&self, group_id: &GroupId, group_epoch_secrets: &GroupEpochSecrets) -> ();
+    #[cfg(feature = "extensions-draft")]
+    fn write_application_export_tree<
+        GroupId: traits::GroupId<V>,
+        ApplicationExportTree: traits::ApplicationExportTree<V>,
+    >(&self, group_id: &GroupId, application_export_tree: &ApplicationExportTree) -> ();
+    #[cfg(feature = "virtual-clients-draft")]
+    fn write_vc_emulation_epoch_state<
+        EpochId: traits::VcEpochId<V>,
+        VcEmulationEpochState: traits::VcEmulationEpochState<V>,
+    >(&self, epoch_id: &EpochId, vc_emulation_epoch_state: &VcEmulationEpochState) -> ();
+    #[cfg(feature = "virtual-clients-draft")]
+    fn write_vc_emulation_bindings<
+        GroupId: traits::GroupId<V>,
+        VcEmulationBindings: traits::VcEmulationBindings<V>,
+    >(&self, group_id: &GroupId, bindings: &VcEmulationBindings) -> ();
+    #[cfg(feature = "virtual-clients-draft")]
+    fn write_registered_vc_emulation_epoch<
+        GroupId: traits::GroupId<V>,
+        RegisteredVcEmulationEpoch: traits::RegisteredVcEmulationEpoch<V>,
+    >(&self, group_id: &GroupId, registered: &RegisteredVcEmulationEpoch) -> ();
+    #[cfg(feature = "virtual-clients-draft")]
+    fn write_vc_operation_tree<
+        EpochId: traits::VcEpochId<V>,
+        VcOperationTree: traits::VcOperationTree<V>,
+    >(&self, epoch_id: &EpochId, vc_operation_tree: &VcOperationTree) -> ();
+    #[cfg(feature = "virtual-clients-draft")]
+    fn write_retained_key_package_material_batch<
+        EpochId: traits::VcEpochId<V>,
+        VcOperationTree: traits::VcOperationTree<V>,
+        KeyPackageRef: traits::HashReference<V>,
+        RetainedKeyPackageMaterial: traits::RetainedKeyPackageMaterial<V>,
+    >(
+        &self,
+        epoch_id: &EpochId,
+        operation_tree: &VcOperationTree,
+        materials: &[(KeyPackageRef,
+        RetainedKeyPackageMaterial)],
+    ) -> ();
+    fn write_signature_key_pair<
+        SignaturePublicKey: traits::SignaturePublicKey<V>,
+        SignatureKeyPair: traits::SignatureKeyPair<V>,
+    >(&self, public_key: &SignaturePublicKey, signature_key_pair: &SignatureKeyPair) -> ();
+    fn write_encryption_key_pair<
+        EncryptionKey: traits::EncryptionKey<V>,
+        HpkeKeyPair: traits::HpkeKeyPair<V>,
+    >(&self, public_key: &EncryptionKey, key_pair: &HpkeKeyPair) -> ();
+    fn write_encryption_epoch_key_pairs<
+        GroupId: traits::GroupId<V>,
+        EpochKey: traits::EpochKey<V>,
+        HpkeKeyPair: traits::HpkeKeyPair<V>,
+    >(
+        &self,
+        group_id: &GroupId,
+        epoch: &EpochKey,
+        leaf_index: u32,
+        key_pairs: &[HpkeKeyPair],
+    ) -> ();
+    fn write_psk<
+        PskId: traits::PskId<V>,
+        PskBundle: traits::PskBundle<V>,
+    >(&self, psk_id: &PskId, psk: &PskBundle) -> ();
+    fn mls_group_join_config<
+        GroupId: traits::GroupId<V>,
+        MlsGroupJoinConfig: traits::MlsGroupJoinConfig<V>,
+    >(&self, group_id: &GroupId) -> Option<MlsGroupJoinConfig>;
+    fn own_leaf_nodes<
+        GroupId: traits::GroupId<V>,
+        LeafNode: traits::LeafNode<V>,
+    >(&self, group_id: &GroupId) -> Vec<LeafNode>;
+    fn queued_proposal_refs<
+        GroupId: traits::GroupId<V>,
+        ProposalRef: traits::ProposalRef<V>,
+    >(&self, group_id: &GroupId) -> Vec<ProposalRef>;
+    fn queued_proposals<
+        GroupId: traits::GroupId<V>,
+        ProposalRef: traits::ProposalRef<V>,
+        QueuedProposal: traits::QueuedProposal<V>,
+    >(&self, group_id: &GroupId) -> Vec<(ProposalRef, QueuedProposal)>;
+    fn tree<
+        GroupId: traits::GroupId<V>,
+        TreeSync: traits::TreeSync<V>,
+    >(&self, group_id: &GroupId) -> Option<TreeSync>;
+    fn group_context<
+        GroupId: traits::GroupId<V>,
+        GroupContext: traits::GroupContext<V>,
+    >(&self, group_id: &GroupId) -> Option<GroupContext>;
+    fn interim_transcript_hash<
+        GroupId: traits::GroupId<V>,
+        InterimTranscriptHash: traits::InterimTranscriptHash<V>,
+    >(&self, group_id: &GroupId) -> Option<InterimTranscriptHash>;
+    fn confirmation_tag<
+        GroupId: traits::GroupId<V>,
+        ConfirmationTag: traits::ConfirmationTag<V>,
+    >(&self, group_id: &GroupId) -> Option<ConfirmationTag>;
+    fn group_state<
+        GroupState: traits::GroupState<V>,
+        GroupId: traits::GroupId<V>,
+    >(&self, group_id: &GroupId) -> Option<GroupState>;
+    fn message_secrets<
+        GroupId: traits::GroupId<V>,
+        MessageSecrets: traits::MessageSecrets<V>,
+    >(&self, group_id: &GroupId) -> Option<MessageSecrets>;
+    fn resumption_psk_store<
+        GroupId: traits::GroupId<V>,
+        ResumptionPskStore: traits::ResumptionPskStore<V>,
+    >(&self, group_id: &GroupId) -> Option<ResumptionPskStore>;
+    fn own_leaf_index<
+        GroupId: traits::GroupId<V>,
+        LeafNodeIndex: traits::LeafNodeIndex<V>,
+    >(&self, group_id: &GroupId) -> Option<LeafNodeIndex>;
+    fn group_epoch_secrets<
+        GroupId: traits::GroupId<V>,
+        GroupEpochSecrets: traits::GroupEpochSecrets<V>,
+    >(&self, group_id: &GroupId) -> Option<GroupEpochSecrets>;
+    fn signature_key_pair<
+        SignaturePublicKey: traits::SignaturePublicKey<V>,
+        SignatureKeyPair: traits::SignatureKeyPair<V>,
+    >(&self, public_key: &SignaturePublicKey) -> Option<SignatureKeyPair>;
+    fn encryption_key_pair<
+        HpkeKeyPair: traits::HpkeKeyPair<V>,
+        EncryptionKey: traits::EncryptionKey<V>,
+    >(&self, public_key: &EncryptionKey) -> Option<HpkeKeyPair>;
+    fn encryption_epoch_key_pairs<
+        GroupId: traits::GroupId<V>,
+        EpochKey: traits::EpochKey<V>,
+        HpkeKeyPair: traits::HpkeKeyPair<V>,
+    >(&self, group_id: &GroupId, epoch: &EpochKey, leaf_index: u32) -> Vec<HpkeKeyPair>;
+    fn key_package<
+        KeyPackageRef: traits::HashReference<V>,
+        KeyPackage: traits::KeyPackage<V>,
+    >(&self, hash_ref: &KeyPackageRef) -> Option<KeyPackage>;
+    fn psk<
+        PskBundle: traits::PskBundle<V>,
+        PskId: traits::PskId<V>,
+    >(&self, psk_id: &PskId) -> Option<PskBundle>;
+    #[cfg(feature = "extensions-draft")]
+    fn application_export_tree<
+        GroupId: traits::GroupId<V>,
+        ApplicationExportTree: traits::ApplicationExportTree<V>,
+    >(&self, group_id: &GroupId) -> Option<ApplicationExportTree>;
+    #[cfg(feature = "virtual-clients-draft")]
+    fn vc_emulation_epoch_state<
+        EpochId: traits::VcEpochId<V>,
+        VcEmulationEpochState: traits::VcEmulationEpochState<V>,
+    >(&self, epoch_id: &EpochId) -> Option<VcEmulationEpochState>;
+    #[cfg(feature = "virtual-clients-draft")]
+    fn vc_emulation_bindings<
+        GroupId: traits::GroupId<V>,
+        VcEmulationBindings: traits::VcEmulationBindings<V>,
+    >(&self, group_id: &GroupId) -> Option<VcEmulationBindings>;
+    #[cfg(feature = "virtual-clients-draft")]
+    fn registered_vc_emulation_epoch<
+        GroupId: traits::GroupId<V>,
+        RegisteredVcEmulationEpoch: traits::RegisteredVcEmulationEpoch<V>,
+    >(&self, group_id: &GroupId) -> Option<RegisteredVcEmulationEpoch>;
+    #[cfg(feature = "virtual-clients-draft")]
+    fn vc_operation_tree<
+        EpochId: traits::VcEpochId<V>,
+        VcOperationTree: traits::VcOperationTree<V>,
+    >(&self, epoch_id: &EpochId) -> Option<VcOperationTree>;
+    #[cfg(feature = "virtual-clients-draft")]
+    fn retained_key_package_material<
+        KeyPackageRef: traits::HashReference<V>,
+        RetainedKeyPackageMaterial: traits::RetainedKeyPackageMaterial<V>,
+    >(&self, hash_ref: &KeyPackageRef) -> Option<RetainedKeyPackageMaterial>;
+    #[cfg(feature = "virtual-clients-draft")]
+    fn has_retained_key_package_material_for_epoch<
+        EpochId: traits::VcEpochId<V>,
+    >(&self, epoch_id: &EpochId) -> bool;
+    fn remove_proposal<
+        GroupId: traits::GroupId<V>,
+        ProposalRef: traits::ProposalRef<V>,
+    >(&self, group_id: &GroupId, proposal_ref: &ProposalRef) -> ();
+    fn delete_own_leaf_nodes<GroupId: traits::GroupId<V>>(&self, group_id: &GroupId) -> ();
+    fn delete_group_config<GroupId: traits::GroupId<V>>(&self, group_id: &GroupId) -> ();
+    fn delete_tree<GroupId: traits::GroupId<V>>(&self, group_id: &GroupId) -> ();
+    fn delete_confirmation_tag<GroupId: traits::GroupId<V>>(&self, group_id: &GroupId) -> ();
+    fn delete_group_state<GroupId: traits::GroupId<V>>(&self, group_id: &GroupId) -> ();
+    fn delete_context<GroupId: traits::GroupId<V>>(&self, group_id: &GroupId) -> ();
+    fn delete_interim_transcript_hash<GroupId: traits::GroupId<V>>(&self, group_id: &GroupId) -> ();
+    fn delete_message_secrets<GroupId: traits::GroupId<V>>(&self, group_id: &GroupId) -> ();
+    fn delete_all_resumption_psk_secrets<
+        GroupId: traits::GroupId<V>,
+    >(&self, group_id: &GroupId) -> ();
+    fn delete_own_leaf_index<GroupId: traits::GroupId<V>>(&self, group_id: &GroupId) -> ();
+    fn delete_group_epoch_secrets<GroupId: traits::GroupId<V>>(&self, group_id: &GroupId) -> ();
+    fn clear_proposal_queue<
+        GroupId: traits::GroupId<V>,
+        ProposalRef: traits::ProposalRef<V>,
+    >(&self, group_id: &GroupId) -> ();
+    fn delete_signature_key_pair<
+        SignaturePublicKey: traits::SignaturePublicKey<V>,
+    >(&self, public_key: &SignaturePublicKey) -> ();
+    fn delete_encryption_key_pair<
+        EncryptionKey: traits::EncryptionKey<V>,
+    >(&self, public_key: &EncryptionKey) -> ();
+    fn delete_encryption_epoch_key_pairs<
+        GroupId: traits::GroupId<V>,
+        EpochKey: traits::EpochKey<V>,
+    >(&self, group_id: &GroupId, epoch: &EpochKey, leaf_index: u32) -> ();
+    fn delete_psk<PskKey: traits::PskId<V>>(&self, psk_id: &PskKey) -> ();
+    #[cfg(feature = "extensions-draft")]
+    fn delete_application_export_tree<
+        GroupId: traits::GroupId<V>,
+        ApplicationExportTree: traits::ApplicationExportTree<V>,
+    >(&self, group_id: &GroupId) -> ();
+    #[cfg(feature = "virtual-clients-draft")]
+    fn delete_vc_emulation_state_if_unreferenced<
+        EpochId: traits::VcEpochId<V>,
+    >(&self, epoch_id: &EpochId) -> bool;
+    #[cfg(feature = "virtual-clients-draft")]
+    fn delete_vc_emulation_bindings<GroupId: traits::GroupId<V>>(&self, group_id: &GroupId) -> ();
+    #[cfg(feature = "virtual-clients-draft")]
+    fn delete_registered_vc_emulation_epoch<
+        GroupId: traits::GroupId<V>,
+    >(&self, group_id: &GroupId) -> ();
+    #[cfg(feature = "virtual-clients-draft")]
+    fn delete_retained_key_package_material<
+        KeyPackageRef: traits::HashReference<V>,
+    >(&self, hash_ref: &KeyPackageRef) -> ();    }
 }

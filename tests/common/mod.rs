@@ -1,0 +1,164 @@
+//! Setup shared by the integration tests: identities, KeyPackages, groups and
+//! database files, all real.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use openmls::prelude::*;
+use openmls_basic_credential::SignatureKeyPair;
+use openmls_keypackage_pool::{codec::Codec, PoolStorage};
+use openmls_rust_crypto::OpenMlsRustCrypto;
+use tempfile::TempDir;
+use tls_codec::{Deserialize as _, Serialize as _};
+
+pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
+
+/// A database file in a directory that is removed when the `TempDir` drops.
+pub fn temp_db() -> (TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("pool.db");
+    (dir, path)
+}
+
+/// A member's signature key pair and credential.
+pub struct Identity {
+    pub signer: SignatureKeyPair,
+    pub credential: CredentialWithKey,
+}
+
+impl Identity {
+    pub fn new(name: &str) -> Self {
+        let signer = SignatureKeyPair::new(CIPHERSUITE.signature_algorithm()).expect("key pair");
+        let credential = CredentialWithKey {
+            credential: BasicCredential::new(name.as_bytes().to_vec()).into(),
+            signature_key: signer.public().into(),
+        };
+        Self { signer, credential }
+    }
+}
+
+/// Builds one KeyPackage through OpenMLS, which stores it with `provider`.
+pub fn build_key_package(
+    provider: &impl OpenMlsProvider,
+    identity: &Identity,
+    last_resort: bool,
+) -> KeyPackageBundle {
+    let mut builder = KeyPackage::builder();
+    if last_resort {
+        builder = builder.mark_as_last_resort();
+    }
+    builder
+        .build(
+            CIPHERSUITE,
+            provider,
+            &identity.signer,
+            identity.credential.clone(),
+        )
+        .expect("KeyPackage builds")
+}
+
+/// Sends a message over the "wire": TLS-encodes it and decodes it back.
+pub fn over_the_wire(message: &MlsMessageOut) -> MlsMessageIn {
+    let bytes = message.tls_serialize_detached().expect("encode");
+    MlsMessageIn::tls_deserialize_exact(bytes).expect("decode")
+}
+
+pub fn into_welcome(message: &MlsMessageOut) -> Welcome {
+    match over_the_wire(message).extract() {
+        MlsMessageBodyIn::Welcome(welcome) => welcome,
+        other => panic!("expected a Welcome, got {other:?}"),
+    }
+}
+
+pub fn into_protocol_message(message: &MlsMessageOut) -> ProtocolMessage {
+    over_the_wire(message)
+        .try_into_protocol_message()
+        .expect("a protocol message")
+}
+
+pub fn group_create_config() -> MlsGroupCreateConfig {
+    MlsGroupCreateConfig::builder()
+        .ciphersuite(CIPHERSUITE)
+        .use_ratchet_tree_extension(true)
+        .build()
+}
+
+/// A group creator on OpenMLS's in-memory provider.
+pub struct PlainClient {
+    pub provider: OpenMlsRustCrypto,
+    pub identity: Identity,
+}
+
+impl PlainClient {
+    pub fn new(name: &str) -> Self {
+        Self {
+            provider: OpenMlsRustCrypto::default(),
+            identity: Identity::new(name),
+        }
+    }
+
+    /// Creates a group and adds the owner of `key_package`; returns the
+    /// group and the Welcome for the new member.
+    pub fn create_group_with(&self, key_package: &KeyPackage) -> (MlsGroup, Welcome) {
+        let mut group = MlsGroup::new(
+            &self.provider,
+            &self.identity.signer,
+            &group_create_config(),
+            self.identity.credential.clone(),
+        )
+        .expect("group");
+        let (_commit, welcome, _info) = group
+            .add_members(
+                &self.provider,
+                &self.identity.signer,
+                std::slice::from_ref(key_package),
+            )
+            .expect("add member");
+        group
+            .merge_pending_commit(&self.provider)
+            .expect("merge add");
+        (group, into_welcome(&welcome))
+    }
+}
+
+/// Joins the group a Welcome invites to.
+pub fn join<P: OpenMlsProvider>(provider: &P, welcome: Welcome) -> Result<MlsGroup, String> {
+    let staged = StagedWelcome::new_from_welcome(
+        provider,
+        &MlsGroupJoinConfig::builder()
+            .use_ratchet_tree_extension(true)
+            .build(),
+        welcome,
+        None,
+    )
+    .map_err(|e| format!("{e:?}"))?;
+    staged.into_group(provider).map_err(|e| format!("{e:?}"))
+}
+
+/// How many KeyPackageBundles OpenMLS's own table holds.
+pub fn bundle_count<C: Codec>(storage: &PoolStorage<C>) -> i64 {
+    storage
+        .connection()
+        .query_row("SELECT COUNT(*) FROM openmls_key_packages", [], |row| {
+            row.get(0)
+        })
+        .expect("count bundles")
+}
+
+/// How many metadata rows the pool holds.
+pub fn metadata_count<C: Codec>(storage: &PoolStorage<C>) -> i64 {
+    storage
+        .connection()
+        .query_row("SELECT COUNT(*) FROM keypackage_pool_metadata", [], |row| {
+            row.get(0)
+        })
+        .expect("count metadata")
+}
+
+/// The bundle OpenMLS finds under `kp_ref`, looked up the way OpenMLS does.
+pub fn stored_bundle<S: openmls_traits::storage::StorageProvider<1>>(
+    storage: &S,
+    kp_ref: &KeyPackageRef,
+) -> Option<KeyPackageBundle> {
+    storage.key_package(kp_ref).expect("lookup")
+}
