@@ -13,7 +13,7 @@
 //!   and asks the decoder what it sees).
 //! - [`JsonCodec`]: JSON, the format `openmls_sqlite_storage`'s own tests and
 //!   OpenMLS's in-memory storage use. Choose it to open a database an
-//!   application wrote with a plain `SqliteStorageProvider<JsonCodec-like>`.
+//!   application wrote with a plain `SqliteStorageProvider` and a JSON codec.
 //!
 //! Non-self-describing formats such as postcard or bincode cannot decode a
 //! stored `MlsGroupJoinConfig`, so they cannot serve as an OpenMLS storage

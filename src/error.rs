@@ -124,6 +124,48 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
+    /// A KeyPackage's bundle is missing from OpenMLS storage although its
+    /// metadata row exists.
+    #[error("KeyPackage {keypackage_ref} has metadata but no stored bundle")]
+    MissingBundle {
+        /// The KeyPackage whose bundle is gone.
+        keypackage_ref: RefBytes,
+    },
+
+    /// OpenMLS failed to build a KeyPackage.
+    #[error("building a KeyPackage failed: {0}")]
+    KeyPackageBuild(#[source] openmls::prelude::KeyPackageNewError),
+
+    /// A KeyPackage could not be TLS-encoded for upload.
+    #[error("encoding KeyPackage {keypackage_ref} for upload failed: {message}")]
+    KeyPackageEncode {
+        /// The KeyPackage that could not be encoded.
+        keypackage_ref: RefBytes,
+        /// What the TLS codec reported.
+        message: String,
+    },
+
+    /// A [`PoolConfig`](crate::PoolConfig) that cannot work.
+    #[error("invalid pool configuration: {reason}")]
+    InvalidConfig {
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// Generating would take the pool past its hard cap.
+    #[error(
+        "generating {requested} KeyPackages would take the pool from {live} to past its hard cap of {hard_cap}"
+    )]
+    HardCapExceeded {
+        /// How many were asked for.
+        requested: usize,
+        /// How many live (created, uploaded, available or reserved) one-time
+        /// KeyPackages the pool holds.
+        live: usize,
+        /// The configured cap.
+        hard_cap: usize,
+    },
+
     /// Running the schema migrations failed.
     #[error("schema migration failed: {0}")]
     Migration(String),

@@ -72,6 +72,7 @@ mod error;
 mod identity;
 mod keypackage_ref;
 mod metadata;
+mod pool;
 mod provider;
 mod schema;
 mod status;
@@ -81,6 +82,10 @@ pub use bundles::UnpooledKeyPackage;
 pub use error::{Error, RefBytes, Result};
 pub use keypackage_ref::{key_package_ref_from_bytes, MAX_REF_LEN};
 pub use metadata::KeyPackageMetadata;
+pub use pool::{
+    KeyPackagePool, LastResortReport, PendingUpload, PoolAction, PoolConfig, PoolHealth,
+    MAX_LIFETIME_SECS,
+};
 pub use provider::PoolProvider;
 pub use status::KeyPackageStatus;
 pub use storage::PoolStorage;

@@ -305,3 +305,126 @@ impl RawRow {
         })
     }
 }
+
+/// Statuses whose KeyPackages are still in play: their private keys may yet
+/// be needed for a Welcome.
+const LIVE: &str = "'created', 'uploaded', 'available', 'reserved'";
+
+/// Statuses whose one-time KeyPackages a server can hand out.
+const USABLE: &str = "'uploaded', 'available'";
+
+/// An expired row that may be pruned: every expired one-time KeyPackage, and
+/// an expired last-resort one only when a newer last-resort one exists, so
+/// the client is never left without a fallback.
+const PRUNABLE: &str = "m.not_after < ?1 AND (m.last_resort = 0 OR EXISTS (
+         SELECT 1 FROM keypackage_pool_metadata n
+         WHERE n.last_resort = 1 AND n.not_after > m.not_after))";
+
+/// The figures behind a pool health report, read in one statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Summary {
+    pub by_status: [usize; KeyPackageStatus::ALL.len()],
+    pub usable: usize,
+    pub live: usize,
+    pub valid_last_resort: usize,
+    pub expiring_soon: usize,
+    pub oldest_not_after: Option<i64>,
+    pub prunable: usize,
+}
+
+/// Reads every health figure at once. `horizon_end` bounds "expiring soon":
+/// live rows with `now <= not_after < horizon_end`.
+pub(crate) fn summary(conn: &Connection, now: i64, horizon_end: i64) -> Result<Summary> {
+    let per_status: String = KeyPackageStatus::ALL
+        .iter()
+        .map(|s| format!("COALESCE(SUM(status = '{}'), 0), ", s.as_str()))
+        .collect();
+    let sql = format!(
+        "SELECT {per_status}
+             COALESCE(SUM(last_resort = 0 AND status IN ({USABLE})), 0),
+             COALESCE(SUM(last_resort = 0 AND status IN ({LIVE})), 0),
+             COALESCE(SUM(last_resort = 1 AND status IN ({LIVE}) AND not_after >= ?1), 0),
+             COALESCE(SUM(status IN ({LIVE}) AND not_after >= ?1 AND not_after < ?2), 0),
+             MIN(CASE WHEN status IN ({LIVE}) THEN not_after END),
+             (SELECT COUNT(*) FROM keypackage_pool_metadata m WHERE {PRUNABLE})
+         FROM keypackage_pool_metadata"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    Ok(stmt.query_row(params![now, horizon_end], |row| {
+        let count = |i: usize| -> rusqlite::Result<usize> {
+            // SUM and COUNT of rows are never negative.
+            Ok(usize::try_from(row.get::<_, i64>(i)?).unwrap_or_default())
+        };
+        let n = KeyPackageStatus::ALL.len();
+        let mut by_status = [0; KeyPackageStatus::ALL.len()];
+        for (i, slot) in by_status.iter_mut().enumerate() {
+            *slot = count(i)?;
+        }
+        Ok(Summary {
+            by_status,
+            usable: count(n)?,
+            live: count(n + 1)?,
+            valid_last_resort: count(n + 2)?,
+            expiring_soon: count(n + 3)?,
+            oldest_not_after: row.get(n + 4)?,
+            prunable: count(n + 5)?,
+        })
+    })?)
+}
+
+/// How many one-time (not last-resort) KeyPackages are live.
+pub(crate) fn live_count(conn: &Connection) -> Result<usize> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT COUNT(*) FROM keypackage_pool_metadata
+         WHERE last_resort = 0 AND status IN ({LIVE})"
+    ))?;
+    let count: i64 = stmt.query_row([], |row| row.get(0))?;
+    Ok(usize::try_from(count).unwrap_or_default())
+}
+
+/// How many one-time KeyPackages a server can hand out.
+pub(crate) fn usable_count(conn: &Connection) -> Result<usize> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT COUNT(*) FROM keypackage_pool_metadata
+         WHERE last_resort = 0 AND status IN ({USABLE})"
+    ))?;
+    let count: i64 = stmt.query_row([], |row| row.get(0))?;
+    Ok(usize::try_from(count).unwrap_or_default())
+}
+
+/// Refs that [`PRUNABLE`] selects at `now`, soonest expired first.
+pub(crate) fn prunable_refs(conn: &Connection, now: i64) -> Result<Vec<Vec<u8>>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT m.keypackage_ref FROM keypackage_pool_metadata m
+         WHERE {PRUNABLE} ORDER BY m.not_after, m.rowid"
+    ))?;
+    let rows = stmt.query_map([now], |row| row.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Live last-resort KeyPackages still valid at `now`, newest expiry first.
+pub(crate) fn valid_last_resort_refs(conn: &Connection, now: i64) -> Result<Vec<Vec<u8>>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT keypackage_ref FROM keypackage_pool_metadata
+         WHERE last_resort = 1 AND status IN ({LIVE}) AND not_after >= ?1
+         ORDER BY not_after DESC, rowid DESC"
+    ))?;
+    let rows = stmt.query_map([now], |row| row.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+// The statement below moves reserved rows to available without going through
+// `transition`; the lifecycle must allow that move.
+const _: () = assert!(KeyPackageStatus::Reserved.can_transition_to(KeyPackageStatus::Available));
+
+/// Puts reserved rows whose reservation lapsed before `now` back to
+/// `available`; returns their refs.
+pub(crate) fn release_lapsed_reservations(conn: &Connection, now: i64) -> Result<Vec<Vec<u8>>> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE keypackage_pool_metadata SET status = 'available'
+         WHERE status = 'reserved' AND reservation_expires_at < ?1
+         RETURNING keypackage_ref",
+    )?;
+    let rows = stmt.query_map([now], |row| row.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}

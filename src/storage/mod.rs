@@ -6,15 +6,17 @@ mod write_scope;
 
 use std::{marker::PhantomData, path::Path, time::Duration};
 
+use openmls::prelude::KeyPackageBundle;
+use openmls_traits::storage::{StorageProvider, CURRENT_VERSION};
 use rusqlite::Connection;
 
 use crate::{
     bundles::{self, UnpooledKeyPackage},
     clock::unix_now,
     codec::{Codec, DefaultCodec},
-    error::{Error, Result},
+    error::{Error, RefBytes, Result},
     identity,
-    keypackage_ref::check_ref,
+    keypackage_ref::{check_ref, key_package_ref_from_bytes},
     metadata::{self, KeyPackageMetadata, PoolEntry, TransitionDetails},
     schema,
     status::KeyPackageStatus,
@@ -255,6 +257,32 @@ impl<C: Codec> PoolStorage<C> {
     /// The metadata of one KeyPackage, if it has a row.
     pub fn get_metadata(&self, keypackage_ref: &[u8]) -> Result<Option<KeyPackageMetadata>> {
         metadata::get(&self.conn, keypackage_ref)
+    }
+
+    // --- whole KeyPackages: bundle and metadata ---
+
+    /// The KeyPackageBundle stored under a raw ref, looked up the way OpenMLS
+    /// looks it up.
+    ///
+    /// A bundle that cannot be decoded is [`Error::CorruptBundle`] naming
+    /// the ref; other KeyPackages stay readable.
+    pub fn key_package_bundle(&self, keypackage_ref: &[u8]) -> Result<Option<KeyPackageBundle>> {
+        let kp_ref = key_package_ref_from_bytes(keypackage_ref)?;
+        self.delegate().key_package(&kp_ref).map_err(|e| match e {
+            rusqlite::Error::FromSqlConversionFailure(_, _, source) => Error::CorruptBundle {
+                keypackage_ref: RefBytes::of(keypackage_ref),
+                source: source.into(),
+            },
+            other => other.into(),
+        })
+    }
+
+    /// Deletes a KeyPackage's bundle and metadata row together, as OpenMLS
+    /// does when a Welcome consumes it. Deleting a ref that has neither is
+    /// not an error.
+    pub fn remove_key_package(&self, keypackage_ref: &[u8]) -> Result<()> {
+        let kp_ref = key_package_ref_from_bytes(keypackage_ref)?;
+        <Self as StorageProvider<CURRENT_VERSION>>::delete_key_package(self, &kp_ref)
     }
 
     // --- bundles without metadata ---

@@ -19,7 +19,7 @@ use crate::{
 impl<C: Codec> PoolStorage<C> {
     /// `openmls_sqlite_storage`'s provider as a view over this connection;
     /// free to make, so one is made per call.
-    fn delegate(&self) -> SqliteStorageProvider<C, &Connection> {
+    pub(super) fn delegate(&self) -> SqliteStorageProvider<C, &Connection> {
         SqliteStorageProvider::new(&self.conn)
     }
 

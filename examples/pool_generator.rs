@@ -1,0 +1,260 @@
+//! Keeps a KeyPackage pool database topped up, and shows its health.
+//!
+//! ```sh
+//! cargo run --release --example pool_generator -- --db pool.db --count 32
+//! ```
+//!
+//! Opens (or creates) the database, creates or reuses the user's signing
+//! identity, prunes expired KeyPackages, keeps one last-resort KeyPackage,
+//! tops the pool up to `--count` live KeyPackages, and prints a health table
+//! (or JSON). Running it again reuses the pool rather than growing it.
+
+use std::{process::ExitCode, time::SystemTime};
+
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use openmls::prelude::*;
+use openmls_basic_credential::SignatureKeyPair;
+use openmls_keypackage_pool::{
+    KeyPackagePool, KeyPackageStatus, PoolConfig, PoolHealth, PoolProvider, MAX_LIFETIME_SECS,
+};
+
+/// Generates one-time MLS KeyPackages into a SQLite pool and reports its
+/// health.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// The pool database file; created if missing.
+    #[arg(long, default_value = "pool.db")]
+    db: std::path::PathBuf,
+
+    /// How many live one-time KeyPackages the pool should hold.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    count: u32,
+
+    /// The local user whose identity signs the KeyPackages; created on first
+    /// use and reused afterwards.
+    #[arg(long, default_value = "pool-generator")]
+    user: String,
+
+    /// Lifetime of new KeyPackages, in days (at most 84).
+    #[arg(long, default_value_t = 14, value_parser = clap::value_parser!(u64).range(1..=MAX_LIFETIME_SECS / 86_400))]
+    lifetime_days: u64,
+
+    /// Mark every KeyPackage still waiting for upload as uploaded, as a
+    /// client would after a successful upload to its server.
+    #[arg(long)]
+    mark_uploaded: bool,
+
+    /// Print the health report as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let message = e.to_string();
+            let first = message.lines().next().unwrap_or("invalid arguments");
+            eprintln!("{first} (see --help)");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<(), String> {
+    let provider = PoolProvider::open(&cli.db)
+        .map_err(|e| format!("cannot open pool database {}: {e}", cli.db.display()))?;
+    let config = PoolConfig {
+        target_size: cli.count as usize,
+        low_watermark: (cli.count as usize / 4).max(1),
+        hard_cap: cli.count as usize * 2,
+        lifetime_secs: cli.lifetime_days * 86_400,
+        ..PoolConfig::default()
+    };
+    let (signer, reused) = identity(&provider, &cli.user, config.ciphersuite)?;
+    let credential = CredentialWithKey {
+        credential: BasicCredential::new(cli.user.as_bytes().to_vec()).into(),
+        signature_key: signer.public().into(),
+    };
+    let pool =
+        KeyPackagePool::new(&provider, &signer, credential, config).map_err(|e| e.to_string())?;
+
+    let now = unix_now()?;
+    let pruned = pool.prune_expired(now).map_err(|e| e.to_string())?;
+    let last_resort = pool.ensure_last_resort(now).map_err(|e| e.to_string())?;
+    let live = pool.health(now).map_err(|e| e.to_string())?.live;
+    let wanted = (cli.count as usize).saturating_sub(live);
+    let generated = generate(&pool, wanted, cli.json)?;
+    if cli.mark_uploaded {
+        let refs: Vec<_> = pool
+            .pending_upload()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|p| p.keypackage_ref)
+            .collect();
+        pool.mark_uploaded(&refs).map_err(|e| e.to_string())?;
+    }
+    let health = pool.health(now).map_err(|e| e.to_string())?;
+
+    let run = Run {
+        db: &cli.db.display().to_string(),
+        user: &cli.user,
+        identity_reused: reused,
+        pruned: pruned.len(),
+        last_resort_created: last_resort.created.is_some(),
+        generated,
+        now,
+    };
+    if cli.json {
+        println!("{}", to_json(&run, &health));
+    } else {
+        print_table(&run, &health);
+    }
+    Ok(())
+}
+
+/// Reads the user's signature key pair back from OpenMLS storage, or makes
+/// and stores one. Returns whether it was reused.
+fn identity(
+    provider: &PoolProvider,
+    user: &str,
+    ciphersuite: Ciphersuite,
+) -> Result<(SignatureKeyPair, bool), String> {
+    let storage = provider.storage();
+    let scheme = ciphersuite.signature_algorithm();
+    if let Some(public_key) = storage.load_public_key(user).map_err(|e| e.to_string())? {
+        if let Some(pair) = SignatureKeyPair::read(storage, &public_key, scheme) {
+            return Ok((pair, true));
+        }
+    }
+    let pair = SignatureKeyPair::new(scheme).map_err(|e| format!("key generation: {e:?}"))?;
+    storage
+        .transaction(|storage| {
+            pair.store(storage)?;
+            storage.save_identity(user, pair.public())
+        })
+        .map_err(|e| format!("storing the identity: {e}"))?;
+    Ok((pair, false))
+}
+
+fn generate(
+    pool: &KeyPackagePool<'_, SignatureKeyPair>,
+    n: usize,
+    quiet: bool,
+) -> Result<usize, String> {
+    if n == 0 {
+        return Ok(0);
+    }
+    let bar = if quiet || n <= 4 {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(n as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("generating {bar:40} {pos}/{len} KeyPackages ({eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let refs = pool
+        .generate_with_progress(n, |done| bar.set_position(done as u64))
+        .map_err(|e| e.to_string())?;
+    bar.finish_and_clear();
+    Ok(refs.len())
+}
+
+struct Run<'a> {
+    db: &'a str,
+    user: &'a str,
+    identity_reused: bool,
+    pruned: usize,
+    last_resort_created: bool,
+    generated: usize,
+    now: i64,
+}
+
+fn print_table(run: &Run<'_>, health: &PoolHealth) {
+    println!("pool database  {}", run.db);
+    println!(
+        "identity       {} ({})",
+        run.user,
+        if run.identity_reused { "reused" } else { "new" }
+    );
+    println!(
+        "this run       generated {}, pruned {}, last resort {}",
+        run.generated,
+        run.pruned,
+        if run.last_resort_created {
+            "created"
+        } else {
+            "kept"
+        }
+    );
+    println!();
+    println!("{:<12}{:>8}", "status", "count");
+    for status in KeyPackageStatus::ALL {
+        println!("{:<12}{:>8}", status.as_str(), health.count(status));
+    }
+    println!();
+    println!("usable (uploaded + available)  {}", health.usable);
+    println!("live one-time KeyPackages      {}", health.live);
+    println!(
+        "last resort                    {}",
+        if health.has_last_resort {
+            "present"
+        } else {
+            "missing"
+        }
+    );
+    println!("expiring within horizon        {}", health.expiring_soon);
+    match health.oldest_not_after {
+        Some(t) => println!(
+            "next expiry                    in {:.1} days (unix {t})",
+            (t - run.now) as f64 / 86_400.0
+        ),
+        None => println!("next expiry                    -"),
+    }
+    println!("recommended                    {:?}", health.recommended);
+}
+
+fn to_json(run: &Run<'_>, health: &PoolHealth) -> serde_json::Value {
+    let counts: serde_json::Map<_, _> = KeyPackageStatus::ALL
+        .iter()
+        .map(|s| (s.as_str().to_owned(), health.count(*s).into()))
+        .collect();
+    serde_json::json!({
+        "db": run.db,
+        "user": run.user,
+        "identity_reused": run.identity_reused,
+        "generated": run.generated,
+        "pruned": run.pruned,
+        "last_resort_created": run.last_resort_created,
+        "counts": counts,
+        "usable": health.usable,
+        "live": health.live,
+        "has_last_resort": health.has_last_resort,
+        "expiring_soon": health.expiring_soon,
+        "oldest_not_after": health.oldest_not_after,
+        "prunable": health.prunable,
+        "recommended": format!("{:?}", health.recommended),
+    })
+}
+
+fn unix_now() -> Result<i64, String> {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .map_err(|_| "the system clock is set before 1970".to_owned())
+}

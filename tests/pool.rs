@@ -1,0 +1,497 @@
+//! `KeyPackagePool` through real OpenMLS KeyPackages on a database file.
+
+mod common;
+
+use common::{build_key_package, bundle_count, metadata_count, Identity};
+use openmls::prelude::*;
+use openmls_basic_credential::SignatureKeyPair;
+use openmls_keypackage_pool::{
+    key_package_ref_from_bytes, Error, KeyPackagePool, KeyPackageStatus, PoolAction, PoolConfig,
+    PoolProvider, PoolStorage,
+};
+use tls_codec::Deserialize as _;
+
+const DAY: i64 = 24 * 60 * 60;
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    provider: PoolProvider,
+    identity: Identity,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let (dir, path) = common::temp_db();
+        Self {
+            provider: PoolProvider::open(&path).unwrap(),
+            path,
+            _dir: dir,
+            identity: Identity::new("frank"),
+        }
+    }
+
+    fn pool(&self, config: PoolConfig) -> KeyPackagePool<'_, SignatureKeyPair> {
+        KeyPackagePool::new(
+            &self.provider,
+            &self.identity.signer,
+            self.identity.credential.clone(),
+            config,
+        )
+        .unwrap()
+    }
+
+    fn storage(&self) -> &PoolStorage {
+        self.provider.storage()
+    }
+
+    /// Generates `n` and marks them uploaded.
+    fn uploaded(&self, pool: &KeyPackagePool<'_, SignatureKeyPair>, n: usize) -> Vec<Vec<u8>> {
+        let refs = pool.generate(n).unwrap();
+        pool.mark_uploaded(&refs).unwrap();
+        refs
+    }
+}
+
+fn sized(target_size: usize, low_watermark: usize, hard_cap: usize) -> PoolConfig {
+    PoolConfig {
+        target_size,
+        low_watermark,
+        hard_cap,
+        ..PoolConfig::default()
+    }
+}
+
+fn lifetime_days(days: u64) -> PoolConfig {
+    PoolConfig {
+        lifetime_secs: days * DAY as u64,
+        ..PoolConfig::default()
+    }
+}
+
+#[test]
+fn generate_stores_a_batch_with_bundles_and_rows() {
+    let fx = Fixture::new();
+    let before = now();
+    let refs = fx.pool(PoolConfig::default()).generate(10).unwrap();
+    assert_eq!(refs.len(), 10);
+    assert_eq!(
+        fx.storage()
+            .count_by_status(KeyPackageStatus::Created)
+            .unwrap(),
+        10
+    );
+    assert_eq!(
+        (bundle_count(fx.storage()), metadata_count(fx.storage())),
+        (10, 10)
+    );
+    for r in &refs {
+        let bundle = fx.storage().key_package_bundle(r).unwrap().unwrap();
+        let row = fx.storage().get_metadata(r).unwrap().unwrap();
+        let not_after = bundle.key_package().life_time().not_after() as i64;
+        assert_eq!(row.not_after, not_after);
+        // 14 days from the moment it was built.
+        assert!(not_after >= before + 14 * DAY && not_after <= now() + 14 * DAY);
+    }
+    drop(fx.provider);
+    let reopened = PoolStorage::open(&fx.path).unwrap();
+    assert_eq!(
+        reopened.count_by_status(KeyPackageStatus::Created).unwrap(),
+        10
+    );
+}
+
+#[test]
+fn generate_refuses_to_pass_the_hard_cap() {
+    let fx = Fixture::new();
+    let pool = fx.pool(sized(4, 2, 8));
+    match pool.generate(9) {
+        Err(Error::HardCapExceeded {
+            requested: 9,
+            live: 0,
+            hard_cap: 8,
+        }) => {}
+        other => panic!("expected HardCapExceeded, got {other:?}"),
+    }
+    assert_eq!(bundle_count(fx.storage()), 0);
+    pool.generate(8).unwrap();
+    assert!(matches!(
+        pool.generate(1),
+        Err(Error::HardCapExceeded { live: 8, .. })
+    ));
+    // Spent and expired ones no longer count against the cap.
+    let first = fx
+        .storage()
+        .get_metadata_by_status(KeyPackageStatus::Created)
+        .unwrap()[0]
+        .keypackage_ref
+        .clone();
+    fx.storage()
+        .update_pool_metadata_status(&first, KeyPackageStatus::Expired)
+        .unwrap();
+    pool.generate(1).unwrap();
+    assert_eq!(bundle_count(fx.storage()), 9);
+}
+
+#[test]
+fn a_failure_part_way_through_generate_leaves_nothing() {
+    let fx = Fixture::new();
+    fx.storage()
+        .connection()
+        .execute_batch(
+            "CREATE TEMP TRIGGER third_fails BEFORE INSERT ON keypackage_pool_metadata
+             WHEN (SELECT COUNT(*) FROM keypackage_pool_metadata) >= 2
+             BEGIN SELECT RAISE(ABORT, 'injected'); END;",
+        )
+        .unwrap();
+    assert!(fx.pool(PoolConfig::default()).generate(5).is_err());
+    assert_eq!(
+        (bundle_count(fx.storage()), metadata_count(fx.storage())),
+        (0, 0)
+    );
+}
+
+#[test]
+fn generate_with_progress_reports_each_key_package() {
+    let fx = Fixture::new();
+    let mut seen = Vec::new();
+    fx.pool(PoolConfig::default())
+        .generate_with_progress(3, |done| seen.push(done))
+        .unwrap();
+    assert_eq!(seen, vec![1, 2, 3]);
+}
+
+#[test]
+fn replenish_tops_up_only_below_the_watermark() {
+    // target 10, watermark 4.
+    for (usable, expected) in [(0, 10), (3, 7), (4, 0), (6, 0)] {
+        let fx = Fixture::new();
+        let pool = fx.pool(sized(10, 4, 40));
+        fx.uploaded(&pool, usable);
+        let made = pool.replenish().unwrap();
+        assert_eq!(made.len(), expected, "with {usable} usable");
+        assert_eq!(
+            fx.storage()
+                .count_by_status(KeyPackageStatus::Created)
+                .unwrap(),
+            expected
+        );
+    }
+}
+
+#[test]
+fn replenish_counts_only_uploaded_and_available() {
+    let fx = Fixture::new();
+    let pool = fx.pool(sized(10, 4, 40));
+    let refs = fx.uploaded(&pool, 5);
+    // One available (still usable), two reserved (not usable): 3 usable.
+    for r in &refs[..3] {
+        fx.storage()
+            .update_pool_metadata_status(r, KeyPackageStatus::Available)
+            .unwrap();
+    }
+    for r in &refs[..2] {
+        fx.storage()
+            .update_reservation_info(r, "res", "peer", now() + 60)
+            .unwrap();
+    }
+    // Created KeyPackages are not on the server yet: they do not count.
+    pool.generate(2).unwrap();
+    assert_eq!(pool.replenish().unwrap().len(), 7);
+}
+
+#[test]
+fn pending_upload_gives_verifiable_key_packages_and_marking_moves_them() {
+    let fx = Fixture::new();
+    let pool = fx.pool(PoolConfig::default());
+    let refs = pool.generate(3).unwrap();
+    let pending = pool.pending_upload().unwrap();
+    assert_eq!(pending.len(), 3);
+    for p in &pending {
+        assert!(refs.contains(&p.keypackage_ref));
+        // What a server would do: decode and verify, then compute the ref.
+        let key_package = KeyPackageIn::tls_deserialize_exact(&p.key_package)
+            .unwrap()
+            .validate(fx.provider.crypto(), ProtocolVersion::Mls10)
+            .unwrap();
+        assert_eq!(
+            key_package
+                .hash_ref(fx.provider.crypto())
+                .unwrap()
+                .as_slice(),
+            p.keypackage_ref
+        );
+        assert_eq!(key_package.life_time().not_after() as i64, p.not_after);
+    }
+
+    pool.mark_uploaded(&refs[..2]).unwrap();
+    pool.mark_failed(&refs[2..]).unwrap();
+    assert!(pool.pending_upload().unwrap().is_empty());
+    assert_eq!(
+        fx.storage()
+            .count_by_status(KeyPackageStatus::Uploaded)
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        fx.storage()
+            .count_by_status(KeyPackageStatus::Failed)
+            .unwrap(),
+        1
+    );
+}
+
+#[test]
+fn marking_is_all_or_nothing() {
+    let fx = Fixture::new();
+    let pool = fx.pool(PoolConfig::default());
+    let mut refs = pool.generate(2).unwrap();
+    refs.push(vec![9; 32]);
+    assert!(matches!(
+        pool.mark_uploaded(&refs),
+        Err(Error::NotFound { .. })
+    ));
+    assert_eq!(
+        fx.storage()
+            .count_by_status(KeyPackageStatus::Created)
+            .unwrap(),
+        2
+    );
+}
+
+#[test]
+fn prune_removes_bundle_and_row_of_expired_key_packages() {
+    let fx = Fixture::new();
+    let short = fx.pool(lifetime_days(1)).generate(3).unwrap();
+    let long = fx.pool(lifetime_days(14)).generate(2).unwrap();
+    fx.storage()
+        .update_pool_metadata_status(&short[0], KeyPackageStatus::Uploaded)
+        .unwrap();
+
+    let at = now() + 2 * DAY;
+    let mut removed = fx.pool(PoolConfig::default()).prune_expired(at).unwrap();
+    removed.sort();
+    let mut expected = short.clone();
+    expected.sort();
+    assert_eq!(removed, expected);
+
+    for r in &short {
+        // Looked up exactly as OpenMLS would look it up for a Welcome.
+        let kp_ref = key_package_ref_from_bytes(r).unwrap();
+        assert!(common::stored_bundle(fx.storage(), &kp_ref).is_none());
+        assert_eq!(fx.storage().get_metadata(r).unwrap(), None);
+    }
+    for r in &long {
+        let kp_ref = key_package_ref_from_bytes(r).unwrap();
+        assert!(common::stored_bundle(fx.storage(), &kp_ref).is_some());
+    }
+    assert_eq!(
+        (bundle_count(fx.storage()), metadata_count(fx.storage())),
+        (2, 2)
+    );
+    assert!(fx
+        .pool(PoolConfig::default())
+        .prune_expired(at)
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn prune_keeps_the_only_last_resort_key_package_until_a_newer_one_exists() {
+    let fx = Fixture::new();
+    let short_pool = fx.pool(lifetime_days(1));
+    let old = short_pool
+        .ensure_last_resort(now())
+        .unwrap()
+        .created
+        .unwrap();
+    let later = now() + 2 * DAY;
+
+    // Expired, but the only fallback: kept.
+    assert!(short_pool.prune_expired(later).unwrap().is_empty());
+    let health = short_pool.health(later).unwrap();
+    assert!(!health.has_last_resort);
+    assert_eq!(health.recommended, PoolAction::CreateLastResort);
+
+    // Rotation: a new valid one is made, and then the old one goes.
+    let long_pool = fx.pool(lifetime_days(14));
+    let report = long_pool.ensure_last_resort(later).unwrap();
+    let new = report.created.unwrap();
+    assert!(report.removed.is_empty());
+    assert_eq!(long_pool.prune_expired(later).unwrap(), vec![old.clone()]);
+    assert!(fx.storage().key_package_bundle(&old).unwrap().is_none());
+    assert!(fx.storage().key_package_bundle(&new).unwrap().is_some());
+    assert!(
+        fx.storage()
+            .get_metadata(&new)
+            .unwrap()
+            .unwrap()
+            .last_resort
+    );
+}
+
+#[test]
+fn ensure_last_resort_keeps_exactly_one() {
+    let fx = Fixture::new();
+    let pool = fx.pool(lifetime_days(14));
+    let first = pool.ensure_last_resort(now()).unwrap();
+    let kept = first.created.clone().unwrap();
+    assert_eq!(pool.ensure_last_resort(now()).unwrap(), Default::default());
+
+    // A second valid last-resort KeyPackage with a longer life (OpenMLS's
+    // default of 84 days) appears: the shorter-lived one is removed.
+    let longer = build_key_package(&fx.provider, &fx.identity, true);
+    let longer_ref = longer.key_package().hash_ref(fx.provider.crypto()).unwrap();
+    let report = pool.ensure_last_resort(now()).unwrap();
+    assert_eq!(report.created, None);
+    assert_eq!(report.removed, vec![kept.clone()]);
+    assert!(fx.storage().key_package_bundle(&kept).unwrap().is_none());
+    assert!(fx
+        .storage()
+        .key_package_bundle(longer_ref.as_slice())
+        .unwrap()
+        .is_some());
+    // One-time KeyPackages are never counted as last-resort ones.
+    pool.generate(3).unwrap();
+    assert_eq!(pool.ensure_last_resort(now()).unwrap(), Default::default());
+}
+
+#[test]
+fn lapsed_reservations_return_to_available() {
+    let fx = Fixture::new();
+    let pool = fx.pool(PoolConfig::default());
+    let refs = fx.uploaded(&pool, 3);
+    let t = now() + 100;
+    for (r, expires_at) in refs.iter().zip([t - 1, t, t + 1]) {
+        fx.storage()
+            .update_pool_metadata_status(r, KeyPackageStatus::Available)
+            .unwrap();
+        fx.storage()
+            .update_reservation_info(r, "res", "peer", expires_at)
+            .unwrap();
+    }
+    assert_eq!(
+        pool.expire_lapsed_reservations(t).unwrap(),
+        vec![refs[0].clone()]
+    );
+    let status = |r: &Vec<u8>| fx.storage().get_metadata(r).unwrap().unwrap().status;
+    assert_eq!(status(&refs[0]), KeyPackageStatus::Available);
+    assert_eq!(status(&refs[1]), KeyPackageStatus::Reserved);
+    assert_eq!(status(&refs[2]), KeyPackageStatus::Reserved);
+    // The reservation's record is kept.
+    let row = fx.storage().get_metadata(&refs[0]).unwrap().unwrap();
+    assert_eq!(row.reservation_expires_at, Some(t - 1));
+}
+
+#[test]
+fn health_reports_counts_expiry_and_the_next_action() {
+    let fx = Fixture::new();
+    let pool = fx.pool(sized(6, 3, 20));
+    let t = now();
+
+    let empty = pool.health(t).unwrap();
+    assert_eq!((empty.usable, empty.live, empty.prunable), (0, 0, 0));
+    assert_eq!(empty.oldest_not_after, None);
+    assert_eq!(empty.recommended, PoolAction::CreateLastResort);
+
+    pool.ensure_last_resort(t).unwrap();
+    assert_eq!(
+        pool.health(t).unwrap().recommended,
+        PoolAction::Replenish(6)
+    );
+
+    // Two 1-day KeyPackages uploaded, four 14-day ones created, one reserved.
+    let soon = fx.pool(PoolConfig {
+        lifetime_secs: DAY as u64,
+        ..sized(6, 3, 20)
+    });
+    let short = fx.uploaded(&soon, 2);
+    let long = pool.generate(4).unwrap();
+    fx.storage()
+        .update_pool_metadata_status(&long[0], KeyPackageStatus::Uploaded)
+        .unwrap();
+    fx.storage()
+        .update_pool_metadata_status(&long[0], KeyPackageStatus::Available)
+        .unwrap();
+    fx.storage()
+        .update_reservation_info(&long[0], "r", "p", t + 60)
+        .unwrap();
+
+    let health = pool.health(t).unwrap();
+    assert_eq!(
+        health.count(KeyPackageStatus::Created),
+        3 + 1,
+        "3 + last resort"
+    );
+    assert_eq!(health.count(KeyPackageStatus::Uploaded), 2);
+    assert_eq!(health.count(KeyPackageStatus::Reserved), 1);
+    assert_eq!(health.count(KeyPackageStatus::Spent), 0);
+    assert_eq!(health.usable, 2);
+    assert_eq!(health.live, 6);
+    assert!(health.has_last_resort);
+    assert_eq!(health.expiring_soon, 2, "the 1-day ones, within 2 days");
+    let short_not_after = fx
+        .storage()
+        .get_metadata(&short[0])
+        .unwrap()
+        .unwrap()
+        .not_after;
+    assert_eq!(health.oldest_not_after, Some(short_not_after));
+    assert_eq!(health.prunable, 0);
+    assert_eq!(health.recommended, PoolAction::Replenish(4));
+
+    // Three days on, the 1-day ones have expired and must be pruned first.
+    let later = pool.health(t + 3 * DAY).unwrap();
+    assert_eq!(later.prunable, 2);
+    assert_eq!(later.recommended, PoolAction::Prune(2));
+
+    // A healthy pool needs nothing.
+    fx.uploaded(&pool, 3);
+    assert_eq!(pool.health(t).unwrap().recommended, PoolAction::None);
+}
+
+#[test]
+fn invalid_configurations_are_refused() {
+    let fx = Fixture::new();
+    let bad = [
+        sized(0, 0, 10),
+        sized(10, 11, 20),
+        sized(10, 5, 9),
+        PoolConfig {
+            lifetime_secs: 0,
+            ..PoolConfig::default()
+        },
+        PoolConfig {
+            lifetime_secs: 85 * DAY as u64,
+            ..PoolConfig::default()
+        },
+        PoolConfig {
+            lifetime_secs: u64::MAX,
+            ..PoolConfig::default()
+        },
+        PoolConfig {
+            expiry_horizon_secs: u64::MAX,
+            ..PoolConfig::default()
+        },
+    ];
+    for config in bad {
+        let result = KeyPackagePool::new(
+            &fx.provider,
+            &fx.identity.signer,
+            fx.identity.credential.clone(),
+            config.clone(),
+        );
+        assert!(
+            matches!(result, Err(Error::InvalidConfig { .. })),
+            "{config:?} was accepted"
+        );
+    }
+    assert!(PoolConfig::default().validate().is_ok());
+}

@@ -1,0 +1,130 @@
+//! The example pool generator, run as a user runs it: the compiled binary
+//! that `cargo test` builds alongside the tests.
+
+mod common;
+
+use std::{
+    path::PathBuf,
+    process::{Command, Output},
+};
+
+use openmls_keypackage_pool::{KeyPackageStatus, PoolStorage};
+
+fn generator() -> Command {
+    // Test binaries live in target/<profile>/deps; examples in
+    // target/<profile>/examples.
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let path: PathBuf = profile_dir
+        .join("examples")
+        .join(format!("pool_generator{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} is missing: run the suite with `cargo test`, which builds the examples",
+        path.display()
+    );
+    Command::new(path)
+}
+
+fn run(args: &[&str]) -> Output {
+    generator().args(args).output().unwrap()
+}
+
+fn json(output: &Output) -> serde_json::Value {
+    assert!(
+        output.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn running_twice_reuses_the_pool() {
+    let (_dir, db) = common::temp_db();
+    let db = db.to_str().unwrap();
+
+    let first = json(&run(&["--db", db, "--count", "6", "--json"]));
+    assert_eq!(first["generated"], 6);
+    assert_eq!(first["live"], 6);
+    assert_eq!(first["identity_reused"], false);
+    assert_eq!(first["has_last_resort"], true);
+
+    let second = json(&run(&["--db", db, "--count", "6", "--json"]));
+    assert_eq!(second["generated"], 0);
+    assert_eq!(second["live"], 6);
+    assert_eq!(second["identity_reused"], true);
+    assert_eq!(second["last_resort_created"], false);
+
+    // The database agrees with what was printed: 6 one-time KeyPackages and
+    // one last-resort one, each with its bundle.
+    let storage = PoolStorage::open(db).unwrap();
+    assert_eq!(
+        storage.count_by_status(KeyPackageStatus::Created).unwrap(),
+        7
+    );
+    assert_eq!(common::bundle_count(&storage), 7);
+    assert_eq!(common::metadata_count(&storage), 7);
+}
+
+#[test]
+fn a_larger_count_tops_up_and_upload_marking_moves_everything() {
+    let (_dir, db) = common::temp_db();
+    let db = db.to_str().unwrap();
+    json(&run(&["--db", db, "--count", "3", "--json"]));
+    let grown = json(&run(&[
+        "--db",
+        db,
+        "--count",
+        "5",
+        "--json",
+        "--mark-uploaded",
+    ]));
+    assert_eq!(grown["generated"], 2);
+    assert_eq!(grown["counts"]["uploaded"], 6);
+    assert_eq!(grown["counts"]["created"], 0);
+    assert_eq!(grown["usable"], 5);
+}
+
+#[test]
+fn the_table_names_every_status() {
+    let (_dir, db) = common::temp_db();
+    let output = run(&["--db", db.to_str().unwrap(), "--count", "2"]);
+    assert!(output.status.success());
+    let table = String::from_utf8(output.stdout).unwrap();
+    for status in KeyPackageStatus::ALL {
+        assert!(table.contains(status.as_str()), "{table}");
+    }
+}
+
+fn assert_one_line_failure(output: &Output) {
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_a_one_line_error() {
+    let (_dir, db) = common::temp_db();
+    std::fs::write(&db, b"these are not the pages you are looking for").unwrap();
+    let output = run(&["--db", db.to_str().unwrap()]);
+    assert_one_line_failure(&output);
+    // The file is left as it was.
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        b"these are not the pages you are looking for"
+    );
+}
+
+#[test]
+fn an_unopenable_path_and_bad_flags_are_one_line_errors() {
+    let (dir, _) = common::temp_db();
+    let missing_dir = dir.path().join("no/such/dir/pool.db");
+    assert_one_line_failure(&run(&["--db", missing_dir.to_str().unwrap()]));
+    assert_one_line_failure(&run(&["--count", "zero"]));
+    assert_one_line_failure(&run(&["--no-such-flag"]));
+    let help = run(&["--help"]);
+    assert!(help.status.success());
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--count"));
+}
