@@ -271,7 +271,7 @@ impl<C: Codec> PoolStorage<C> {
         self.delegate().key_package(&kp_ref).map_err(|e| match e {
             rusqlite::Error::FromSqlConversionFailure(_, _, source) => Error::CorruptBundle {
                 keypackage_ref: RefBytes::of(keypackage_ref),
-                source: source.into(),
+                source,
             },
             other => other.into(),
         })
