@@ -142,13 +142,18 @@ pub(crate) fn by_status(
     rows.map(|row| row?.parse()).collect()
 }
 
-/// How many rows are in `status`.
+/// How many rows are in `status`, from the trigger-kept counts.
 pub(crate) fn count_by_status(conn: &Connection, status: KeyPackageStatus) -> Result<usize> {
-    let mut stmt =
-        conn.prepare_cached("SELECT COUNT(*) FROM keypackage_pool_metadata WHERE status = ?1")?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT COALESCE(SUM(count), 0) FROM keypackage_pool_counts WHERE status = ?1",
+    )?;
     let count: i64 = stmt.query_row([status.as_str()], |row| row.get(0))?;
-    // COUNT(*) is never negative.
-    Ok(usize::try_from(count).unwrap_or_default())
+    Ok(non_negative(count))
+}
+
+/// A count read back from SQLite as `usize`; counts are never negative.
+fn non_negative(count: i64) -> usize {
+    usize::try_from(count).unwrap_or_default()
 }
 
 /// Refs whose `not_after` is strictly before `now`.
@@ -334,27 +339,40 @@ pub(crate) struct Summary {
 
 /// Reads every health figure at once. `horizon_end` bounds "expiring soon":
 /// live rows with `now <= not_after < horizon_end`.
+///
+/// Counts come from the trigger-kept count table; the time-dependent
+/// figures are range scans of the expiry index, so the statement's cost
+/// follows how many KeyPackages are expired or expiring, not the pool's size.
 pub(crate) fn summary(conn: &Connection, now: i64, horizon_end: i64) -> Result<Summary> {
-    let per_status: String = KeyPackageStatus::ALL
+    let counted = |filter: &str| {
+        format!("(SELECT COALESCE(SUM(count), 0) FROM keypackage_pool_counts WHERE {filter})")
+    };
+    let mut columns: Vec<String> = KeyPackageStatus::ALL
         .iter()
-        .map(|s| format!("COALESCE(SUM(status = '{}'), 0), ", s.as_str()))
+        .map(|s| counted(&format!("status = '{}'", s.as_str())))
         .collect();
-    let sql = format!(
-        "SELECT {per_status}
-             COALESCE(SUM(last_resort = 0 AND status IN ({USABLE})), 0),
-             COALESCE(SUM(last_resort = 0 AND status IN ({LIVE})), 0),
-             COALESCE(SUM(last_resort = 1 AND status IN ({LIVE}) AND not_after >= ?1), 0),
-             COALESCE(SUM(status IN ({LIVE}) AND not_after >= ?1 AND not_after < ?2), 0),
-             MIN(CASE WHEN status IN ({LIVE}) THEN not_after END),
-             (SELECT COUNT(*) FROM keypackage_pool_metadata m WHERE {PRUNABLE})
-         FROM keypackage_pool_metadata"
-    );
+    columns.push(counted(&format!(
+        "last_resort = 0 AND status IN ({USABLE})"
+    )));
+    columns.push(counted(&format!("last_resort = 0 AND status IN ({LIVE})")));
+    columns.push(format!(
+        "(SELECT COUNT(*) FROM keypackage_pool_metadata
+          WHERE last_resort = 1 AND not_after >= ?1 AND status IN ({LIVE}))"
+    ));
+    columns.push(format!(
+        "(SELECT COUNT(*) FROM keypackage_pool_metadata
+          WHERE not_after >= ?1 AND not_after < ?2 AND status IN ({LIVE}))"
+    ));
+    columns.push(format!(
+        "(SELECT MIN(not_after) FROM keypackage_pool_metadata WHERE status IN ({LIVE}))"
+    ));
+    columns.push(format!(
+        "(SELECT COUNT(*) FROM keypackage_pool_metadata m WHERE {PRUNABLE})"
+    ));
+    let sql = format!("SELECT {}", columns.join(",\n       "));
     let mut stmt = conn.prepare_cached(&sql)?;
     Ok(stmt.query_row(params![now, horizon_end], |row| {
-        let count = |i: usize| -> rusqlite::Result<usize> {
-            // SUM and COUNT of rows are never negative.
-            Ok(usize::try_from(row.get::<_, i64>(i)?).unwrap_or_default())
-        };
+        let count = |i: usize| row.get::<_, i64>(i).map(non_negative);
         let n = KeyPackageStatus::ALL.len();
         let mut by_status = [0; KeyPackageStatus::ALL.len()];
         for (i, slot) in by_status.iter_mut().enumerate() {
@@ -374,22 +392,22 @@ pub(crate) fn summary(conn: &Connection, now: i64, horizon_end: i64) -> Result<S
 
 /// How many one-time (not last-resort) KeyPackages are live.
 pub(crate) fn live_count(conn: &Connection) -> Result<usize> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT COUNT(*) FROM keypackage_pool_metadata
-         WHERE last_resort = 0 AND status IN ({LIVE})"
-    ))?;
-    let count: i64 = stmt.query_row([], |row| row.get(0))?;
-    Ok(usize::try_from(count).unwrap_or_default())
+    counted_sum(conn, LIVE)
 }
 
 /// How many one-time KeyPackages a server can hand out.
 pub(crate) fn usable_count(conn: &Connection) -> Result<usize> {
+    counted_sum(conn, USABLE)
+}
+
+/// The one-time KeyPackages in any of `statuses` (an SQL list).
+fn counted_sum(conn: &Connection, statuses: &str) -> Result<usize> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT COUNT(*) FROM keypackage_pool_metadata
-         WHERE last_resort = 0 AND status IN ({USABLE})"
+        "SELECT COALESCE(SUM(count), 0) FROM keypackage_pool_counts
+         WHERE last_resort = 0 AND status IN ({statuses})"
     ))?;
     let count: i64 = stmt.query_row([], |row| row.get(0))?;
-    Ok(usize::try_from(count).unwrap_or_default())
+    Ok(non_negative(count))
 }
 
 /// Refs that [`PRUNABLE`] selects at `now`, soonest expired first.

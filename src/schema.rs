@@ -11,11 +11,18 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use crate::error::{Error, Result};
 
 /// This crate's migrations, in order: (version, name, SQL).
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "pool_metadata",
-    include_str!("../migrations/V1__pool_metadata.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "pool_metadata",
+        include_str!("../migrations/V1__pool_metadata.sql"),
+    ),
+    (
+        2,
+        "pool_counts",
+        include_str!("../migrations/V2__pool_counts.sql"),
+    ),
+];
 
 /// The newest schema version this build knows.
 pub(crate) const LATEST_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;

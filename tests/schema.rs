@@ -1,0 +1,168 @@
+//! Schema migrations: this crate's history table, upgrades of older pool
+//! schemas, and refusal of newer ones.
+
+mod common;
+
+use openmls_keypackage_pool::{Error, KeyPackageStatus, PoolStorage};
+use rusqlite::Connection;
+
+/// The per-status counts by brute force, and as the count table keeps them.
+fn counts_both_ways(conn: &Connection) -> (Vec<(String, i64)>, Vec<(String, i64)>) {
+    let read = |sql: &str| -> Vec<(String, i64)> {
+        let mut stmt = conn.prepare(sql).unwrap();
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        rows.map(Result::unwrap).collect()
+    };
+    (
+        read(
+            "SELECT status || '/' || last_resort, COUNT(*) FROM keypackage_pool_metadata
+             GROUP BY 1 ORDER BY 1",
+        ),
+        read(
+            "SELECT status || '/' || last_resort, count FROM keypackage_pool_counts
+             WHERE count != 0 ORDER BY 1",
+        ),
+    )
+}
+
+#[test]
+fn a_version_1_pool_schema_is_upgraded_and_its_counts_backfilled() {
+    let (_dir, path) = common::temp_db();
+    {
+        // A database as version 1 of this crate left it.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(include_str!("../migrations/V1__pool_metadata.sql"))
+            .unwrap();
+        conn.execute_batch(
+            "CREATE TABLE openmls_keypackage_pool_migrations (
+                 version INTEGER PRIMARY KEY NOT NULL, name TEXT NOT NULL,
+                 applied_at INTEGER NOT NULL);
+             INSERT INTO openmls_keypackage_pool_migrations VALUES (1, 'pool_metadata', 0);
+             INSERT INTO keypackage_pool_metadata (keypackage_ref, status, created_at, not_after, last_resort)
+             VALUES (x'01', 'created', 1, 10, 0), (x'02', 'created', 1, 10, 0),
+                    (x'03', 'uploaded', 1, 10, 0), (x'04', 'available', 1, 10, 1);",
+        )
+        .unwrap();
+    }
+    let storage = PoolStorage::open(&path).unwrap();
+    assert_eq!(
+        storage.count_by_status(KeyPackageStatus::Created).unwrap(),
+        2
+    );
+    assert_eq!(
+        storage.count_by_status(KeyPackageStatus::Uploaded).unwrap(),
+        1
+    );
+    assert_eq!(
+        storage
+            .count_by_status(KeyPackageStatus::Available)
+            .unwrap(),
+        1
+    );
+    let versions: Vec<i64> = storage
+        .connection()
+        .prepare("SELECT version FROM openmls_keypackage_pool_migrations ORDER BY version")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(versions, vec![1, 2]);
+}
+
+#[test]
+fn the_count_table_follows_every_insert_update_and_delete() {
+    let (_dir, path) = common::temp_db();
+    let storage = PoolStorage::open(path).unwrap();
+    for n in 0..20u8 {
+        storage.create_pool_metadata(&[n; 32], 1_000).unwrap();
+    }
+    for n in 0..12u8 {
+        storage
+            .update_pool_metadata_status(&[n; 32], KeyPackageStatus::Uploaded)
+            .unwrap();
+    }
+    for n in 0..6u8 {
+        storage
+            .update_pool_metadata_status(&[n; 32], KeyPackageStatus::Available)
+            .unwrap();
+    }
+    storage.mark_spent(&[0; 32], "x", b"g").unwrap();
+    // A no-op move and a refused one must not skew the counts.
+    storage
+        .update_pool_metadata_status(&[1; 32], KeyPackageStatus::Available)
+        .unwrap();
+    assert!(storage
+        .update_pool_metadata_status(&[1; 32], KeyPackageStatus::Created)
+        .is_err());
+    for n in 15..20u8 {
+        storage.delete_pool_metadata(&[n; 32]).unwrap();
+    }
+    let (actual, kept) = counts_both_ways(storage.connection());
+    assert_eq!(actual, kept);
+    assert_eq!(
+        storage.count_by_status(KeyPackageStatus::Created).unwrap(),
+        3
+    );
+    assert_eq!(
+        storage.count_by_status(KeyPackageStatus::Uploaded).unwrap(),
+        6
+    );
+    assert_eq!(
+        storage
+            .count_by_status(KeyPackageStatus::Available)
+            .unwrap(),
+        5
+    );
+    assert_eq!(storage.count_by_status(KeyPackageStatus::Spent).unwrap(), 1);
+}
+
+#[test]
+fn a_newer_pool_schema_is_refused_without_writing() {
+    let (_dir, path) = common::temp_db();
+    PoolStorage::open(&path).unwrap();
+    Connection::open(&path)
+        .unwrap()
+        .execute(
+            "INSERT INTO openmls_keypackage_pool_migrations VALUES (99, 'from_the_future', 0)",
+            [],
+        )
+        .unwrap();
+    let before = std::fs::read(&path).unwrap();
+    match PoolStorage::open(&path) {
+        Err(Error::SchemaTooNew {
+            found: 99,
+            supported,
+        }) => assert!(supported < 99),
+        other => panic!("expected SchemaTooNew, got {other:?}"),
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+}
+
+#[test]
+fn opening_twice_applies_nothing_twice() {
+    let (_dir, path) = common::temp_db();
+    PoolStorage::open(&path).unwrap();
+    let storage = PoolStorage::open(&path).unwrap();
+    let applied: i64 = storage
+        .connection()
+        .query_row(
+            "SELECT COUNT(*) FROM openmls_keypackage_pool_migrations",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let upstream: i64 = storage
+        .connection()
+        .query_row(
+            "SELECT COUNT(*) FROM openmls_sqlite_storage_migrations",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(applied, 2);
+    assert!(
+        upstream >= 1,
+        "openmls_sqlite_storage keeps its own history"
+    );
+}
