@@ -6,9 +6,12 @@ mod common;
 use openmls_keypackage_pool::{Error, KeyPackageStatus, PoolStorage};
 use rusqlite::Connection;
 
+/// `(status/last_resort, count)` pairs.
+type Counts = Vec<(String, i64)>;
+
 /// The per-status counts by brute force, and as the count table keeps them.
-fn counts_both_ways(conn: &Connection) -> (Vec<(String, i64)>, Vec<(String, i64)>) {
-    let read = |sql: &str| -> Vec<(String, i64)> {
+fn counts_both_ways(conn: &Connection) -> (Counts, Counts) {
+    let read = |sql: &str| -> Counts {
         let mut stmt = conn.prepare(sql).unwrap();
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
         rows.map(Result::unwrap).collect()
