@@ -145,6 +145,14 @@ pub enum Error {
         message: String,
     },
 
+    /// A generation worker's in-memory scratch storage failed.
+    #[error("a KeyPackage generation worker's scratch storage failed: {0}")]
+    ScratchStorage(String),
+
+    /// A generation worker thread panicked; nothing of the batch was kept.
+    #[error("a KeyPackage generation worker panicked; the batch was rolled back")]
+    WorkerPanicked,
+
     /// A [`PoolConfig`](crate::PoolConfig) that cannot work.
     #[error("invalid pool configuration: {reason}")]
     InvalidConfig {

@@ -1,8 +1,16 @@
 //! [`KeyPackagePool`]: keeps a pool of one-time KeyPackages published,
 //! topped up, and free of expired keys.
 
-use openmls::prelude::{Ciphersuite, CredentialWithKey, KeyPackage, Lifetime};
-use openmls_traits::{signatures::Signer, OpenMlsProvider};
+use std::sync::{
+    atomic::{AtomicUsize, Ordering},
+    mpsc,
+};
+
+use openmls::prelude::{
+    Ciphersuite, CredentialWithKey, KeyPackage, KeyPackageBundle, KeyPackageRef, Lifetime,
+};
+use openmls_rust_crypto::OpenMlsRustCrypto;
+use openmls_traits::{signatures::Signer, storage::StorageProvider, OpenMlsProvider};
 use tls_codec::Serialize as _;
 
 use crate::{
@@ -12,6 +20,7 @@ use crate::{
     metadata::{self, TransitionDetails},
     provider::PoolProvider,
     status::KeyPackageStatus,
+    storage::PoolStorage,
 };
 
 const DAY: u64 = 24 * 60 * 60;
@@ -255,6 +264,69 @@ impl<'a, S: Signer, C: Codec> KeyPackagePool<'a, S, C> {
         self.build_batch(n, false, progress)
     }
 
+    /// [`generate`](Self::generate) with the crypto spread over `threads`
+    /// worker threads.
+    ///
+    /// Each worker builds KeyPackages with its own crypto provider and
+    /// scratch in-memory storage; the calling thread writes every bundle and
+    /// its metadata row through the same storage hook OpenMLS uses, all in one
+    /// transaction. A failure on any worker stops the others and leaves
+    /// nothing behind. `threads` of 0 is taken as 1.
+    pub fn generate_parallel(&self, n: usize, threads: usize) -> Result<Vec<Vec<u8>>>
+    where
+        S: Sync,
+    {
+        let threads = threads.max(1);
+        self.provider.storage().transaction(|storage| {
+            self.check_cap(storage, n)?;
+            let claimed = AtomicUsize::new(0);
+            // A small bound keeps memory flat: workers wait for the writer
+            // rather than pile up built bundles.
+            let (sender, receiver) = mpsc::sync_channel(threads * 4);
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = (0..threads)
+                    .map(|_| {
+                        let sender = sender.clone();
+                        let claimed = &claimed;
+                        let (signer, credential, config) =
+                            (self.signer, &self.credential, &self.config);
+                        scope.spawn(move || {
+                            let scratch = OpenMlsRustCrypto::default();
+                            while claimed.fetch_add(1, Ordering::Relaxed) < n {
+                                let built = build_detached(&scratch, signer, credential, config);
+                                let failed = built.is_err();
+                                if sender.send(built).is_err() || failed {
+                                    break;
+                                }
+                            }
+                        })
+                    })
+                    .collect();
+                drop(sender);
+                // Consuming the receiver here means an early error drops it,
+                // and the workers' next send fails and stops them.
+                let written = receiver
+                    .into_iter()
+                    .map(|built| {
+                        let (kp_ref, bundle) = built?;
+                        storage.write_key_package(&kp_ref, &bundle)?;
+                        Ok(kp_ref.as_slice().to_vec())
+                    })
+                    .collect::<Result<Vec<_>>>();
+                // Joining every worker turns a panic in one into an error
+                // here instead of a panic out of the scope.
+                let panicked = workers
+                    .into_iter()
+                    .fold(false, |panicked, worker| worker.join().is_err() || panicked);
+                match written {
+                    Err(e) => Err(e),
+                    Ok(_) if panicked => Err(Error::WorkerPanicked),
+                    Ok(refs) => Ok(refs),
+                }
+            })
+        })
+    }
+
     /// Tops the usable KeyPackages back up to `target_size` when fewer than
     /// `low_watermark` remain; returns the refs it built (none when the pool
     /// is at or above the watermark).
@@ -396,14 +468,7 @@ impl<'a, S: Signer, C: Codec> KeyPackagePool<'a, S, C> {
     ) -> Result<Vec<Vec<u8>>> {
         self.provider.storage().transaction(|storage| {
             if !last_resort {
-                let live = metadata::live_count(storage.connection())?;
-                if live.saturating_add(n) > self.config.hard_cap {
-                    return Err(Error::HardCapExceeded {
-                        requested: n,
-                        live,
-                        hard_cap: self.config.hard_cap,
-                    });
-                }
+                self.check_cap(storage, n)?;
             }
             let mut refs = Vec::new();
             for done in 1..=n {
@@ -415,31 +480,28 @@ impl<'a, S: Signer, C: Codec> KeyPackagePool<'a, S, C> {
     }
 
     fn build_one(&self, last_resort: bool) -> Result<Vec<u8>> {
-        // Built from this crate's clock rather than `Lifetime::new`, which
-        // panics on a clock before 1970. Back-dated an hour for skewed peers,
-        // as OpenMLS does.
-        let now = u64::try_from(unix_now()?).unwrap_or_default();
-        let lifetime = Lifetime::init(
-            now.saturating_sub(CLOCK_SKEW_SECS),
-            now.saturating_add(self.config.lifetime_secs),
-        );
-        let mut builder = KeyPackage::builder().key_package_lifetime(lifetime);
-        if last_resort {
-            builder = builder.mark_as_last_resort();
-        }
-        let bundle = builder
-            .build(
-                self.config.ciphersuite,
-                self.provider,
-                self.signer,
-                self.credential.clone(),
-            )
-            .map_err(Error::KeyPackageBuild)?;
-        let kp_ref = bundle
-            .key_package()
-            .hash_ref(self.provider.crypto())
-            .map_err(|e| Error::KeyPackageBuild(e.into()))?;
+        let (kp_ref, _bundle) = build_key_package(
+            self.provider,
+            self.signer,
+            &self.credential,
+            &self.config,
+            last_resort,
+        )?;
         Ok(kp_ref.as_slice().to_vec())
+    }
+
+    /// Refuses a batch of `n` that would take the live one-time
+    /// KeyPackages past the hard cap.
+    fn check_cap(&self, storage: &PoolStorage<C>, n: usize) -> Result<()> {
+        let live = metadata::live_count(storage.connection())?;
+        if live.saturating_add(n) > self.config.hard_cap {
+            return Err(Error::HardCapExceeded {
+                requested: n,
+                live,
+                hard_cap: self.config.hard_cap,
+            });
+        }
+        Ok(())
     }
 
     fn move_all<R: AsRef<[u8]>>(&self, refs: &[R], to: KeyPackageStatus) -> Result<()> {
@@ -456,4 +518,51 @@ impl<'a, S: Signer, C: Codec> KeyPackagePool<'a, S, C> {
             })
         })
     }
+}
+
+/// Builds one KeyPackage for the pool without keeping it in `scratch`: the
+/// bundle is handed back for the pool's own storage to write.
+fn build_detached(
+    scratch: &OpenMlsRustCrypto,
+    signer: &impl Signer,
+    credential: &CredentialWithKey,
+    config: &PoolConfig,
+) -> Result<(KeyPackageRef, KeyPackageBundle)> {
+    let (kp_ref, bundle) = build_key_package(scratch, signer, credential, config, false)?;
+    scratch
+        .storage()
+        .delete_key_package(&kp_ref)
+        .map_err(|e| Error::ScratchStorage(e.to_string()))?;
+    Ok((kp_ref, bundle))
+}
+
+/// Builds one KeyPackage on `provider` (which stores it), with the pool's
+/// ciphersuite and lifetime.
+fn build_key_package(
+    provider: &impl OpenMlsProvider,
+    signer: &impl Signer,
+    credential: &CredentialWithKey,
+    config: &PoolConfig,
+    last_resort: bool,
+) -> Result<(KeyPackageRef, KeyPackageBundle)> {
+    // Built from this crate's clock rather than `Lifetime::new`, which
+    // panics on a clock before 1970. Back-dated an hour for skewed peers,
+    // as OpenMLS does.
+    let now = u64::try_from(unix_now()?).unwrap_or_default();
+    let lifetime = Lifetime::init(
+        now.saturating_sub(CLOCK_SKEW_SECS),
+        now.saturating_add(config.lifetime_secs),
+    );
+    let mut builder = KeyPackage::builder().key_package_lifetime(lifetime);
+    if last_resort {
+        builder = builder.mark_as_last_resort();
+    }
+    let bundle = builder
+        .build(config.ciphersuite, provider, signer, credential.clone())
+        .map_err(Error::KeyPackageBuild)?;
+    let kp_ref = bundle
+        .key_package()
+        .hash_ref(provider.crypto())
+        .map_err(|e| Error::KeyPackageBuild(e.into()))?;
+    Ok((kp_ref, bundle))
 }

@@ -495,3 +495,69 @@ fn invalid_configurations_are_refused() {
     }
     assert!(PoolConfig::default().validate().is_ok());
 }
+
+#[test]
+fn generate_parallel_writes_every_bundle_and_row() {
+    let fx = Fixture::new();
+    let pool = fx.pool(PoolConfig::default());
+    let mut refs = pool.generate_parallel(20, 2).unwrap();
+    assert_eq!(refs.len(), 20);
+    refs.sort();
+    refs.dedup();
+    assert_eq!(refs.len(), 20, "every ref distinct");
+    assert_eq!(
+        (bundle_count(fx.storage()), metadata_count(fx.storage())),
+        (20, 20)
+    );
+    for r in &refs {
+        let bundle = fx.storage().key_package_bundle(r).unwrap().unwrap();
+        let row = fx.storage().get_metadata(r).unwrap().unwrap();
+        assert_eq!(row.status, KeyPackageStatus::Created);
+        assert_eq!(
+            row.not_after,
+            bundle.key_package().life_time().not_after() as i64
+        );
+    }
+    // Zero threads means one; the cap still holds.
+    assert_eq!(pool.generate_parallel(3, 0).unwrap().len(), 3);
+    assert!(matches!(
+        pool.generate_parallel(64, 2),
+        Err(Error::HardCapExceeded { live: 23, .. })
+    ));
+}
+
+#[test]
+fn a_key_package_built_by_a_worker_joins_a_group() {
+    let fx = Fixture::new();
+    let refs = fx
+        .pool(PoolConfig::default())
+        .generate_parallel(2, 2)
+        .unwrap();
+    let bundle = fx.storage().key_package_bundle(&refs[1]).unwrap().unwrap();
+    let (_group, welcome) =
+        common::PlainClient::new("gina").create_group_with(bundle.key_package());
+    common::join(&fx.provider, welcome).unwrap();
+    assert_eq!(fx.storage().get_metadata(&refs[1]).unwrap(), None);
+    assert!(fx.storage().key_package_bundle(&refs[1]).unwrap().is_none());
+}
+
+#[test]
+fn a_failure_part_way_through_generate_parallel_leaves_nothing() {
+    let fx = Fixture::new();
+    fx.storage()
+        .connection()
+        .execute_batch(
+            "CREATE TEMP TRIGGER sixth_fails BEFORE INSERT ON keypackage_pool_metadata
+             WHEN (SELECT COUNT(*) FROM keypackage_pool_metadata) >= 5
+             BEGIN SELECT RAISE(ABORT, 'injected'); END;",
+        )
+        .unwrap();
+    assert!(fx
+        .pool(PoolConfig::default())
+        .generate_parallel(30, 2)
+        .is_err());
+    assert_eq!(
+        (bundle_count(fx.storage()), metadata_count(fx.storage())),
+        (0, 0)
+    );
+}
