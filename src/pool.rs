@@ -315,9 +315,11 @@ impl<'a, S: Signer, C: Codec> KeyPackagePool<'a, S, C> {
                     .collect::<Result<Vec<_>>>();
                 // Joining every worker turns a panic in one into an error
                 // here instead of a panic out of the scope.
-                let panicked = workers
-                    .into_iter()
-                    .fold(false, |panicked, worker| worker.join().is_err() || panicked);
+                // (`any` would stop at the first and leave the rest unjoined.)
+                let mut panicked = false;
+                for worker in workers {
+                    panicked |= worker.join().is_err();
+                }
                 match written {
                     Err(e) => Err(e),
                     Ok(_) if panicked => Err(Error::WorkerPanicked),
