@@ -6,8 +6,9 @@
 //!
 //! Opens (or creates) the database, creates or reuses the user's signing
 //! identity, prunes expired KeyPackages, keeps one last-resort KeyPackage,
-//! tops the pool up to `--count` live KeyPackages, and prints a health table
-//! (or JSON). Running it again reuses the pool rather than growing it.
+//! tops the pool up so that usable plus pending KeyPackages reach `--count`,
+//! and prints a health table (or JSON). Running it again reuses the pool
+//! rather than growing it.
 
 use std::{process::ExitCode, time::SystemTime};
 
@@ -28,7 +29,7 @@ struct Cli {
     #[arg(long, default_value = "pool.db")]
     db: std::path::PathBuf,
 
-    /// How many live one-time KeyPackages the pool should hold.
+    /// How many usable-or-pending one-time KeyPackages the pool should hold.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     count: u32,
 
@@ -79,8 +80,9 @@ fn run(cli: &Cli) -> Result<(), String> {
     let provider = PoolProvider::open(&cli.db)
         .map_err(|e| format!("cannot open pool database {}: {e}", cli.db.display()))?;
     let config = PoolConfig {
+        // A watermark at the target: every run tops the pool up to --count.
         target_size: cli.count as usize,
-        low_watermark: (cli.count as usize / 4).max(1),
+        low_watermark: cli.count as usize,
         hard_cap: cli.count as usize * 2,
         lifetime_secs: cli.lifetime_days * 86_400,
         ..PoolConfig::default()
@@ -96,9 +98,7 @@ fn run(cli: &Cli) -> Result<(), String> {
     let now = unix_now()?;
     let pruned = pool.prune_expired(now).map_err(|e| e.to_string())?;
     let last_resort = pool.ensure_last_resort(now).map_err(|e| e.to_string())?;
-    let live = pool.health(now).map_err(|e| e.to_string())?.live;
-    let wanted = (cli.count as usize).saturating_sub(live);
-    let generated = generate(&pool, wanted, cli.json)?;
+    let generated = replenish(&pool, cli.json)?;
     if cli.mark_uploaded {
         let refs: Vec<_> = pool
             .pending_upload()
@@ -151,25 +151,21 @@ fn identity(
     Ok((pair, false))
 }
 
-fn generate(
-    pool: &KeyPackagePool<'_, SignatureKeyPair>,
-    n: usize,
-    quiet: bool,
-) -> Result<usize, String> {
-    if n == 0 {
-        return Ok(0);
-    }
-    let bar = if quiet || n <= 4 {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(n as u64)
-    };
+fn replenish(pool: &KeyPackagePool<'_, SignatureKeyPair>, quiet: bool) -> Result<usize, String> {
+    let bar = ProgressBar::hidden();
     bar.set_style(
         ProgressStyle::with_template("generating {bar:40} {pos}/{len} KeyPackages ({eta})")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let refs = pool
-        .generate_with_progress(n, |done| bar.set_position(done as u64))
+        .replenish_with_progress(|done, total| {
+            // Only worth a bar when there is more than a moment's work.
+            if done == 1 && !quiet && total > 4 {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                bar.set_length(total as u64);
+            }
+            bar.set_position(done as u64);
+        })
         .map_err(|e| e.to_string())?;
     bar.finish_and_clear();
     Ok(refs.len())
@@ -208,6 +204,7 @@ fn print_table(run: &Run<'_>, health: &PoolHealth) {
         println!("{:<12}{:>8}", status.as_str(), health.count(status));
     }
     println!();
+    println!("pending upload (created)       {}", health.pending_upload);
     println!("usable (uploaded + available)  {}", health.usable);
     println!("live one-time KeyPackages      {}", health.live);
     println!(
@@ -219,10 +216,10 @@ fn print_table(run: &Run<'_>, health: &PoolHealth) {
         }
     );
     println!("expiring within horizon        {}", health.expiring_soon);
-    match health.oldest_not_after {
+    match health.next_expiry {
         Some(t) => println!(
             "next expiry                    in {:.1} days (unix {t})",
-            (t - run.now) as f64 / 86_400.0
+            t.saturating_sub(run.now) as f64 / 86_400.0
         ),
         None => println!("next expiry                    -"),
     }
@@ -246,7 +243,8 @@ fn to_json(run: &Run<'_>, health: &PoolHealth) -> serde_json::Value {
         "live": health.live,
         "has_last_resort": health.has_last_resort,
         "expiring_soon": health.expiring_soon,
-        "oldest_not_after": health.oldest_not_after,
+        "pending_upload": health.pending_upload,
+        "next_expiry": health.next_expiry,
         "prunable": health.prunable,
         "recommended": format!("{:?}", health.recommended),
     })

@@ -45,6 +45,7 @@ DROP INDEX keypackage_pool_metadata_not_after;
 CREATE INDEX keypackage_pool_metadata_expiry
     ON keypackage_pool_metadata (not_after, status, last_resort);
 
--- The few last-resort KeyPackages, found without scanning the one-time ones.
+-- The few last-resort KeyPackages, found without scanning the one-time ones:
+-- the flag leads, so a lookup is an equality then a range.
 CREATE INDEX keypackage_pool_metadata_last_resort
-    ON keypackage_pool_metadata (not_after, status) WHERE last_resort = 1;
+    ON keypackage_pool_metadata (last_resort, not_after, status);

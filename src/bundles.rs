@@ -16,29 +16,8 @@ use crate::{
 /// The storage provider version `openmls_sqlite_storage` writes rows with.
 const PROVIDER_VERSION: u16 = openmls_traits::storage::CURRENT_VERSION;
 
-/// A KeyPackageBundle in OpenMLS storage with no metadata row.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnpooledKeyPackage {
-    /// The raw KeyPackageRef.
-    pub keypackage_ref: Vec<u8>,
-    /// The end of its lifetime, in Unix seconds.
-    pub not_after: i64,
-    /// Whether it carries the last-resort extension.
-    pub last_resort: bool,
-}
-
-impl UnpooledKeyPackage {
-    pub(crate) fn into_entry(self) -> PoolEntry {
-        PoolEntry {
-            keypackage_ref: self.keypackage_ref,
-            not_after: self.not_after,
-            last_resort: self.last_resort,
-        }
-    }
-}
-
 /// Every stored bundle without a metadata row, in storage order.
-pub(crate) fn unpooled<C: Codec>(conn: &Connection) -> Result<Vec<UnpooledKeyPackage>> {
+pub(crate) fn unpooled<C: Codec>(conn: &Connection) -> Result<Vec<PoolEntry>> {
     let mut stmt = conn.prepare(
         "SELECT key_package_ref, key_package FROM openmls_key_packages
          WHERE provider_version = ?1 ORDER BY rowid",
@@ -51,11 +30,7 @@ pub(crate) fn unpooled<C: Codec>(conn: &Connection) -> Result<Vec<UnpooledKeyPac
         let (stored_key, stored_bundle) = row?;
         let entry = decode_entry::<C>(&stored_key, &stored_bundle)?;
         if metadata::get(conn, &entry.keypackage_ref)?.is_none() {
-            unpooled.push(UnpooledKeyPackage {
-                keypackage_ref: entry.keypackage_ref,
-                not_after: entry.not_after,
-                last_resort: entry.last_resort,
-            });
+            unpooled.push(entry);
         }
     }
     Ok(unpooled)

@@ -68,3 +68,13 @@ impl Codec for MessagePackCodec {
         Ok(rmp_serde::from_slice(slice)?)
     }
 }
+
+/// Moves a value OpenMLS handed over as an opaque `serde` type into the
+/// concrete OpenMLS type it is, through the codec both sides agree on.
+pub(crate) fn transcode<C: Codec, T: DeserializeOwned>(
+    value: &impl Serialize,
+    what: &'static str,
+) -> crate::Result<T> {
+    let bytes = C::to_vec(value).map_err(|e| crate::Error::codec(what, e))?;
+    C::from_slice(&bytes).map_err(|e| crate::Error::codec(what, e))
+}

@@ -145,13 +145,19 @@ pub enum Error {
         message: String,
     },
 
-    /// A generation worker's in-memory scratch storage failed.
-    #[error("a KeyPackage generation worker's scratch storage failed: {0}")]
-    ScratchStorage(String),
+    /// A generation worker thread failed (could not start, panicked, or its
+    /// scratch storage failed); nothing of the batch was kept.
+    #[error("KeyPackage generation worker failed: {0}; the batch was rolled back")]
+    Worker(String),
 
-    /// A generation worker thread panicked; nothing of the batch was kept.
-    #[error("a KeyPackage generation worker panicked; the batch was rolled back")]
-    WorkerPanicked,
+    /// Storing a KeyPackage that OpenMLS built failed.
+    #[error("storing KeyPackage {keypackage_ref} failed: {message}")]
+    KeyPackageStore {
+        /// The KeyPackage whose bundle or metadata could not be written.
+        keypackage_ref: RefBytes,
+        /// What the storage reported.
+        message: String,
+    },
 
     /// A [`PoolConfig`](crate::PoolConfig) that cannot work.
     #[error("invalid pool configuration: {reason}")]
@@ -188,6 +194,12 @@ pub enum Error {
         /// The newest migration this build ships.
         supported: i64,
     },
+
+    /// SQLite rolled back the enclosing transaction by itself (after a full
+    /// disk, an I/O error or an interrupt), so the writes made in it so far
+    /// are gone; nothing further was written.
+    #[error("the enclosing transaction was rolled back by SQLite; its writes are gone")]
+    TransactionLost,
 
     /// SQLite reported an error.
     #[error("SQLite error: {0}")]

@@ -12,7 +12,10 @@ use openmls_sqlite_storage::Codec;
 use serde::Serialize;
 use tls_codec::{DeserializeBytes, Serialize as _, VLBytes};
 
-use crate::error::{Error, RefBytes, Result};
+use crate::{
+    codec::transcode,
+    error::{Error, RefBytes, Result},
+};
 
 /// The longest KeyPackageRef accepted: the output size of SHA-512, the
 /// largest hash any MLS ciphersuite uses.
@@ -72,8 +75,6 @@ pub fn key_package_ref_from_bytes(keypackage_ref: &[u8]) -> Result<KeyPackageRef
 /// into that type through the storage codec, the one format both sides agree
 /// on.
 pub(crate) fn raw_ref_of<C: Codec>(hash_ref: &impl Serialize) -> Result<Vec<u8>> {
-    let bytes = C::to_vec(hash_ref).map_err(|e| Error::codec("encoding a KeyPackageRef", e))?;
-    let kp_ref: KeyPackageRef =
-        C::from_slice(&bytes).map_err(|e| Error::codec("decoding a KeyPackageRef", e))?;
+    let kp_ref: KeyPackageRef = transcode::<C, _>(hash_ref, "reading a KeyPackageRef")?;
     Ok(kp_ref.as_slice().to_vec())
 }

@@ -56,6 +56,8 @@
 //!
 //! # Where to go next
 //!
+//! - [`KeyPackagePool`]: keep a pool published, topped up and pruned; build
+//!   batches in one transaction, or in parallel.
 //! - [`KeyPackageStatus`]: the lifecycle and which moves it allows.
 //! - [`PoolStorage`]: the metadata store, outer transactions, identities, and
 //!   adopting a database written by plain `openmls_sqlite_storage`.
@@ -78,13 +80,12 @@ mod schema;
 mod status;
 mod storage;
 
-pub use bundles::UnpooledKeyPackage;
 pub use error::{Error, RefBytes, Result};
 pub use keypackage_ref::{key_package_ref_from_bytes, MAX_REF_LEN};
-pub use metadata::KeyPackageMetadata;
+pub use metadata::{KeyPackageMetadata, PoolEntry};
 pub use pool::{
     KeyPackagePool, LastResortReport, PendingUpload, PoolAction, PoolConfig, PoolHealth,
-    MAX_LIFETIME_SECS,
+    MAX_LIFETIME_SECS, MAX_THREADS,
 };
 pub use provider::PoolProvider;
 pub use status::KeyPackageStatus;

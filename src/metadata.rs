@@ -50,18 +50,22 @@ pub struct KeyPackageMetadata {
     pub last_resort: bool,
 }
 
-/// The facts a new metadata row is made of.
+/// What a stored KeyPackageBundle tells the pool: the facts its metadata
+/// row is made from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct PoolEntry {
+pub struct PoolEntry {
+    /// The raw KeyPackageRef.
     pub keypackage_ref: Vec<u8>,
+    /// The end of the KeyPackage's lifetime, in Unix seconds.
     pub not_after: i64,
+    /// Whether it carries the last-resort extension.
     pub last_resort: bool,
 }
 
 impl PoolEntry {
     /// Reads a bundle's expiry and last-resort flag; `keypackage_ref` is the
     /// ref OpenMLS stores it under.
-    pub fn from_bundle(keypackage_ref: Vec<u8>, bundle: &KeyPackageBundle) -> Result<Self> {
+    pub(crate) fn from_bundle(keypackage_ref: Vec<u8>, bundle: &KeyPackageBundle) -> Result<Self> {
         let key_package = bundle.key_package();
         let not_after = key_package.life_time().not_after();
         let not_after = i64::try_from(not_after).map_err(|_| Error::TimestampOverflow {
@@ -76,7 +80,10 @@ impl PoolEntry {
     }
 
     /// Like [`from_bundle`](Self::from_bundle), with the ref as OpenMLS's type.
-    pub fn from_ref_and_bundle(kp_ref: &KeyPackageRef, bundle: &KeyPackageBundle) -> Result<Self> {
+    pub(crate) fn from_ref_and_bundle(
+        kp_ref: &KeyPackageRef,
+        bundle: &KeyPackageBundle,
+    ) -> Result<Self> {
         Self::from_bundle(kp_ref.as_slice().to_vec(), bundle)
     }
 }
@@ -120,6 +127,7 @@ pub(crate) fn insert(
 
 /// The row for `keypackage_ref`, if there is one.
 pub(crate) fn get(conn: &Connection, keypackage_ref: &[u8]) -> Result<Option<KeyPackageMetadata>> {
+    check_ref(keypackage_ref)?;
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM keypackage_pool_metadata WHERE keypackage_ref = ?1"
     ))?;
@@ -227,19 +235,23 @@ pub(crate) fn transition(
             (None, None, None, Some(spent_by), Some(group_id))
         }
     };
-    // Timestamps and details are only ever set, never cleared: a column keeps
-    // its old value unless this transition is the one that writes it.
+    // Timestamps are only ever set, never cleared: a column keeps its old
+    // value unless this transition is the one that writes it. Reservation and
+    // spend details describe the latest reservation or spend, so a move to
+    // `reserved` or `spent` replaces all of them (with NULL where not given):
+    // a lapsed reservation's expiry must not cut a new one short.
     let sql = format!(
         "UPDATE keypackage_pool_metadata SET
              status = ?2,
              uploaded_at = CASE WHEN ?2 = 'uploaded' THEN ?3 ELSE uploaded_at END,
              reserved_at = CASE WHEN ?2 = 'reserved' THEN ?3 ELSE reserved_at END,
              spent_at = CASE WHEN ?2 = 'spent' THEN ?3 ELSE spent_at END,
-             reservation_id = COALESCE(?4, reservation_id),
-             reserved_by = COALESCE(?5, reserved_by),
-             reservation_expires_at = COALESCE(?6, reservation_expires_at),
-             spent_by = COALESCE(?7, spent_by),
-             spent_group_id = COALESCE(?8, spent_group_id)
+             reservation_id = CASE WHEN ?2 = 'reserved' THEN ?4 ELSE reservation_id END,
+             reserved_by = CASE WHEN ?2 = 'reserved' THEN ?5 ELSE reserved_by END,
+             reservation_expires_at =
+                 CASE WHEN ?2 = 'reserved' THEN ?6 ELSE reservation_expires_at END,
+             spent_by = CASE WHEN ?2 = 'spent' THEN ?7 ELSE spent_by END,
+             spent_group_id = CASE WHEN ?2 = 'spent' THEN ?8 ELSE spent_group_id END
          WHERE keypackage_ref = ?1 AND status IN ({from_list})"
     );
     let changed = conn.prepare_cached(&sql)?.execute(params![
@@ -318,56 +330,125 @@ const LIVE: &str = "'created', 'uploaded', 'available', 'reserved'";
 /// Statuses whose one-time KeyPackages a server can hand out.
 const USABLE: &str = "'uploaded', 'available'";
 
-/// An expired row that may be pruned: every expired one-time KeyPackage, and
-/// an expired last-resort one only when a newer last-resort one exists, so
-/// the client is never left without a fallback.
-const PRUNABLE: &str = "m.not_after < ?1 AND (m.last_resort = 0 OR EXISTS (
-         SELECT 1 FROM keypackage_pool_metadata n
-         WHERE n.last_resort = 1 AND n.not_after > m.not_after))";
+// In the statements below `+status` keeps SQLite from choosing the status
+// index for an IN list, which would visit every row of those statuses; the
+// covering indexes on (not_after, status, last_resort) and
+// (last_resort, not_after, status) then bound each scan by time.
+
+/// The one-time KeyPackages in `statuses` (an SQL list) that have not
+/// expired at `?1`: the trigger-kept count less the expired ones still
+/// waiting to be pruned.
+fn unexpired_one_time(statuses: &str) -> String {
+    format!(
+        "((SELECT COALESCE(SUM(count), 0) FROM keypackage_pool_counts
+           WHERE last_resort = 0 AND status IN ({statuses}))
+          - (SELECT COUNT(*) FROM keypackage_pool_metadata
+             WHERE last_resort = 0 AND not_after < ?1 AND +status IN ({statuses})))"
+    )
+}
+
+/// Rows of table alias `m` that [`prunable_refs`] removes at `?1`, among
+/// one-time (`last_resort` = false) or last-resort (true) KeyPackages.
+///
+/// Expired means `not_after` before `?1`. A reserved KeyPackage is kept until
+/// its reservation has lapsed too, so a Welcome built from it can still be
+/// processed; and an expired last-resort KeyPackage only goes once a newer
+/// live one exists, so the client never lacks a fallback.
+fn prunable(last_resort: bool) -> String {
+    let expired = "m.not_after < ?1
+         AND NOT (m.status = 'reserved' AND COALESCE(m.reservation_expires_at, m.not_after) >= ?1)";
+    if last_resort {
+        format!(
+            "m.last_resort = 1 AND {expired} AND EXISTS (
+                 SELECT 1 FROM keypackage_pool_metadata n
+                 WHERE n.last_resort = 1 AND n.not_after > m.not_after AND +n.status IN ({LIVE}))"
+        )
+    } else {
+        format!("m.last_resort = 0 AND {expired}")
+    }
+}
 
 /// The figures behind a pool health report, read in one statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Summary {
     pub by_status: [usize; KeyPackageStatus::ALL.len()],
-    pub usable: usize,
-    pub live: usize,
+    pub counts: OneTimeCounts,
     pub valid_last_resort: usize,
     pub expiring_soon: usize,
-    pub oldest_not_after: Option<i64>,
+    pub next_expiry: Option<i64>,
     pub prunable: usize,
+}
+
+/// Unexpired one-time KeyPackages by role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OneTimeCounts {
+    /// Built, not yet uploaded.
+    pub created: usize,
+    /// Uploaded or available.
+    pub usable: usize,
+    /// Created, uploaded, available or reserved.
+    pub live: usize,
+}
+
+/// The three [`OneTimeCounts`] columns, binding `?1` as now.
+fn one_time_columns() -> [String; 3] {
+    [
+        unexpired_one_time("'created'"),
+        unexpired_one_time(USABLE),
+        unexpired_one_time(LIVE),
+    ]
+}
+
+fn read_one_time(row: &Row<'_>, first: usize) -> rusqlite::Result<OneTimeCounts> {
+    let count = |i: usize| row.get::<_, i64>(first + i).map(non_negative);
+    Ok(OneTimeCounts {
+        created: count(0)?,
+        usable: count(1)?,
+        live: count(2)?,
+    })
+}
+
+/// Unexpired one-time KeyPackages at `now`, in one statement.
+pub(crate) fn one_time_counts(conn: &Connection, now: i64) -> Result<OneTimeCounts> {
+    let sql = format!("SELECT {}", one_time_columns().join(", "));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    Ok(stmt.query_row([now], |row| read_one_time(row, 0))?)
 }
 
 /// Reads every health figure at once. `horizon_end` bounds "expiring soon":
 /// live rows with `now <= not_after < horizon_end`.
 ///
 /// Counts come from the trigger-kept count table; the time-dependent
-/// figures are range scans of the expiry index, so the statement's cost
+/// figures are range scans of the expiry indexes, so the statement's cost
 /// follows how many KeyPackages are expired or expiring, not the pool's size.
 pub(crate) fn summary(conn: &Connection, now: i64, horizon_end: i64) -> Result<Summary> {
-    let counted = |filter: &str| {
-        format!("(SELECT COALESCE(SUM(count), 0) FROM keypackage_pool_counts WHERE {filter})")
-    };
     let mut columns: Vec<String> = KeyPackageStatus::ALL
         .iter()
-        .map(|s| counted(&format!("status = '{}'", s.as_str())))
+        .map(|s| {
+            format!(
+                "(SELECT COALESCE(SUM(count), 0) FROM keypackage_pool_counts WHERE status = '{}')",
+                s.as_str()
+            )
+        })
         .collect();
-    columns.push(counted(&format!(
-        "last_resort = 0 AND status IN ({USABLE})"
-    )));
-    columns.push(counted(&format!("last_resort = 0 AND status IN ({LIVE})")));
+    columns.extend(one_time_columns());
     columns.push(format!(
         "(SELECT COUNT(*) FROM keypackage_pool_metadata
-          WHERE last_resort = 1 AND not_after >= ?1 AND status IN ({LIVE}))"
+          WHERE last_resort = 1 AND not_after >= ?1 AND +status IN ({LIVE}))"
     ));
     columns.push(format!(
         "(SELECT COUNT(*) FROM keypackage_pool_metadata
-          WHERE not_after >= ?1 AND not_after < ?2 AND status IN ({LIVE}))"
+          WHERE not_after >= ?1 AND not_after < ?2 AND +status IN ({LIVE}))"
     ));
     columns.push(format!(
-        "(SELECT MIN(not_after) FROM keypackage_pool_metadata WHERE status IN ({LIVE}))"
+        "(SELECT MIN(not_after) FROM keypackage_pool_metadata
+          WHERE not_after >= ?1 AND +status IN ({LIVE}))"
     ));
     columns.push(format!(
-        "(SELECT COUNT(*) FROM keypackage_pool_metadata m WHERE {PRUNABLE})"
+        "(SELECT COUNT(*) FROM keypackage_pool_metadata m WHERE {})
+         + (SELECT COUNT(*) FROM keypackage_pool_metadata m WHERE {})",
+        prunable(false),
+        prunable(true)
     ));
     let sql = format!("SELECT {}", columns.join(",\n       "));
     let mut stmt = conn.prepare_cached(&sql)?;
@@ -380,52 +461,39 @@ pub(crate) fn summary(conn: &Connection, now: i64, horizon_end: i64) -> Result<S
         }
         Ok(Summary {
             by_status,
-            usable: count(n)?,
-            live: count(n + 1)?,
-            valid_last_resort: count(n + 2)?,
-            expiring_soon: count(n + 3)?,
-            oldest_not_after: row.get(n + 4)?,
-            prunable: count(n + 5)?,
+            counts: read_one_time(row, n)?,
+            valid_last_resort: count(n + 3)?,
+            expiring_soon: count(n + 4)?,
+            next_expiry: row.get(n + 5)?,
+            prunable: count(n + 6)?,
         })
     })?)
 }
 
-/// How many one-time (not last-resort) KeyPackages are live.
-pub(crate) fn live_count(conn: &Connection) -> Result<usize> {
-    counted_sum(conn, LIVE)
-}
-
-/// How many one-time KeyPackages a server can hand out.
-pub(crate) fn usable_count(conn: &Connection) -> Result<usize> {
-    counted_sum(conn, USABLE)
-}
-
-/// The one-time KeyPackages in any of `statuses` (an SQL list).
-fn counted_sum(conn: &Connection, statuses: &str) -> Result<usize> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT COALESCE(SUM(count), 0) FROM keypackage_pool_counts
-         WHERE last_resort = 0 AND status IN ({statuses})"
-    ))?;
-    let count: i64 = stmt.query_row([], |row| row.get(0))?;
-    Ok(non_negative(count))
-}
-
-/// Refs that [`PRUNABLE`] selects at `now`, soonest expired first.
+/// The refs [`prunable`] selects at `now`, soonest expired first.
 pub(crate) fn prunable_refs(conn: &Connection, now: i64) -> Result<Vec<Vec<u8>>> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT m.keypackage_ref FROM keypackage_pool_metadata m
-         WHERE {PRUNABLE} ORDER BY m.not_after, m.rowid"
+        "SELECT keypackage_ref FROM (
+             SELECT m.keypackage_ref, m.not_after, m.rowid AS id
+             FROM keypackage_pool_metadata m WHERE {}
+             UNION ALL
+             SELECT m.keypackage_ref, m.not_after, m.rowid
+             FROM keypackage_pool_metadata m WHERE {})
+         ORDER BY not_after, id",
+        prunable(false),
+        prunable(true)
     ))?;
     let rows = stmt.query_map([now], |row| row.get(0))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// Live last-resort KeyPackages still valid at `now`, newest expiry first.
+/// Live last-resort KeyPackages still valid at `now`, best to keep first:
+/// published ones before unpublished, then the longest-lived.
 pub(crate) fn valid_last_resort_refs(conn: &Connection, now: i64) -> Result<Vec<Vec<u8>>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT keypackage_ref FROM keypackage_pool_metadata
-         WHERE last_resort = 1 AND status IN ({LIVE}) AND not_after >= ?1
-         ORDER BY not_after DESC, rowid DESC"
+         WHERE last_resort = 1 AND not_after >= ?1 AND +status IN ({LIVE})
+         ORDER BY status IN ({USABLE}, 'reserved') DESC, not_after DESC, rowid DESC"
     ))?;
     let rows = stmt.query_map([now], |row| row.get(0))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -436,7 +504,8 @@ pub(crate) fn valid_last_resort_refs(conn: &Connection, now: i64) -> Result<Vec<
 const _: () = assert!(KeyPackageStatus::Reserved.can_transition_to(KeyPackageStatus::Available));
 
 /// Puts reserved rows whose reservation lapsed before `now` back to
-/// `available`; returns their refs.
+/// `available`; returns their refs. A reservation recorded without an expiry
+/// never lapses.
 pub(crate) fn release_lapsed_reservations(conn: &Connection, now: i64) -> Result<Vec<Vec<u8>>> {
     let mut stmt = conn.prepare_cached(
         "UPDATE keypackage_pool_metadata SET status = 'available'

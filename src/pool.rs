@@ -7,7 +7,8 @@ use std::sync::{
 };
 
 use openmls::prelude::{
-    Ciphersuite, CredentialWithKey, KeyPackage, KeyPackageBundle, KeyPackageRef, Lifetime,
+    Ciphersuite, CredentialWithKey, KeyPackage, KeyPackageBundle, KeyPackageNewError,
+    KeyPackageRef, Lifetime,
 };
 use openmls_rust_crypto::OpenMlsRustCrypto;
 use openmls_traits::{signatures::Signer, storage::StorageProvider, OpenMlsProvider};
@@ -20,10 +21,12 @@ use crate::{
     metadata::{self, TransitionDetails},
     provider::PoolProvider,
     status::KeyPackageStatus,
-    storage::PoolStorage,
 };
 
 const DAY: u64 = 24 * 60 * 60;
+
+/// The most worker threads [`KeyPackagePool::generate_parallel`] starts.
+pub const MAX_THREADS: usize = 64;
 
 /// How far `not_before` is set into the past, for peers whose clocks lag.
 const CLOCK_SKEW_SECS: u64 = 60 * 60;
@@ -132,18 +135,22 @@ pub enum PoolAction {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolHealth {
     counts: [usize; KeyPackageStatus::ALL.len()],
-    /// One-time KeyPackages a server can hand out (uploaded or available).
+    /// Unexpired one-time KeyPackages waiting for upload (`created`).
+    pub pending_upload: usize,
+    /// Unexpired one-time KeyPackages a server can hand out (uploaded or
+    /// available).
     pub usable: usize,
-    /// Live one-time KeyPackages (created, uploaded, available or reserved),
-    /// the figure the hard cap limits.
+    /// Unexpired live one-time KeyPackages (created, uploaded, available or
+    /// reserved), the figure the hard cap limits.
     pub live: usize,
     /// Whether a live last-resort KeyPackage is valid now.
     pub has_last_resort: bool,
     /// Live KeyPackages (last-resort included) whose `not_after` falls within
     /// the configured horizon.
     pub expiring_soon: usize,
-    /// The earliest `not_after` among live KeyPackages.
-    pub oldest_not_after: Option<i64>,
+    /// The oldest `not_after` among live KeyPackages that have not expired:
+    /// when the next one will.
+    pub next_expiry: Option<i64>,
     /// Expired KeyPackages [`prune_expired`](KeyPackagePool::prune_expired)
     /// would delete now.
     pub prunable: usize,
@@ -152,7 +159,8 @@ pub struct PoolHealth {
 }
 
 impl PoolHealth {
-    /// How many KeyPackages (last-resort ones included) are in `status`.
+    /// How many KeyPackages (last-resort and expired ones included) are in
+    /// `status`.
     pub fn count(&self, status: KeyPackageStatus) -> usize {
         KeyPackageStatus::ALL
             .iter()
@@ -173,17 +181,26 @@ pub struct LastResortReport {
 
 /// A managed pool of one-time KeyPackages on a [`PoolProvider`].
 ///
-/// Which KeyPackages count where:
+/// Which KeyPackages count where (only unexpired ones count at all: an
+/// expired KeyPackage must not be handed out, whether or not it was pruned):
 /// - **usable** = `uploaded` + `available`: what the server can hand out.
-///   `created` ones are not on the server yet and `reserved` ones are about
-///   to be consumed, so neither keeps the pool from running dry.
+///   `reserved` ones are about to be consumed, so they do not keep the pool
+///   from running dry.
+/// - **pending** = `created`: on their way to the server. They do not make
+///   the pool usable, but [`replenish`](Self::replenish) does not build them
+///   again, so calling it twice before an upload does not double the pool.
 /// - **live** = `created` + `uploaded` + `available` + `reserved`: every
 ///   one-time KeyPackage whose private keys may still be needed. The hard cap
 ///   bounds this, so a client whose uploads keep failing does not pile up
 ///   keys.
 ///
-/// Last-resort KeyPackages are counted in neither; they are managed by
+/// Last-resort KeyPackages are counted in none of these; they are managed by
 /// [`ensure_last_resort`](Self::ensure_last_resort).
+///
+/// Generation holds the database's write lock while it builds (the crypto
+/// included), so that the batch is one transaction: about 0.2 ms per
+/// KeyPackage, during which other connections' writes wait (up to their
+/// busy timeout).
 ///
 /// ```
 /// use openmls_basic_credential::SignatureKeyPair;
@@ -271,26 +288,29 @@ impl<'a, S: Signer, C: Codec> KeyPackagePool<'a, S, C> {
     /// scratch in-memory storage; the calling thread writes every bundle and
     /// its metadata row through the same storage hook OpenMLS uses, all in one
     /// transaction. A failure on any worker stops the others and leaves
-    /// nothing behind. `threads` of 0 is taken as 1.
+    /// nothing behind. `threads` is clamped to `1..=n` (and at most
+    /// [`MAX_THREADS`]).
     pub fn generate_parallel(&self, n: usize, threads: usize) -> Result<Vec<Vec<u8>>>
     where
         S: Sync,
     {
-        let threads = threads.max(1);
+        let threads = threads.clamp(1, n.clamp(1, MAX_THREADS));
         self.provider.storage().transaction(|storage| {
-            self.check_cap(storage, n)?;
+            self.check_cap(n)?;
             let claimed = AtomicUsize::new(0);
             // A small bound keeps memory flat: workers wait for the writer
             // rather than pile up built bundles.
-            let (sender, receiver) = mpsc::sync_channel(threads * 4);
+            let (sender, receiver) = mpsc::sync_channel(threads.saturating_mul(4));
             std::thread::scope(|scope| {
-                let workers: Vec<_> = (0..threads)
-                    .map(|_| {
-                        let sender = sender.clone();
-                        let claimed = &claimed;
-                        let (signer, credential, config) =
-                            (self.signer, &self.credential, &self.config);
-                        scope.spawn(move || {
+                let mut workers = Vec::with_capacity(threads);
+                for i in 0..threads {
+                    let sender = sender.clone();
+                    let claimed = &claimed;
+                    let (signer, credential, config) =
+                        (self.signer, &self.credential, &self.config);
+                    let spawned = std::thread::Builder::new()
+                        .name(format!("keypackage-worker-{i}"))
+                        .spawn_scoped(scope, move || {
                             let scratch = OpenMlsRustCrypto::default();
                             while claimed.fetch_add(1, Ordering::Relaxed) < n {
                                 let built = build_detached(&scratch, signer, credential, config);
@@ -299,9 +319,14 @@ impl<'a, S: Signer, C: Codec> KeyPackagePool<'a, S, C> {
                                     break;
                                 }
                             }
-                        })
-                    })
-                    .collect();
+                        });
+                    match spawned {
+                        Ok(worker) => workers.push(worker),
+                        // Workers already started see the closed channel
+                        // when the receiver drops, and stop.
+                        Err(e) => return Err(Error::Worker(format!("cannot start a thread: {e}"))),
+                    }
+                }
                 drop(sender);
                 // Consuming the receiver here means an early error drops it,
                 // and the workers' next send fails and stops them.
@@ -314,35 +339,59 @@ impl<'a, S: Signer, C: Codec> KeyPackagePool<'a, S, C> {
                     })
                     .collect::<Result<Vec<_>>>();
                 // Joining every worker turns a panic in one into an error
-                // here instead of a panic out of the scope.
-                // (`any` would stop at the first and leave the rest unjoined.)
+                // here instead of a panic out of the scope. (`any` would stop
+                // at the first and leave the rest unjoined.)
                 let mut panicked = false;
                 for worker in workers {
                     panicked |= worker.join().is_err();
                 }
                 match written {
                     Err(e) => Err(e),
-                    Ok(_) if panicked => Err(Error::WorkerPanicked),
+                    Ok(_) if panicked => Err(Error::Worker("a worker thread panicked".into())),
+                    Ok(refs) if refs.len() != n => Err(Error::Worker(format!(
+                        "workers delivered {} of {n} KeyPackages",
+                        refs.len()
+                    ))),
                     Ok(refs) => Ok(refs),
                 }
             })
         })
     }
 
-    /// Tops the usable KeyPackages back up to `target_size` when fewer than
-    /// `low_watermark` remain; returns the refs it built (none when the pool
-    /// is at or above the watermark).
+    /// When fewer than `low_watermark` usable KeyPackages remain, builds
+    /// enough to bring usable plus pending ones back to `target_size`, and
+    /// returns their refs (none when the pool is at or above the watermark,
+    /// or when pending uploads already cover the gap).
     ///
-    /// Like [`generate`](Self::generate), fails rather than pass the hard cap.
+    /// Never passes the hard cap: if the cap binds, it builds what fits.
     pub fn replenish(&self) -> Result<Vec<Vec<u8>>> {
-        let storage = self.provider.storage();
-        storage.transaction(|storage| {
-            let usable = metadata::usable_count(storage.connection())?;
-            if usable >= self.config.low_watermark {
-                return Ok(Vec::new());
-            }
-            self.build_batch(self.config.target_size - usable, false, |_| ())
+        self.replenish_with_progress(|_, _| ())
+    }
+
+    /// [`replenish`](Self::replenish), calling `progress(done, total)` after
+    /// each KeyPackage.
+    pub fn replenish_with_progress(
+        &self,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<Vec<Vec<u8>>> {
+        self.provider.storage().transaction(|storage| {
+            let counts = metadata::one_time_counts(storage.connection(), unix_now()?)?;
+            let n = self.replenish_need(counts);
+            self.build_batch(n, false, |done| progress(done, n))
         })
+    }
+
+    /// How many KeyPackages [`replenish`](Self::replenish) builds for these
+    /// counts; the one rule both it and [`health`](Self::health) follow.
+    fn replenish_need(&self, counts: metadata::OneTimeCounts) -> usize {
+        if counts.usable >= self.config.low_watermark {
+            return 0;
+        }
+        let gap = self
+            .config
+            .target_size
+            .saturating_sub(counts.usable + counts.created);
+        gap.min(self.config.hard_cap.saturating_sub(counts.live))
     }
 
     /// The `created` KeyPackages, oldest first, TLS-encoded for the server.
@@ -409,31 +458,34 @@ impl<'a, S: Signer, C: Codec> KeyPackagePool<'a, S, C> {
     ///
     /// The recommendation goes by urgency: prune expired KeyPackages first
     /// (they must not be advertised), then create a missing last-resort
-    /// KeyPackage, then replenish below the low watermark.
+    /// KeyPackage, then replenish what [`replenish`](Self::replenish) would
+    /// build.
     pub fn health(&self, now: i64) -> Result<PoolHealth> {
-        // `validate` ensured the horizon fits in i64; saturate past year 292e9.
+        // `validate` ensured the horizon fits in i64.
         let horizon = i64::try_from(self.config.expiry_horizon_secs).unwrap_or(i64::MAX);
         let summary = metadata::summary(
             self.provider.storage().connection(),
             now,
             now.saturating_add(horizon),
         )?;
+        let need = self.replenish_need(summary.counts);
         let recommended = if summary.prunable > 0 {
             PoolAction::Prune(summary.prunable)
         } else if summary.valid_last_resort == 0 {
             PoolAction::CreateLastResort
-        } else if summary.usable < self.config.low_watermark {
-            PoolAction::Replenish(self.config.target_size - summary.usable)
+        } else if need > 0 {
+            PoolAction::Replenish(need)
         } else {
             PoolAction::None
         };
         Ok(PoolHealth {
             counts: summary.by_status,
-            usable: summary.usable,
-            live: summary.live,
+            pending_upload: summary.counts.created,
+            usable: summary.counts.usable,
+            live: summary.counts.live,
             has_last_resort: summary.valid_last_resort > 0,
             expiring_soon: summary.expiring_soon,
-            oldest_not_after: summary.oldest_not_after,
+            next_expiry: summary.next_expiry,
             prunable: summary.prunable,
             recommended,
         })
@@ -468,9 +520,9 @@ impl<'a, S: Signer, C: Codec> KeyPackagePool<'a, S, C> {
         last_resort: bool,
         mut progress: impl FnMut(usize),
     ) -> Result<Vec<Vec<u8>>> {
-        self.provider.storage().transaction(|storage| {
+        self.provider.storage().transaction(|_| {
             if !last_resort {
-                self.check_cap(storage, n)?;
+                self.check_cap(n)?;
             }
             let mut refs = Vec::new();
             for done in 1..=n {
@@ -482,20 +534,35 @@ impl<'a, S: Signer, C: Codec> KeyPackagePool<'a, S, C> {
     }
 
     fn build_one(&self, last_resort: bool) -> Result<Vec<u8>> {
-        let (kp_ref, _bundle) = build_key_package(
+        let storage = self.provider.storage();
+        match build_key_package(
             self.provider,
             self.signer,
             &self.credential,
             &self.config,
             last_resort,
-        )?;
-        Ok(kp_ref.as_slice().to_vec())
+        ) {
+            Ok((kp_ref, _bundle)) => Ok(kp_ref.as_slice().to_vec()),
+            // OpenMLS reports any storage failure as a bare StorageError; the
+            // storage kept what actually went wrong.
+            Err(Error::KeyPackageBuild(KeyPackageNewError::StorageError)) => {
+                match storage.take_hook_failure() {
+                    Some((keypackage_ref, message)) => Err(Error::KeyPackageStore {
+                        keypackage_ref,
+                        message,
+                    }),
+                    None => Err(Error::KeyPackageBuild(KeyPackageNewError::StorageError)),
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 
-    /// Refuses a batch of `n` that would take the live one-time
+    /// Refuses a batch of `n` that would take the unexpired live one-time
     /// KeyPackages past the hard cap.
-    fn check_cap(&self, storage: &PoolStorage<C>, n: usize) -> Result<()> {
-        let live = metadata::live_count(storage.connection())?;
+    fn check_cap(&self, n: usize) -> Result<()> {
+        let conn = self.provider.storage().connection();
+        let live = metadata::one_time_counts(conn, unix_now()?)?.live;
         if live.saturating_add(n) > self.config.hard_cap {
             return Err(Error::HardCapExceeded {
                 requested: n,
@@ -534,7 +601,7 @@ fn build_detached(
     scratch
         .storage()
         .delete_key_package(&kp_ref)
-        .map_err(|e| Error::ScratchStorage(e.to_string()))?;
+        .map_err(|e| Error::Worker(format!("scratch storage: {e}")))?;
     Ok((kp_ref, bundle))
 }
 

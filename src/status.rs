@@ -39,7 +39,10 @@ pub enum KeyPackageStatus {
     Available,
     /// Claimed by someone on the server, not yet used in a Welcome.
     Reserved,
-    /// Used to join a group; its private keys are gone.
+    /// Reported used (for example by the server) before this client saw the
+    /// Welcome. When OpenMLS consumes a one-time KeyPackage from a Welcome it
+    /// deletes the bundle and this row with it, so rows stay `spent` only
+    /// when the application marks them so, or for last-resort KeyPackages.
     Spent,
     /// Past its `not_after`; must not be advertised.
     Expired,

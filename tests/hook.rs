@@ -221,6 +221,15 @@ fn an_outer_transaction_commits_the_whole_batch() {
                 for _ in 0..5 {
                     build_key_package(&provider, &bob, false);
                 }
+                // Nothing is committed until the closure returns: another
+                // connection still sees an empty table.
+                let other = rusqlite::Connection::open(&path).unwrap();
+                let seen: i64 = other
+                    .query_row("SELECT COUNT(*) FROM openmls_key_packages", [], |r| {
+                        r.get(0)
+                    })
+                    .unwrap();
+                assert_eq!(seen, 0);
                 Ok::<_, Error>(())
             })
             .unwrap();
@@ -251,5 +260,32 @@ fn a_failed_inner_transaction_rolls_back_only_its_own_writes() {
         })
         .unwrap();
     let storage = provider.storage();
+    assert_eq!((bundle_count(storage), metadata_count(storage)), (1, 1));
+}
+
+#[test]
+fn a_transaction_sqlite_rolled_back_is_reported_not_half_kept() {
+    let (_dir, provider) = provider();
+    let bob = Identity::new("bob");
+    let result: Result<(), Error> = provider.storage().transaction(|storage| {
+        build_key_package(&provider, &bob, false);
+        // What SQLite does by itself after a full disk or an I/O error.
+        storage.connection().execute_batch("ROLLBACK").unwrap();
+        // The application carries on; the next write must not quietly
+        // commit on its own.
+        let next = KeyPackage::builder().build(
+            common::CIPHERSUITE,
+            &provider,
+            &bob.signer,
+            bob.credential.clone(),
+        );
+        assert!(next.is_err());
+        Ok(())
+    });
+    assert!(matches!(result, Err(Error::TransactionLost)), "{result:?}");
+    let storage = provider.storage();
+    assert_eq!((bundle_count(storage), metadata_count(storage)), (0, 0));
+    // And the storage works normally afterwards.
+    build_key_package(&provider, &bob, false);
     assert_eq!((bundle_count(storage), metadata_count(storage)), (1, 1));
 }

@@ -187,7 +187,7 @@ fn replenish_tops_up_only_below_the_watermark() {
 }
 
 #[test]
-fn replenish_counts_only_uploaded_and_available() {
+fn replenish_counts_usable_and_pending_but_not_reserved() {
     let fx = Fixture::new();
     let pool = fx.pool(sized(10, 4, 40));
     let refs = fx.uploaded(&pool, 5);
@@ -202,9 +202,61 @@ fn replenish_counts_only_uploaded_and_available() {
             .update_reservation_info(r, "res", "peer", now() + 60)
             .unwrap();
     }
-    // Created KeyPackages are not on the server yet: they do not count.
+    // Two created ones are on their way: 10 - (3 usable + 2 pending) = 5.
     pool.generate(2).unwrap();
-    assert_eq!(pool.replenish().unwrap().len(), 7);
+    assert_eq!(pool.replenish().unwrap().len(), 5);
+}
+
+#[test]
+fn replenishing_twice_before_an_upload_builds_nothing_more() {
+    let fx = Fixture::new();
+    let pool = fx.pool(sized(10, 4, 40));
+    assert_eq!(pool.replenish().unwrap().len(), 10);
+    assert!(pool.replenish().unwrap().is_empty());
+    assert_eq!(
+        pool.health(now()).unwrap().recommended,
+        PoolAction::CreateLastResort
+    );
+    pool.ensure_last_resort(now()).unwrap();
+    assert_eq!(pool.health(now()).unwrap().recommended, PoolAction::None);
+}
+
+#[test]
+fn expired_key_packages_do_not_count_as_usable_even_before_pruning() {
+    let fx = Fixture::new();
+    let pool = fx.pool(sized(10, 4, 40));
+    // Five uploaded KeyPackages whose lifetime ended a minute ago.
+    for n in 0..5u8 {
+        let r = [n; 32];
+        fx.storage().create_pool_metadata(&r, now() - 60).unwrap();
+        fx.storage()
+            .update_pool_metadata_status(&r, KeyPackageStatus::Uploaded)
+            .unwrap();
+    }
+    assert_eq!(pool.health(now()).unwrap().usable, 0);
+    assert_eq!(pool.replenish().unwrap().len(), 10);
+}
+
+#[test]
+fn a_storage_failure_while_generating_names_the_key_package() {
+    let fx = Fixture::new();
+    fx.storage()
+        .connection()
+        .execute_batch(
+            "CREATE TEMP TRIGGER refuse BEFORE INSERT ON keypackage_pool_metadata
+             BEGIN SELECT RAISE(ABORT, 'disk says no'); END;",
+        )
+        .unwrap();
+    match fx.pool(PoolConfig::default()).generate(1) {
+        Err(Error::KeyPackageStore {
+            keypackage_ref,
+            message,
+        }) => {
+            assert_eq!(keypackage_ref.0.len(), 32);
+            assert!(message.contains("disk says no"), "{message}");
+        }
+        other => panic!("expected KeyPackageStore, got {other:?}"),
+    }
 }
 
 #[test]
@@ -398,7 +450,7 @@ fn health_reports_counts_expiry_and_the_next_action() {
 
     let empty = pool.health(t).unwrap();
     assert_eq!((empty.usable, empty.live, empty.prunable), (0, 0, 0));
-    assert_eq!(empty.oldest_not_after, None);
+    assert_eq!(empty.next_expiry, None);
     assert_eq!(empty.recommended, PoolAction::CreateLastResort);
 
     pool.ensure_last_resort(t).unwrap();
@@ -433,6 +485,7 @@ fn health_reports_counts_expiry_and_the_next_action() {
     assert_eq!(health.count(KeyPackageStatus::Uploaded), 2);
     assert_eq!(health.count(KeyPackageStatus::Reserved), 1);
     assert_eq!(health.count(KeyPackageStatus::Spent), 0);
+    assert_eq!(health.pending_upload, 3);
     assert_eq!(health.usable, 2);
     assert_eq!(health.live, 6);
     assert!(health.has_last_resort);
@@ -443,17 +496,19 @@ fn health_reports_counts_expiry_and_the_next_action() {
         .unwrap()
         .unwrap()
         .not_after;
-    assert_eq!(health.oldest_not_after, Some(short_not_after));
+    assert_eq!(health.next_expiry, Some(short_not_after));
     assert_eq!(health.prunable, 0);
-    assert_eq!(health.recommended, PoolAction::Replenish(4));
+    // Below the watermark of 3: 6 - (2 usable + 3 pending) = 1.
+    assert_eq!(health.recommended, PoolAction::Replenish(1));
 
     // Three days on, the 1-day ones have expired and must be pruned first.
     let later = pool.health(t + 3 * DAY).unwrap();
     assert_eq!(later.prunable, 2);
+    assert_eq!(later.usable, 0, "expired ones are not usable");
     assert_eq!(later.recommended, PoolAction::Prune(2));
 
     // A healthy pool needs nothing.
-    fx.uploaded(&pool, 3);
+    fx.uploaded(&pool, 1);
     assert_eq!(pool.health(t).unwrap().recommended, PoolAction::None);
 }
 
@@ -552,12 +607,114 @@ fn a_failure_part_way_through_generate_parallel_leaves_nothing() {
              BEGIN SELECT RAISE(ABORT, 'injected'); END;",
         )
         .unwrap();
-    assert!(fx
-        .pool(PoolConfig::default())
-        .generate_parallel(30, 2)
-        .is_err());
+    match fx.pool(PoolConfig::default()).generate_parallel(30, 2) {
+        Err(Error::Sqlite(e)) => assert!(e.to_string().contains("injected"), "{e}"),
+        other => panic!("expected the injected SQLite error, got {other:?}"),
+    }
     assert_eq!(
         (bundle_count(fx.storage()), metadata_count(fx.storage())),
         (0, 0)
     );
+}
+
+#[test]
+fn a_new_reservation_replaces_the_lapsed_one() {
+    let fx = Fixture::new();
+    let pool = fx.pool(PoolConfig::default());
+    let r = fx.uploaded(&pool, 1).remove(0);
+    let t = now() + 100;
+    fx.storage()
+        .update_pool_metadata_status(&r, KeyPackageStatus::Available)
+        .unwrap();
+    fx.storage()
+        .update_reservation_info(&r, "first", "peer-1", t - 1)
+        .unwrap();
+    pool.expire_lapsed_reservations(t).unwrap();
+    // Reserved again without details (say, the server said so without
+    // terms): the first reservation's expiry must not release it at once.
+    fx.storage()
+        .update_pool_metadata_status(&r, KeyPackageStatus::Reserved)
+        .unwrap();
+    assert!(pool.expire_lapsed_reservations(t).unwrap().is_empty());
+    let row = fx.storage().get_metadata(&r).unwrap().unwrap();
+    assert_eq!(row.status, KeyPackageStatus::Reserved);
+    assert_eq!(
+        (
+            row.reservation_id,
+            row.reserved_by,
+            row.reservation_expires_at
+        ),
+        (None, None, None)
+    );
+}
+
+#[test]
+fn prune_keeps_a_reserved_key_package_until_its_reservation_lapses() {
+    let fx = Fixture::new();
+    let pool = fx.pool(lifetime_days(1));
+    let r = fx.uploaded(&pool, 1).remove(0);
+    fx.storage()
+        .update_pool_metadata_status(&r, KeyPackageStatus::Available)
+        .unwrap();
+    let at = now() + 2 * DAY;
+    fx.storage()
+        .update_reservation_info(&r, "res", "peer", at + 60)
+        .unwrap();
+    assert!(pool.prune_expired(at).unwrap().is_empty());
+    assert!(fx.storage().key_package_bundle(&r).unwrap().is_some());
+    assert_eq!(pool.prune_expired(at + 61).unwrap(), vec![r.clone()]);
+    assert!(fx.storage().key_package_bundle(&r).unwrap().is_none());
+}
+
+#[test]
+fn an_expired_last_resort_is_kept_when_the_newer_one_is_not_live() {
+    let fx = Fixture::new();
+    let old = fx
+        .pool(lifetime_days(1))
+        .ensure_last_resort(now())
+        .unwrap()
+        .created
+        .unwrap();
+    let newer = build_key_package(&fx.provider, &fx.identity, true);
+    let newer_ref = newer.key_package().hash_ref(fx.provider.crypto()).unwrap();
+    fx.storage()
+        .update_pool_metadata_status(newer_ref.as_slice(), KeyPackageStatus::Failed)
+        .unwrap();
+    let at = now() + 2 * DAY;
+    assert!(fx
+        .pool(PoolConfig::default())
+        .prune_expired(at)
+        .unwrap()
+        .is_empty());
+    assert!(fx.storage().key_package_bundle(&old).unwrap().is_some());
+}
+
+#[test]
+fn ensure_last_resort_keeps_the_published_one() {
+    let fx = Fixture::new();
+    let pool = fx.pool(lifetime_days(14));
+    let published = pool.ensure_last_resort(now()).unwrap().created.unwrap();
+    pool.mark_uploaded(&[&published]).unwrap();
+    // A longer-lived but unpublished one appears; the published one stays.
+    let unpublished = build_key_package(&fx.provider, &fx.identity, true);
+    let unpublished_ref = unpublished
+        .key_package()
+        .hash_ref(fx.provider.crypto())
+        .unwrap();
+    let report = pool.ensure_last_resort(now()).unwrap();
+    assert_eq!(report.removed, vec![unpublished_ref.as_slice().to_vec()]);
+    assert!(fx
+        .storage()
+        .key_package_bundle(&published)
+        .unwrap()
+        .is_some());
+}
+
+#[test]
+fn generate_parallel_takes_any_thread_count() {
+    let fx = Fixture::new();
+    let pool = fx.pool(PoolConfig::default());
+    assert_eq!(pool.generate_parallel(1, 1_000_000).unwrap().len(), 1);
+    assert_eq!(pool.generate_parallel(0, 4).unwrap().len(), 0);
+    assert_eq!(bundle_count(fx.storage()), 1);
 }

@@ -87,14 +87,35 @@ fn a_larger_count_tops_up_and_upload_marking_moves_everything() {
 }
 
 #[test]
-fn the_table_names_every_status() {
+fn the_table_shows_the_counts_in_the_database() {
     let (_dir, db) = common::temp_db();
-    let output = run(&["--db", db.to_str().unwrap(), "--count", "2"]);
+    let output = run(&[
+        "--db",
+        db.to_str().unwrap(),
+        "--count",
+        "3",
+        "--mark-uploaded",
+    ]);
     assert!(output.status.success());
     let table = String::from_utf8(output.stdout).unwrap();
+    let storage = PoolStorage::open(&db).unwrap();
     for status in KeyPackageStatus::ALL {
-        assert!(table.contains(status.as_str()), "{table}");
+        // Each status has a row of its own: "<status>   <count>".
+        let shown: usize = table
+            .lines()
+            .find_map(|line| {
+                let mut words = line.split_whitespace();
+                (words.next() == Some(status.as_str()))
+                    .then(|| words.next()?.parse().ok())
+                    .flatten()
+            })
+            .unwrap_or_else(|| panic!("no row for {status} in\n{table}"));
+        assert_eq!(shown, storage.count_by_status(status).unwrap(), "{status}");
     }
+    assert_eq!(
+        storage.count_by_status(KeyPackageStatus::Uploaded).unwrap(),
+        4
+    );
 }
 
 fn assert_one_line_failure(output: &Output) {

@@ -123,14 +123,18 @@ fn the_count_table_follows_every_insert_update_and_delete() {
 #[test]
 fn a_newer_pool_schema_is_refused_without_writing() {
     let (_dir, path) = common::temp_db();
-    PoolStorage::open(&path).unwrap();
-    Connection::open(&path)
-        .unwrap()
-        .execute(
-            "INSERT INTO openmls_keypackage_pool_migrations VALUES (99, 'from_the_future', 0)",
-            [],
+    {
+        // A database a future version of this crate wrote, with nothing of
+        // OpenMLS's in it yet: any migration run first would show.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE openmls_keypackage_pool_migrations (
+                 version INTEGER PRIMARY KEY NOT NULL, name TEXT NOT NULL,
+                 applied_at INTEGER NOT NULL);
+             INSERT INTO openmls_keypackage_pool_migrations VALUES (99, 'from_the_future', 0);",
         )
         .unwrap();
+    }
     let before = std::fs::read(&path).unwrap();
     match PoolStorage::open(&path) {
         Err(Error::SchemaTooNew {
@@ -140,6 +144,15 @@ fn a_newer_pool_schema_is_refused_without_writing() {
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
     assert_eq!(std::fs::read(&path).unwrap(), before);
+    let tables: i64 = Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 1);
 }
 
 #[test]

@@ -4,14 +4,19 @@
 mod openmls_impl;
 mod write_scope;
 
-use std::{marker::PhantomData, path::Path, time::Duration};
+use std::{
+    cell::{Cell, RefCell},
+    marker::PhantomData,
+    path::Path,
+    time::Duration,
+};
 
 use openmls::prelude::KeyPackageBundle;
 use openmls_traits::storage::{StorageProvider, CURRENT_VERSION};
 use rusqlite::Connection;
 
 use crate::{
-    bundles::{self, UnpooledKeyPackage},
+    bundles,
     clock::unix_now,
     codec::{Codec, DefaultCodec},
     error::{Error, RefBytes, Result},
@@ -51,6 +56,12 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// ```
 pub struct PoolStorage<C: Codec = DefaultCodec> {
     conn: Connection,
+    /// How many [`WriteScope`]s are open on `conn`.
+    scope_depth: Cell<u32>,
+    /// The last failure of the KeyPackage write hook, kept because OpenMLS
+    /// reports any storage failure while building a KeyPackage as a bare
+    /// `StorageError`; the pool reads it back to say what failed.
+    last_hook_failure: RefCell<Option<(RefBytes, String)>>,
     // `fn() -> C` keeps `PoolStorage` `Send` whatever the codec type is.
     _codec: PhantomData<fn() -> C>,
 }
@@ -96,7 +107,8 @@ impl<C: Codec> PoolStorage<C> {
     }
 
     /// Takes over an open connection, runs `openmls_sqlite_storage`'s
-    /// migrations and this crate's, and sets a busy timeout.
+    /// migrations and this crate's, and sets a busy timeout of five seconds
+    /// (replacing any the connection had).
     ///
     /// A database written by a plain `openmls_sqlite_storage`
     /// `SqliteStorageProvider` keeps all its data; its KeyPackages are listed
@@ -107,6 +119,8 @@ impl<C: Codec> PoolStorage<C> {
         schema::migrate::<C>(&mut conn)?;
         Ok(Self {
             conn,
+            scope_depth: Cell::new(0),
+            last_hook_failure: RefCell::new(None),
             _codec: PhantomData,
         })
     }
@@ -144,10 +158,25 @@ impl<C: Codec> PoolStorage<C> {
         &self,
         f: impl FnOnce(&Self) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
-        let scope = WriteScope::begin(&self.conn)?;
+        let scope = self.write_scope()?;
         let value = f(self)?;
         scope.commit()?;
         Ok(value)
+    }
+
+    /// Opens a write scope on this storage's connection.
+    pub(crate) fn write_scope(&self) -> Result<WriteScope<'_>> {
+        WriteScope::begin(&self.conn, &self.scope_depth)
+    }
+
+    /// Takes the last recorded failure of the KeyPackage write hook.
+    pub(crate) fn take_hook_failure(&self) -> Option<(RefBytes, String)> {
+        self.last_hook_failure.borrow_mut().take()
+    }
+
+    pub(crate) fn record_hook_failure(&self, keypackage_ref: &[u8], error: &Error) {
+        *self.last_hook_failure.borrow_mut() =
+            Some((RefBytes::of(keypackage_ref), error.to_string()));
     }
 
     // --- the metadata store ---
@@ -289,7 +318,7 @@ impl<C: Codec> PoolStorage<C> {
 
     /// KeyPackageBundles in OpenMLS storage that have no metadata row, such
     /// as those written before this crate managed the database.
-    pub fn unpooled_key_packages(&self) -> Result<Vec<UnpooledKeyPackage>> {
+    pub fn unpooled_key_packages(&self) -> Result<Vec<PoolEntry>> {
         bundles::unpooled::<C>(&self.conn)
     }
 
@@ -303,8 +332,7 @@ impl<C: Codec> PoolStorage<C> {
             storage
                 .unpooled_key_packages()?
                 .into_iter()
-                .map(|unpooled| {
-                    let entry = unpooled.into_entry();
+                .map(|entry| {
                     metadata::insert(&storage.conn, &entry, status, now)?;
                     Ok(entry.keypackage_ref)
                 })

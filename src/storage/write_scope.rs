@@ -1,35 +1,52 @@
 //! A guard for one atomic group of writes on a shared connection.
 
+use std::cell::Cell;
+
 use rusqlite::Connection;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// One atomic group of writes: a transaction of its own, or a savepoint when
-/// the connection is already inside one.
+/// one of this connection's scopes is already open.
 ///
 /// Dropping the guard without [`commit`](Self::commit) rolls back, so an
 /// early `?` or a panic never leaves half of the group behind. A transaction
 /// of its own starts with `BEGIN IMMEDIATE`, taking the write lock before the
 /// first read so that two writers cannot deadlock upgrading their locks.
+///
+/// `depth` counts the open scopes. SQLite rolls a transaction back by itself
+/// after some errors (a full disk, an I/O error, an interrupt); a nested
+/// scope that then found no transaction would silently start and commit one
+/// of its own, keeping part of a batch the caller expects to be all or
+/// nothing. The count catches that and reports [`Error::TransactionLost`].
 pub(crate) struct WriteScope<'c> {
     conn: &'c Connection,
+    depth: &'c Cell<u32>,
     nested: bool,
     open: bool,
 }
 
 impl<'c> WriteScope<'c> {
     /// Starts a transaction, or a savepoint inside the current one.
-    pub(crate) fn begin(conn: &'c Connection) -> Result<Self> {
+    pub(crate) fn begin(conn: &'c Connection, depth: &'c Cell<u32>) -> Result<Self> {
+        if depth.get() > 0 && conn.is_autocommit() {
+            return Err(Error::TransactionLost);
+        }
+        // A transaction the application began on the raw connection is
+        // joined as well.
+        let nested = !conn.is_autocommit();
         // SQLite matches ROLLBACK TO / RELEASE with the most recent savepoint
         // of that name, so nesting under one fixed name is well defined.
-        let nested = !conn.is_autocommit();
-        conn.execute_batch(if nested {
+        let sql = if nested {
             "SAVEPOINT openmls_keypackage_pool"
         } else {
             "BEGIN IMMEDIATE"
-        })?;
+        };
+        conn.prepare_cached(sql)?.execute([])?;
+        depth.set(depth.get() + 1);
         Ok(Self {
             conn,
+            depth,
             nested,
             open: true,
         })
@@ -37,11 +54,15 @@ impl<'c> WriteScope<'c> {
 
     /// Makes the writes permanent (or, nested, part of the outer transaction).
     pub(crate) fn commit(mut self) -> Result<()> {
-        self.conn.execute_batch(if self.nested {
+        if self.conn.is_autocommit() {
+            return Err(Error::TransactionLost);
+        }
+        let sql = if self.nested {
             "RELEASE openmls_keypackage_pool"
         } else {
             "COMMIT"
-        })?;
+        };
+        self.conn.prepare_cached(sql)?.execute([])?;
         self.open = false;
         Ok(())
     }
@@ -49,10 +70,10 @@ impl<'c> WriteScope<'c> {
 
 impl Drop for WriteScope<'_> {
     fn drop(&mut self) {
-        if self.open {
-            // Nothing useful can be done with a failed rollback here: SQLite
-            // has then already rolled back on its own (for example after an
-            // I/O error), which is the outcome wanted.
+        self.depth.set(self.depth.get().saturating_sub(1));
+        if self.open && !self.conn.is_autocommit() {
+            // A failed rollback leaves nothing better to do: SQLite has then
+            // already rolled back on its own, which is the outcome wanted.
             let _ = self.conn.execute_batch(if self.nested {
                 "ROLLBACK TO openmls_keypackage_pool; RELEASE openmls_keypackage_pool"
             } else {
