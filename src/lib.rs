@@ -74,6 +74,7 @@ mod error;
 mod identity;
 mod keypackage_ref;
 mod metadata;
+mod options;
 mod pool;
 mod provider;
 mod schema;
@@ -83,6 +84,7 @@ mod storage;
 pub use error::{Error, RefBytes, Result};
 pub use keypackage_ref::{key_package_ref_from_bytes, MAX_REF_LEN};
 pub use metadata::{KeyPackageMetadata, PoolEntry};
+pub use options::{JournalMode, StorageOptions, Synchronous};
 pub use pool::{
     KeyPackagePool, LastResortReport, PendingUpload, PoolAction, PoolConfig, PoolHealth,
     MAX_LIFETIME_SECS, MAX_THREADS,

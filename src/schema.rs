@@ -68,7 +68,8 @@ pub(crate) fn migrate<C: Codec>(conn: &mut Connection) -> Result<()> {
     Ok(())
 }
 
-fn check_not_newer(conn: &Connection) -> Result<()> {
+/// Refuses a database whose pool schema is newer than this build.
+pub(crate) fn check_not_newer(conn: &Connection) -> Result<()> {
     let history_exists: bool = conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM sqlite_master
                         WHERE type = 'table' AND name = 'openmls_keypackage_pool_migrations')",

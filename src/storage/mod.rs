@@ -8,7 +8,6 @@ use std::{
     cell::{Cell, RefCell},
     marker::PhantomData,
     path::Path,
-    time::Duration,
 };
 
 use openmls::prelude::KeyPackageBundle;
@@ -23,13 +22,11 @@ use crate::{
     identity,
     keypackage_ref::{check_ref, key_package_ref_from_bytes},
     metadata::{self, KeyPackageMetadata, PoolEntry, TransitionDetails},
+    options::StorageOptions,
     schema,
     status::KeyPackageStatus,
 };
 pub(crate) use write_scope::WriteScope;
-
-/// How long a connection waits for another writer's lock before giving up.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A SQLite-backed OpenMLS storage provider that also keeps the KeyPackage
 /// pool's metadata.
@@ -88,7 +85,8 @@ impl PoolStorage<DefaultCodec> {
 }
 
 impl<C: Codec> PoolStorage<C> {
-    /// Opens (creating if needed) the database file at `path` with codec `C`.
+    /// Opens (creating if needed) the database file at `path` with codec `C`
+    /// and the default [`StorageOptions`].
     ///
     /// ```
     /// use openmls_keypackage_pool::{codec::JsonCodec, PoolStorage};
@@ -98,7 +96,12 @@ impl<C: Codec> PoolStorage<C> {
     /// # Ok::<(), openmls_keypackage_pool::Error>(())
     /// ```
     pub fn open_with_codec(path: impl AsRef<Path>) -> Result<Self> {
-        Self::from_connection(Connection::open(path)?)
+        Self::open_with_options(path, &StorageOptions::default())
+    }
+
+    /// Opens (creating if needed) the database file at `path` with `options`.
+    pub fn open_with_options(path: impl AsRef<Path>, options: &StorageOptions) -> Result<Self> {
+        Self::from_connection_with_options(Connection::open(path)?, options)
     }
 
     /// A fresh in-memory database with codec `C`.
@@ -106,16 +109,27 @@ impl<C: Codec> PoolStorage<C> {
         Self::from_connection(Connection::open_in_memory()?)
     }
 
-    /// Takes over an open connection, runs `openmls_sqlite_storage`'s
-    /// migrations and this crate's, and sets a busy timeout of five seconds
-    /// (replacing any the connection had).
+    /// Takes over an open connection with the default [`StorageOptions`]
+    /// (replacing its busy timeout, journal mode and sync level), and runs
+    /// `openmls_sqlite_storage`'s migrations and this crate's.
     ///
     /// A database written by a plain `openmls_sqlite_storage`
     /// `SqliteStorageProvider` keeps all its data; its KeyPackages are listed
     /// by [`unpooled_key_packages`](Self::unpooled_key_packages) until
     /// adopted. Open it with the codec it was written with.
-    pub fn from_connection(mut conn: Connection) -> Result<Self> {
-        conn.busy_timeout(BUSY_TIMEOUT)?;
+    pub fn from_connection(conn: Connection) -> Result<Self> {
+        Self::from_connection_with_options(conn, &StorageOptions::default())
+    }
+
+    /// [`from_connection`](Self::from_connection) with `options`.
+    pub fn from_connection_with_options(
+        mut conn: Connection,
+        options: &StorageOptions,
+    ) -> Result<Self> {
+        // Refuse a newer schema before anything (even the journal mode) is
+        // written to the file.
+        schema::check_not_newer(&conn)?;
+        options.apply(&conn)?;
         schema::migrate::<C>(&mut conn)?;
         Ok(Self {
             conn,

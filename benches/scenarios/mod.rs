@@ -1,0 +1,280 @@
+//! The KeyPackage-creation and metadata-query scenarios compared by the
+//! criterion benches and by `examples/bench_report.rs`.
+//!
+//! Every creation scenario builds `n` KeyPackages with the same ciphersuite,
+//! signer and `openmls_rust_crypto` crypto; database scenarios use a fresh
+//! file in one directory on one disk, in SQLite's default (rollback journal,
+//! `synchronous=FULL`) mode, and only the building and storing is timed.
+#![allow(dead_code)]
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use openmls::prelude::*;
+use openmls_basic_credential::SignatureKeyPair;
+use openmls_keypackage_pool::{
+    codec::MessagePackCodec, KeyPackagePool, PoolConfig, PoolProvider, PoolStorage,
+};
+use openmls_rust_crypto::{OpenMlsRustCrypto, RustCrypto};
+use openmls_sqlite_storage::{Connection, SqliteStorageProvider};
+
+pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
+
+/// What every scenario shares: who signs, and where files go.
+pub struct Env {
+    pub signer: SignatureKeyPair,
+    pub credential: CredentialWithKey,
+    dir: tempfile::TempDir,
+    files: std::cell::Cell<u64>,
+}
+
+impl Env {
+    /// Files go under `POOL_BENCH_DIR` if set (to compare disks), else the
+    /// system temporary directory.
+    pub fn new() -> Self {
+        let signer = SignatureKeyPair::new(CIPHERSUITE.signature_algorithm()).expect("key pair");
+        let credential = CredentialWithKey {
+            credential: BasicCredential::new(b"bench".to_vec()).into(),
+            signature_key: signer.public().into(),
+        };
+        let dir = match std::env::var_os("POOL_BENCH_DIR") {
+            Some(base) => tempfile::tempdir_in(base),
+            None => tempfile::tempdir(),
+        }
+        .expect("bench dir");
+        Self {
+            signer,
+            credential,
+            dir,
+            files: std::cell::Cell::new(0),
+        }
+    }
+
+    /// A path for a database that does not exist yet.
+    pub fn fresh_path(&self, label: &str) -> PathBuf {
+        let n = self.files.get() + 1;
+        self.files.set(n);
+        self.dir.path().join(format!("{label}-{n}.db"))
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn build(&self, provider: &impl OpenMlsProvider) -> KeyPackageBundle {
+        KeyPackage::builder()
+            .build(CIPHERSUITE, provider, &self.signer, self.credential.clone())
+            .expect("KeyPackage builds")
+    }
+
+    fn pool<'a>(
+        &'a self,
+        provider: &'a PoolProvider,
+        n: usize,
+    ) -> KeyPackagePool<'a, SignatureKeyPair> {
+        let config = PoolConfig {
+            target_size: n.max(1),
+            low_watermark: 0,
+            hard_cap: n.max(1),
+            ..PoolConfig::default()
+        };
+        KeyPackagePool::new(provider, &self.signer, self.credential.clone(), config).expect("pool")
+    }
+}
+
+/// The creation scenarios, in the order reports list them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// OpenMLS's in-memory storage: the cost of the crypto alone.
+    InMemory,
+    /// `openmls_sqlite_storage` on a file, one commit per KeyPackage.
+    SqlitePerCommit,
+    /// That, plus a metadata row in a second database file per KeyPackage:
+    /// the two-store design this crate replaces.
+    SqlitePlusMetadataFile,
+    /// This crate's storage hook, one commit per KeyPackage.
+    HookPerCommit,
+    /// `KeyPackagePool::generate`: one transaction for the batch.
+    Generate,
+    /// `KeyPackagePool::generate_parallel` with two workers.
+    GenerateParallel2,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 6] = [
+        Scenario::InMemory,
+        Scenario::SqlitePerCommit,
+        Scenario::SqlitePlusMetadataFile,
+        Scenario::HookPerCommit,
+        Scenario::Generate,
+        Scenario::GenerateParallel2,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::InMemory => "in-memory storage (floor)",
+            Scenario::SqlitePerCommit => "openmls_sqlite_storage, commit per KeyPackage",
+            Scenario::SqlitePlusMetadataFile => "  + separate metadata file per KeyPackage",
+            Scenario::HookPerCommit => "this crate's hook, commit per KeyPackage",
+            Scenario::Generate => "KeyPackagePool::generate",
+            Scenario::GenerateParallel2 => "KeyPackagePool::generate_parallel, 2 threads",
+        }
+    }
+
+    pub fn id(self) -> &'static str {
+        match self {
+            Scenario::InMemory => "in_memory",
+            Scenario::SqlitePerCommit => "sqlite_per_commit",
+            Scenario::SqlitePlusMetadataFile => "sqlite_plus_metadata_file",
+            Scenario::HookPerCommit => "hook_per_commit",
+            Scenario::Generate => "generate",
+            Scenario::GenerateParallel2 => "generate_parallel_2",
+        }
+    }
+
+    /// Builds and stores `n` KeyPackages on fresh storage; returns the time
+    /// the building and storing took, set-up excluded. Durable at return for
+    /// every file scenario.
+    pub fn run(self, env: &Env, n: usize) -> Duration {
+        match self {
+            Scenario::InMemory => {
+                let provider = OpenMlsRustCrypto::default();
+                timed(|| (0..n).for_each(|_| drop(env.build(&provider))))
+            }
+            Scenario::SqlitePerCommit => {
+                let provider = PlainSqliteProvider::open(&env.fresh_path("plain"));
+                timed(|| (0..n).for_each(|_| drop(env.build(&provider))))
+            }
+            Scenario::SqlitePlusMetadataFile => {
+                let provider = PlainSqliteProvider::open(&env.fresh_path("plain"));
+                let metadata = separate_metadata_db(&env.fresh_path("metadata"));
+                timed(|| {
+                    for _ in 0..n {
+                        let bundle = env.build(&provider);
+                        let kp = bundle.key_package();
+                        metadata
+                            .execute(
+                                "INSERT INTO keypackage_pool_metadata
+                                 (keypackage_ref, status, created_at, not_after) VALUES (?1, 'created', ?2, ?3)",
+                                rusqlite::params![
+                                    kp.hash_ref(provider.crypto()).expect("ref").as_slice(),
+                                    0,
+                                    kp.life_time().not_after() as i64
+                                ],
+                            )
+                            .expect("metadata insert");
+                    }
+                })
+            }
+            Scenario::HookPerCommit => {
+                let provider = PoolProvider::open(env.fresh_path("hook")).expect("open");
+                timed(|| (0..n).for_each(|_| drop(env.build(&provider))))
+            }
+            Scenario::Generate => {
+                let provider = PoolProvider::open(env.fresh_path("generate")).expect("open");
+                let pool = env.pool(&provider, n);
+                timed(|| drop(pool.generate(n).expect("generate")))
+            }
+            Scenario::GenerateParallel2 => {
+                let provider = PoolProvider::open(env.fresh_path("parallel")).expect("open");
+                let pool = env.pool(&provider, n);
+                timed(|| drop(pool.generate_parallel(n, 2).expect("generate_parallel")))
+            }
+        }
+    }
+}
+
+fn timed(f: impl FnOnce()) -> Duration {
+    let start = Instant::now();
+    f();
+    start.elapsed()
+}
+
+/// An application on plain `openmls_sqlite_storage`, with the same codec and
+/// crypto as the pool.
+pub struct PlainSqliteProvider {
+    crypto: RustCrypto,
+    storage: SqliteStorageProvider<MessagePackCodec, Connection>,
+}
+
+impl PlainSqliteProvider {
+    pub fn open(path: &Path) -> Self {
+        let mut storage = SqliteStorageProvider::new(Connection::open(path).expect("open"));
+        storage.run_migrations().expect("migrations");
+        Self {
+            crypto: RustCrypto::default(),
+            storage,
+        }
+    }
+}
+
+impl OpenMlsProvider for PlainSqliteProvider {
+    type CryptoProvider = RustCrypto;
+    type RandProvider = RustCrypto;
+    type StorageProvider = SqliteStorageProvider<MessagePackCodec, Connection>;
+
+    fn storage(&self) -> &Self::StorageProvider {
+        &self.storage
+    }
+    fn crypto(&self) -> &Self::CryptoProvider {
+        &self.crypto
+    }
+    fn rand(&self) -> &Self::RandProvider {
+        &self.crypto
+    }
+}
+
+/// The second database file of the two-store design.
+fn separate_metadata_db(path: &Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(path).expect("open");
+    conn.execute_batch(
+        "CREATE TABLE keypackage_pool_metadata (
+             keypackage_ref BLOB PRIMARY KEY, status TEXT NOT NULL,
+             created_at INTEGER NOT NULL, not_after INTEGER NOT NULL)",
+    )
+    .expect("schema");
+    conn
+}
+
+/// A pool database for the query benchmarks: `rows` metadata-only rows
+/// spread evenly over the next year (`not_after` from now + 3 days), plus
+/// `real_expiring` real KeyPackages, with bundles, that expire after one day.
+/// Returns the storage and "now": a moment two days ahead, at which exactly
+/// the real KeyPackages are expired.
+pub fn large_pool(env: &Env, path: &Path, rows: usize, real_expiring: usize) -> (PoolStorage, i64) {
+    let provider = PoolProvider::open(path).expect("open");
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    provider
+        .storage()
+        .connection()
+        .execute(
+            "WITH RECURSIVE seq(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM seq WHERE i + 1 < ?1)
+             INSERT INTO keypackage_pool_metadata (keypackage_ref, status, created_at, not_after, last_resort)
+             SELECT randomblob(32),
+                    CASE i % 10 WHEN 0 THEN 'created' WHEN 1 THEN 'uploaded' WHEN 2 THEN 'reserved'
+                                WHEN 3 THEN 'spent' ELSE 'available' END,
+                    ?2, ?2 + 3 * 86400 + (i * 365 * 86400) / ?1, 0
+             FROM seq",
+            rusqlite::params![rows as i64, start],
+        )
+        .expect("seed rows");
+    if real_expiring > 0 {
+        let config = PoolConfig {
+            target_size: real_expiring,
+            low_watermark: 0,
+            hard_cap: rows + real_expiring,
+            lifetime_secs: 86_400,
+            ..PoolConfig::default()
+        };
+        KeyPackagePool::new(&provider, &env.signer, env.credential.clone(), config)
+            .expect("pool")
+            .generate(real_expiring)
+            .expect("generate");
+    }
+    (provider.into_storage(), start + 2 * 86_400)
+}

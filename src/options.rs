@@ -1,0 +1,110 @@
+//! How [`PoolStorage`](crate::PoolStorage) sets up each SQLite connection.
+
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use crate::error::Result;
+
+/// SQLite's journal mode for the database file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JournalMode {
+    /// Write-ahead log: readers never block the writer nor the writer the
+    /// readers, so an app and its notification extension can share the file.
+    Wal,
+    /// SQLite's default rollback journal, deleted after each commit.
+    Delete,
+    /// Rollback journal truncated rather than deleted after each commit.
+    Truncate,
+}
+
+impl JournalMode {
+    fn as_sql(self) -> &'static str {
+        match self {
+            Self::Wal => "WAL",
+            Self::Delete => "DELETE",
+            Self::Truncate => "TRUNCATE",
+        }
+    }
+}
+
+/// How hard SQLite works to make each commit survive a power cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synchronous {
+    /// Sync at every commit: a commit that returned survives a power cut.
+    Full,
+    /// In WAL mode, sync only at checkpoints: a commit survives the app
+    /// crashing or being killed, but the last ones may be lost on power cut.
+    Normal,
+}
+
+impl Synchronous {
+    fn as_sql(self) -> &'static str {
+        match self {
+            Self::Full => "FULL",
+            Self::Normal => "NORMAL",
+        }
+    }
+}
+
+/// Connection settings applied whenever this crate opens or adopts a
+/// connection.
+///
+/// The defaults favour a store of private keys shared by several processes:
+/// WAL, `synchronous=FULL` (a KeyPackage the pool reported is on disk), a
+/// five-second busy timeout, and temporary files (savepoint journals) kept
+/// in memory.
+///
+/// ```
+/// use std::time::Duration;
+/// use openmls_keypackage_pool::{JournalMode, PoolStorage, StorageOptions, Synchronous};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let options = StorageOptions {
+///     synchronous: Synchronous::Normal,
+///     busy_timeout: Duration::from_secs(30),
+///     ..StorageOptions::default()
+/// };
+/// let storage: PoolStorage = PoolStorage::open_with_options(dir.path().join("pool.db"), &options)?;
+/// # Ok::<(), openmls_keypackage_pool::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageOptions {
+    /// The journal mode; in-memory databases keep their own.
+    pub journal_mode: JournalMode,
+    /// The sync level.
+    pub synchronous: Synchronous,
+    /// How long to wait for another connection's lock before failing with
+    /// "database is locked".
+    pub busy_timeout: Duration,
+}
+
+impl Default for StorageOptions {
+    fn default() -> Self {
+        Self {
+            journal_mode: JournalMode::Wal,
+            synchronous: Synchronous::Full,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl StorageOptions {
+    /// Applies the settings to `conn`.
+    pub(crate) fn apply(&self, conn: &Connection) -> Result<()> {
+        conn.busy_timeout(self.busy_timeout)?;
+        // Savepoint journals go to temporary files; in memory they cost a
+        // copy instead of a write per page.
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        // Returns the mode in force, which stays "memory" for an in-memory
+        // database: that is fine.
+        let _mode: String = conn.pragma_update_and_check(
+            None,
+            "journal_mode",
+            self.journal_mode.as_sql(),
+            |row| row.get(0),
+        )?;
+        conn.pragma_update(None, "synchronous", self.synchronous.as_sql())?;
+        Ok(())
+    }
+}
