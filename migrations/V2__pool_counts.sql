@@ -14,10 +14,9 @@ GROUP BY status, last_resort;
 CREATE TRIGGER keypackage_pool_counts_after_insert
 AFTER INSERT ON keypackage_pool_metadata
 BEGIN
-    INSERT OR IGNORE INTO keypackage_pool_counts (status, last_resort, count)
-    VALUES (NEW.status, NEW.last_resort, 0);
-    UPDATE keypackage_pool_counts SET count = count + 1
-    WHERE status = NEW.status AND last_resort = NEW.last_resort;
+    INSERT INTO keypackage_pool_counts (status, last_resort, count)
+    VALUES (NEW.status, NEW.last_resort, 1)
+    ON CONFLICT (status, last_resort) DO UPDATE SET count = count + 1;
 END;
 
 CREATE TRIGGER keypackage_pool_counts_after_delete
@@ -33,11 +32,17 @@ WHEN OLD.status IS NOT NEW.status OR OLD.last_resort IS NOT NEW.last_resort
 BEGIN
     UPDATE keypackage_pool_counts SET count = count - 1
     WHERE status = OLD.status AND last_resort = OLD.last_resort;
-    INSERT OR IGNORE INTO keypackage_pool_counts (status, last_resort, count)
-    VALUES (NEW.status, NEW.last_resort, 0);
-    UPDATE keypackage_pool_counts SET count = count + 1
-    WHERE status = NEW.status AND last_resort = NEW.last_resort;
+    INSERT INTO keypackage_pool_counts (status, last_resort, count)
+    VALUES (NEW.status, NEW.last_resort, 1)
+    ON CONFLICT (status, last_resort) DO UPDATE SET count = count + 1;
 END;
+
+-- Listing by status is always oldest first, so one (status, created_at)
+-- index serves both columns; counting by status now reads the count table.
+DROP INDEX keypackage_pool_metadata_status;
+DROP INDEX keypackage_pool_metadata_created_at;
+CREATE INDEX keypackage_pool_metadata_status_created_at
+    ON keypackage_pool_metadata (status, created_at);
 
 -- Expiry queries filter on status and the last-resort flag as well; with both
 -- in the index they never read the table rows.
@@ -45,7 +50,8 @@ DROP INDEX keypackage_pool_metadata_not_after;
 CREATE INDEX keypackage_pool_metadata_expiry
     ON keypackage_pool_metadata (not_after, status, last_resort);
 
--- The few last-resort KeyPackages, found without scanning the one-time ones:
--- the flag leads, so a lookup is an equality then a range.
+-- The few last-resort KeyPackages, found without scanning the one-time ones.
+-- Partial, so one-time KeyPackages cost it nothing; queries name it with
+-- INDEXED BY, as the planner cannot tell how few rows it holds.
 CREATE INDEX keypackage_pool_metadata_last_resort
-    ON keypackage_pool_metadata (last_resort, not_after, status);
+    ON keypackage_pool_metadata (not_after, status) WHERE last_resort = 1;

@@ -150,13 +150,15 @@ pub enum Error {
     #[error("KeyPackage generation worker failed: {0}; the batch was rolled back")]
     Worker(String),
 
-    /// Storing a KeyPackage that OpenMLS built failed.
-    #[error("storing KeyPackage {keypackage_ref} failed: {message}")]
+    /// Storing a KeyPackage the pool built failed; nothing of its batch was
+    /// kept.
+    #[error("storing KeyPackage {keypackage_ref} failed: {source}")]
     KeyPackageStore {
         /// The KeyPackage whose bundle or metadata could not be written.
         keypackage_ref: RefBytes,
-        /// What the storage reported.
-        message: String,
+        /// What went wrong.
+        #[source]
+        source: Box<Error>,
     },
 
     /// A [`PoolConfig`](crate::PoolConfig) that cannot work.

@@ -78,8 +78,10 @@ mod options;
 mod pool;
 mod provider;
 mod schema;
+mod scratch;
 mod status;
 mod storage;
+mod storage_methods;
 
 pub use error::{Error, RefBytes, Result};
 pub use keypackage_ref::{key_package_ref_from_bytes, MAX_REF_LEN};

@@ -347,8 +347,13 @@ fn unexpired_one_time(statuses: &str) -> String {
     )
 }
 
-/// Rows of table alias `m` that [`prunable_refs`] removes at `?1`, among
-/// one-time (`last_resort` = false) or last-resort (true) KeyPackages.
+/// The partial index of last-resort rows, named in queries because SQLite's
+/// planner cannot tell how few rows it holds.
+const BY_LAST_RESORT: &str = "INDEXED BY keypackage_pool_metadata_last_resort";
+
+/// `FROM … WHERE …` selecting, as alias `m`, the rows [`prunable_refs`]
+/// removes at `?1`, among one-time (`last_resort` false) or last-resort
+/// (true) KeyPackages.
 ///
 /// Expired means `not_after` before `?1`. A reserved KeyPackage is kept until
 /// its reservation has lapsed too, so a Welcome built from it can still be
@@ -359,12 +364,13 @@ fn prunable(last_resort: bool) -> String {
          AND NOT (m.status = 'reserved' AND COALESCE(m.reservation_expires_at, m.not_after) >= ?1)";
     if last_resort {
         format!(
-            "m.last_resort = 1 AND {expired} AND EXISTS (
-                 SELECT 1 FROM keypackage_pool_metadata n
+            "FROM keypackage_pool_metadata m {BY_LAST_RESORT}
+             WHERE m.last_resort = 1 AND {expired} AND EXISTS (
+                 SELECT 1 FROM keypackage_pool_metadata n {BY_LAST_RESORT}
                  WHERE n.last_resort = 1 AND n.not_after > m.not_after AND +n.status IN ({LIVE}))"
         )
     } else {
-        format!("m.last_resort = 0 AND {expired}")
+        format!("FROM keypackage_pool_metadata m WHERE m.last_resort = 0 AND {expired}")
     }
 }
 
@@ -433,7 +439,7 @@ pub(crate) fn summary(conn: &Connection, now: i64, horizon_end: i64) -> Result<S
         .collect();
     columns.extend(one_time_columns());
     columns.push(format!(
-        "(SELECT COUNT(*) FROM keypackage_pool_metadata
+        "(SELECT COUNT(*) FROM keypackage_pool_metadata {BY_LAST_RESORT}
           WHERE last_resort = 1 AND not_after >= ?1 AND +status IN ({LIVE}))"
     ));
     columns.push(format!(
@@ -445,8 +451,7 @@ pub(crate) fn summary(conn: &Connection, now: i64, horizon_end: i64) -> Result<S
           WHERE not_after >= ?1 AND +status IN ({LIVE}))"
     ));
     columns.push(format!(
-        "(SELECT COUNT(*) FROM keypackage_pool_metadata m WHERE {})
-         + (SELECT COUNT(*) FROM keypackage_pool_metadata m WHERE {})",
+        "(SELECT COUNT(*) {}) + (SELECT COUNT(*) {})",
         prunable(false),
         prunable(true)
     ));
@@ -474,11 +479,9 @@ pub(crate) fn summary(conn: &Connection, now: i64, horizon_end: i64) -> Result<S
 pub(crate) fn prunable_refs(conn: &Connection, now: i64) -> Result<Vec<Vec<u8>>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT keypackage_ref FROM (
-             SELECT m.keypackage_ref, m.not_after, m.rowid AS id
-             FROM keypackage_pool_metadata m WHERE {}
+             SELECT m.keypackage_ref, m.not_after, m.rowid AS id {}
              UNION ALL
-             SELECT m.keypackage_ref, m.not_after, m.rowid
-             FROM keypackage_pool_metadata m WHERE {})
+             SELECT m.keypackage_ref, m.not_after, m.rowid {})
          ORDER BY not_after, id",
         prunable(false),
         prunable(true)
@@ -491,7 +494,7 @@ pub(crate) fn prunable_refs(conn: &Connection, now: i64) -> Result<Vec<Vec<u8>>>
 /// published ones before unpublished, then the longest-lived.
 pub(crate) fn valid_last_resort_refs(conn: &Connection, now: i64) -> Result<Vec<Vec<u8>>> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT keypackage_ref FROM keypackage_pool_metadata
+        "SELECT keypackage_ref FROM keypackage_pool_metadata {BY_LAST_RESORT}
          WHERE last_resort = 1 AND not_after >= ?1 AND +status IN ({LIVE})
          ORDER BY status IN ({USABLE}, 'reserved') DESC, not_after DESC, rowid DESC"
     ))?;

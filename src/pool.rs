@@ -7,11 +7,9 @@ use std::sync::{
 };
 
 use openmls::prelude::{
-    Ciphersuite, CredentialWithKey, KeyPackage, KeyPackageBundle, KeyPackageNewError,
-    KeyPackageRef, Lifetime,
+    Ciphersuite, CredentialWithKey, KeyPackage, KeyPackageBundle, KeyPackageRef, Lifetime,
 };
-use openmls_rust_crypto::OpenMlsRustCrypto;
-use openmls_traits::{signatures::Signer, storage::StorageProvider, OpenMlsProvider};
+use openmls_traits::{signatures::Signer, OpenMlsProvider};
 use tls_codec::Serialize as _;
 
 use crate::{
@@ -20,7 +18,9 @@ use crate::{
     error::{Error, RefBytes, Result},
     metadata::{self, TransitionDetails},
     provider::PoolProvider,
+    scratch::ScratchProvider,
     status::KeyPackageStatus,
+    storage::PoolStorage,
 };
 
 const DAY: u64 = 24 * 60 * 60;
@@ -282,14 +282,16 @@ impl<'a, S: Signer, C: Codec> KeyPackagePool<'a, S, C> {
     }
 
     /// [`generate`](Self::generate) with the crypto spread over `threads`
-    /// worker threads.
+    /// threads: the calling thread and `threads - 1` workers.
     ///
-    /// Each worker builds KeyPackages with its own crypto provider and
-    /// scratch in-memory storage; the calling thread writes every bundle and
-    /// its metadata row through the same storage hook OpenMLS uses, all in one
-    /// transaction. A failure on any worker stops the others and leaves
-    /// nothing behind. `threads` is clamped to `1..=n` (and at most
-    /// [`MAX_THREADS`]).
+    /// Each worker builds KeyPackages with its own crypto provider and no
+    /// storage. The calling thread writes every bundle and its metadata row,
+    /// through the same code as OpenMLS's storage hook and all in one
+    /// transaction, and builds KeyPackages itself whenever no finished one is
+    /// waiting, so `threads` busy threads share `threads` cores without a
+    /// writer thread competing for them. A failure anywhere stops the workers
+    /// and leaves nothing behind. `threads` is clamped to `1..=n` (and at
+    /// most [`MAX_THREADS`]).
     pub fn generate_parallel(&self, n: usize, threads: usize) -> Result<Vec<Vec<u8>>>
     where
         S: Sync,
@@ -298,22 +300,22 @@ impl<'a, S: Signer, C: Codec> KeyPackagePool<'a, S, C> {
         self.provider.storage().transaction(|storage| {
             self.check_cap(n)?;
             let claimed = AtomicUsize::new(0);
+            let claim = || claimed.fetch_add(1, Ordering::Relaxed) < n;
             // A small bound keeps memory flat: workers wait for the writer
             // rather than pile up built bundles.
             let (sender, receiver) = mpsc::sync_channel(threads.saturating_mul(4));
+            let (signer, credential, config) = (self.signer, &self.credential, &self.config);
             std::thread::scope(|scope| {
-                let mut workers = Vec::with_capacity(threads);
-                for i in 0..threads {
+                let mut workers = Vec::with_capacity(threads - 1);
+                for i in 1..threads {
                     let sender = sender.clone();
-                    let claimed = &claimed;
-                    let (signer, credential, config) =
-                        (self.signer, &self.credential, &self.config);
                     let spawned = std::thread::Builder::new()
                         .name(format!("keypackage-worker-{i}"))
                         .spawn_scoped(scope, move || {
-                            let scratch = OpenMlsRustCrypto::default();
-                            while claimed.fetch_add(1, Ordering::Relaxed) < n {
-                                let built = build_detached(&scratch, signer, credential, config);
+                            let scratch = ScratchProvider::default();
+                            while claim() {
+                                let built =
+                                    build_key_package(&scratch, signer, credential, config, false);
                                 let failed = built.is_err();
                                 if sender.send(built).is_err() || failed {
                                     break;
@@ -328,16 +330,29 @@ impl<'a, S: Signer, C: Codec> KeyPackagePool<'a, S, C> {
                     }
                 }
                 drop(sender);
-                // Consuming the receiver here means an early error drops it,
-                // and the workers' next send fails and stops them.
-                let written = receiver
-                    .into_iter()
-                    .map(|built| {
+                let written = (|| {
+                    let scratch = ScratchProvider::default();
+                    let mut refs = Vec::new();
+                    while refs.len() < n {
+                        let built = match receiver.try_recv() {
+                            Ok(built) => built,
+                            Err(_) if claim() => {
+                                build_key_package(&scratch, signer, credential, config, false)
+                            }
+                            // Everything is claimed: wait for the workers.
+                            Err(_) => match receiver.recv() {
+                                Ok(built) => built,
+                                Err(_) => break,
+                            },
+                        };
                         let (kp_ref, bundle) = built?;
-                        storage.write_key_package(&kp_ref, &bundle)?;
-                        Ok(kp_ref.as_slice().to_vec())
-                    })
-                    .collect::<Result<Vec<_>>>();
+                        refs.push(store(storage, &kp_ref, &bundle)?);
+                    }
+                    Ok(refs)
+                })();
+                // Dropped before joining: a worker blocked on a full channel
+                // then fails its send and stops.
+                drop(receiver);
                 // Joining every worker turns a panic in one into an error
                 // here instead of a panic out of the scope. (`any` would stop
                 // at the first and leave the rest unjoined.)
@@ -512,8 +527,7 @@ impl<'a, S: Signer, C: Codec> KeyPackagePool<'a, S, C> {
         })
     }
 
-    /// Builds `n` KeyPackages in one transaction; the storage hook writes each
-    /// one's metadata row.
+    /// Builds `n` KeyPackages and stores them in one transaction.
     fn build_batch(
         &self,
         n: usize,
@@ -524,38 +538,27 @@ impl<'a, S: Signer, C: Codec> KeyPackagePool<'a, S, C> {
             if !last_resort {
                 self.check_cap(n)?;
             }
+            let scratch = ScratchProvider::default();
             let mut refs = Vec::new();
             for done in 1..=n {
-                refs.push(self.build_one(last_resort)?);
+                refs.push(self.build_one(&scratch, last_resort)?);
                 progress(done);
             }
             Ok(refs)
         })
     }
 
-    fn build_one(&self, last_resort: bool) -> Result<Vec<u8>> {
-        let storage = self.provider.storage();
-        match build_key_package(
-            self.provider,
+    /// Builds one KeyPackage with `scratch` and stores it, bundle and
+    /// metadata row together.
+    fn build_one(&self, scratch: &ScratchProvider, last_resort: bool) -> Result<Vec<u8>> {
+        let (kp_ref, bundle) = build_key_package(
+            scratch,
             self.signer,
             &self.credential,
             &self.config,
             last_resort,
-        ) {
-            Ok((kp_ref, _bundle)) => Ok(kp_ref.as_slice().to_vec()),
-            // OpenMLS reports any storage failure as a bare StorageError; the
-            // storage kept what actually went wrong.
-            Err(Error::KeyPackageBuild(KeyPackageNewError::StorageError)) => {
-                match storage.take_hook_failure() {
-                    Some((keypackage_ref, message)) => Err(Error::KeyPackageStore {
-                        keypackage_ref,
-                        message,
-                    }),
-                    None => Err(Error::KeyPackageBuild(KeyPackageNewError::StorageError)),
-                }
-            }
-            Err(e) => Err(e),
-        }
+        )?;
+        store(self.provider.storage(), &kp_ref, &bundle)
     }
 
     /// Refuses a batch of `n` that would take the unexpired live one-time
@@ -589,26 +592,25 @@ impl<'a, S: Signer, C: Codec> KeyPackagePool<'a, S, C> {
     }
 }
 
-/// Builds one KeyPackage for the pool without keeping it in `scratch`: the
-/// bundle is handed back for the pool's own storage to write.
-fn build_detached(
-    scratch: &OpenMlsRustCrypto,
-    signer: &impl Signer,
-    credential: &CredentialWithKey,
-    config: &PoolConfig,
-) -> Result<(KeyPackageRef, KeyPackageBundle)> {
-    let (kp_ref, bundle) = build_key_package(scratch, signer, credential, config, false)?;
-    scratch
-        .storage()
-        .delete_key_package(&kp_ref)
-        .map_err(|e| Error::Worker(format!("scratch storage: {e}")))?;
-    Ok((kp_ref, bundle))
+/// Stores a built KeyPackage, bundle and metadata row together; a failure
+/// names the KeyPackage.
+fn store<C: Codec>(
+    storage: &PoolStorage<C>,
+    kp_ref: &KeyPackageRef,
+    bundle: &KeyPackageBundle,
+) -> Result<Vec<u8>> {
+    storage
+        .store_bundle(kp_ref, bundle)
+        .map_err(|e| Error::KeyPackageStore {
+            keypackage_ref: RefBytes::of(kp_ref.as_slice()),
+            source: Box::new(e),
+        })?;
+    Ok(kp_ref.as_slice().to_vec())
 }
 
-/// Builds one KeyPackage on `provider` (which stores it), with the pool's
-/// ciphersuite and lifetime.
+/// Builds one KeyPackage with the pool's ciphersuite and lifetime.
 fn build_key_package(
-    provider: &impl OpenMlsProvider,
+    scratch: &ScratchProvider,
     signer: &impl Signer,
     credential: &CredentialWithKey,
     config: &PoolConfig,
@@ -627,11 +629,14 @@ fn build_key_package(
         builder = builder.mark_as_last_resort();
     }
     let bundle = builder
-        .build(config.ciphersuite, provider, signer, credential.clone())
+        .build(config.ciphersuite, scratch, signer, credential.clone())
         .map_err(Error::KeyPackageBuild)?;
-    let kp_ref = bundle
-        .key_package()
-        .hash_ref(provider.crypto())
-        .map_err(|e| Error::KeyPackageBuild(e.into()))?;
+    let kp_ref = match scratch.take_last_ref() {
+        Some(kp_ref) => kp_ref,
+        None => bundle
+            .key_package()
+            .hash_ref(scratch.crypto())
+            .map_err(|e| Error::KeyPackageBuild(e.into()))?,
+    };
     Ok((kp_ref, bundle))
 }

@@ -250,10 +250,11 @@ fn a_storage_failure_while_generating_names_the_key_package() {
     match fx.pool(PoolConfig::default()).generate(1) {
         Err(Error::KeyPackageStore {
             keypackage_ref,
-            message,
+            source,
         }) => {
             assert_eq!(keypackage_ref.0.len(), 32);
-            assert!(message.contains("disk says no"), "{message}");
+            assert!(matches!(*source, Error::Sqlite(_)), "{source:?}");
+            assert!(source.to_string().contains("disk says no"), "{source}");
         }
         other => panic!("expected KeyPackageStore, got {other:?}"),
     }
@@ -608,8 +609,10 @@ fn a_failure_part_way_through_generate_parallel_leaves_nothing() {
         )
         .unwrap();
     match fx.pool(PoolConfig::default()).generate_parallel(30, 2) {
-        Err(Error::Sqlite(e)) => assert!(e.to_string().contains("injected"), "{e}"),
-        other => panic!("expected the injected SQLite error, got {other:?}"),
+        Err(Error::KeyPackageStore { source, .. }) => {
+            assert!(source.to_string().contains("injected"), "{source}")
+        }
+        other => panic!("expected the injected failure, got {other:?}"),
     }
     assert_eq!(
         (bundle_count(fx.storage()), metadata_count(fx.storage())),

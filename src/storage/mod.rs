@@ -4,11 +4,7 @@
 mod openmls_impl;
 mod write_scope;
 
-use std::{
-    cell::{Cell, RefCell},
-    marker::PhantomData,
-    path::Path,
-};
+use std::{cell::Cell, marker::PhantomData, path::Path};
 
 use openmls::prelude::KeyPackageBundle;
 use openmls_traits::storage::{StorageProvider, CURRENT_VERSION};
@@ -55,10 +51,6 @@ pub struct PoolStorage<C: Codec = DefaultCodec> {
     conn: Connection,
     /// How many [`WriteScope`]s are open on `conn`.
     scope_depth: Cell<u32>,
-    /// The last failure of the KeyPackage write hook, kept because OpenMLS
-    /// reports any storage failure while building a KeyPackage as a bare
-    /// `StorageError`; the pool reads it back to say what failed.
-    last_hook_failure: RefCell<Option<(RefBytes, String)>>,
     // `fn() -> C` keeps `PoolStorage` `Send` whatever the codec type is.
     _codec: PhantomData<fn() -> C>,
 }
@@ -134,7 +126,6 @@ impl<C: Codec> PoolStorage<C> {
         Ok(Self {
             conn,
             scope_depth: Cell::new(0),
-            last_hook_failure: RefCell::new(None),
             _codec: PhantomData,
         })
     }
@@ -181,16 +172,6 @@ impl<C: Codec> PoolStorage<C> {
     /// Opens a write scope on this storage's connection.
     pub(crate) fn write_scope(&self) -> Result<WriteScope<'_>> {
         WriteScope::begin(&self.conn, &self.scope_depth)
-    }
-
-    /// Takes the last recorded failure of the KeyPackage write hook.
-    pub(crate) fn take_hook_failure(&self) -> Option<(RefBytes, String)> {
-        self.last_hook_failure.borrow_mut().take()
-    }
-
-    pub(crate) fn record_hook_failure(&self, keypackage_ref: &[u8], error: &Error) {
-        *self.last_hook_failure.borrow_mut() =
-            Some((RefBytes::of(keypackage_ref), error.to_string()));
     }
 
     // --- the metadata store ---
