@@ -44,11 +44,12 @@ DROP INDEX keypackage_pool_metadata_created_at;
 CREATE INDEX keypackage_pool_metadata_status_created_at
     ON keypackage_pool_metadata (status, created_at);
 
--- Expiry queries filter on status and the last-resort flag as well; with both
--- in the index they never read the table rows.
+-- Expiry queries filter on status, the last-resort flag and (for reserved
+-- KeyPackages) the reservation's end as well; with all of them in the index
+-- they never read the table rows.
 DROP INDEX keypackage_pool_metadata_not_after;
 CREATE INDEX keypackage_pool_metadata_expiry
-    ON keypackage_pool_metadata (not_after, status, last_resort);
+    ON keypackage_pool_metadata (not_after, status, last_resort, reservation_expires_at);
 
 -- The few last-resort KeyPackages, found without scanning the one-time ones.
 -- Partial, so one-time KeyPackages cost it nothing; queries name it with

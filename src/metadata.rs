@@ -335,16 +335,48 @@ const USABLE: &str = "'uploaded', 'available'";
 // covering indexes on (not_after, status, last_resort) and
 // (last_resort, not_after, status) then bound each scan by time.
 
-/// The one-time KeyPackages in `statuses` (an SQL list) that have not
-/// expired at `?1`: the trigger-kept count less the expired ones still
-/// waiting to be pruned.
-fn unexpired_one_time(statuses: &str) -> String {
+/// Whether a row (columns prefixed with `table`, such as `"m."`) is free to
+/// prune once expired at `?1`: a reserved KeyPackage is held until its
+/// reservation has lapsed too, so a Welcome built from it can still be
+/// processed.
+fn not_held(table: &str) -> String {
     format!(
-        "((SELECT COALESCE(SUM(count), 0) FROM keypackage_pool_counts
-           WHERE last_resort = 0 AND status IN ({statuses}))
-          - (SELECT COUNT(*) FROM keypackage_pool_metadata
-             WHERE last_resort = 0 AND not_after < ?1 AND +status IN ({statuses})))"
+        "NOT ({table}status = 'reserved'
+              AND COALESCE({table}reservation_expires_at, {table}not_after) >= ?1)"
     )
+}
+
+/// A one-row CTE `expired`: among one-time KeyPackages expired at `?1` and
+/// not yet pruned, how many are created, usable and live, and how many may
+/// be pruned. One scan of the covering expiry index, as long as what is
+/// expired.
+fn expired_cte() -> String {
+    format!(
+        "expired AS (
+             SELECT COALESCE(SUM(status = 'created'), 0) AS created,
+                    COALESCE(SUM(status IN ({USABLE})), 0) AS usable,
+                    COALESCE(SUM(status IN ({LIVE})), 0) AS live,
+                    COALESCE(SUM({}), 0) AS prunable
+             FROM keypackage_pool_metadata
+             WHERE last_resort = 0 AND not_after < ?1)",
+        not_held("")
+    )
+}
+
+/// The three unexpired one-time counts (created, usable, live), as columns
+/// over the `expired` CTE: the trigger-kept count less what has expired.
+fn one_time_columns() -> [String; 3] {
+    let unexpired = |statuses: &str, column: &str| {
+        format!(
+            "(SELECT COALESCE(SUM(count), 0) FROM keypackage_pool_counts
+              WHERE last_resort = 0 AND status IN ({statuses})) - expired.{column}"
+        )
+    };
+    [
+        unexpired("'created'", "created"),
+        unexpired(USABLE, "usable"),
+        unexpired(LIVE, "live"),
+    ]
 }
 
 /// The partial index of last-resort rows, named in queries because SQLite's
@@ -355,13 +387,11 @@ const BY_LAST_RESORT: &str = "INDEXED BY keypackage_pool_metadata_last_resort";
 /// removes at `?1`, among one-time (`last_resort` false) or last-resort
 /// (true) KeyPackages.
 ///
-/// Expired means `not_after` before `?1`. A reserved KeyPackage is kept until
-/// its reservation has lapsed too, so a Welcome built from it can still be
-/// processed; and an expired last-resort KeyPackage only goes once a newer
-/// live one exists, so the client never lacks a fallback.
+/// Expired means `not_after` before `?1`, and a reserved KeyPackage is held
+/// (see [`not_held`]). An expired last-resort KeyPackage only goes once a
+/// newer live one exists, so the client never lacks a fallback.
 fn prunable(last_resort: bool) -> String {
-    let expired = "m.not_after < ?1
-         AND NOT (m.status = 'reserved' AND COALESCE(m.reservation_expires_at, m.not_after) >= ?1)";
+    let expired = format!("m.not_after < ?1 AND {}", not_held("m."));
     if last_resort {
         format!(
             "FROM keypackage_pool_metadata m {BY_LAST_RESORT}
@@ -396,15 +426,6 @@ pub(crate) struct OneTimeCounts {
     pub live: usize,
 }
 
-/// The three [`OneTimeCounts`] columns, binding `?1` as now.
-fn one_time_columns() -> [String; 3] {
-    [
-        unexpired_one_time("'created'"),
-        unexpired_one_time(USABLE),
-        unexpired_one_time(LIVE),
-    ]
-}
-
 fn read_one_time(row: &Row<'_>, first: usize) -> rusqlite::Result<OneTimeCounts> {
     let count = |i: usize| row.get::<_, i64>(first + i).map(non_negative);
     Ok(OneTimeCounts {
@@ -416,7 +437,11 @@ fn read_one_time(row: &Row<'_>, first: usize) -> rusqlite::Result<OneTimeCounts>
 
 /// Unexpired one-time KeyPackages at `now`, in one statement.
 pub(crate) fn one_time_counts(conn: &Connection, now: i64) -> Result<OneTimeCounts> {
-    let sql = format!("SELECT {}", one_time_columns().join(", "));
+    let sql = format!(
+        "WITH {} SELECT {} FROM expired",
+        expired_cte(),
+        one_time_columns().join(", ")
+    );
     let mut stmt = conn.prepare_cached(&sql)?;
     Ok(stmt.query_row([now], |row| read_one_time(row, 0))?)
 }
@@ -451,11 +476,14 @@ pub(crate) fn summary(conn: &Connection, now: i64, horizon_end: i64) -> Result<S
           WHERE not_after >= ?1 AND +status IN ({LIVE}))"
     ));
     columns.push(format!(
-        "(SELECT COUNT(*) {}) + (SELECT COUNT(*) {})",
-        prunable(false),
+        "expired.prunable + (SELECT COUNT(*) {})",
         prunable(true)
     ));
-    let sql = format!("SELECT {}", columns.join(",\n       "));
+    let sql = format!(
+        "WITH {} SELECT {} FROM expired",
+        expired_cte(),
+        columns.join(",\n       ")
+    );
     let mut stmt = conn.prepare_cached(&sql)?;
     Ok(stmt.query_row(params![now, horizon_end], |row| {
         let count = |i: usize| row.get::<_, i64>(i).map(non_negative);
