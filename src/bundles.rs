@@ -49,3 +49,24 @@ fn decode_entry<C: Codec>(stored_key: &[u8], stored_bundle: &[u8]) -> Result<Poo
         })?;
     PoolEntry::from_ref_and_bundle(&kp_ref, &bundle)
 }
+
+/// The raw refs of every stored bundle, decoded from the keys
+/// `openmls_sqlite_storage` stores them under. A key that does not decode is
+/// returned as `Err` with its stored bytes.
+pub(crate) fn stored_refs<C: Codec>(
+    conn: &Connection,
+) -> Result<Vec<std::result::Result<Vec<u8>, Vec<u8>>>> {
+    let mut stmt = conn.prepare(
+        "SELECT key_package_ref FROM openmls_key_packages
+         WHERE provider_version = ?1 ORDER BY rowid",
+    )?;
+    let keys = stmt.query_map([PROVIDER_VERSION], |row| row.get::<_, Vec<u8>>(0))?;
+    keys.map(|key| {
+        let key = key?;
+        Ok(match C::from_slice::<KeyPackageRef>(&key) {
+            Ok(kp_ref) => Ok(kp_ref.as_slice().to_vec()),
+            Err(_) => Err(key),
+        })
+    })
+    .collect()
+}

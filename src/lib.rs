@@ -82,6 +82,7 @@ mod scratch;
 mod status;
 mod storage;
 mod storage_methods;
+mod verify;
 
 pub use error::{Error, RefBytes, Result};
 pub use keypackage_ref::{key_package_ref_from_bytes, MAX_REF_LEN};
@@ -94,3 +95,4 @@ pub use pool::{
 pub use provider::PoolProvider;
 pub use status::KeyPackageStatus;
 pub use storage::PoolStorage;
+pub use verify::ConsistencyReport;

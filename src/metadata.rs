@@ -546,3 +546,10 @@ pub(crate) fn release_lapsed_reservations(conn: &Connection, now: i64) -> Result
     let rows = stmt.query_map([now], |row| row.get(0))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
+
+/// Every ref with a metadata row.
+pub(crate) fn all_refs(conn: &Connection) -> Result<Vec<Vec<u8>>> {
+    let mut stmt = conn.prepare("SELECT keypackage_ref FROM keypackage_pool_metadata")?;
+    let rows = stmt.query_map([], |row| row.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}

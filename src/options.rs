@@ -52,8 +52,8 @@ impl Synchronous {
 ///
 /// The defaults favour a store of private keys shared by several processes:
 /// WAL, `synchronous=FULL` (a KeyPackage the pool reported is on disk), a
-/// five-second busy timeout, and temporary files (savepoint journals) kept
-/// in memory.
+/// five-second busy timeout, `secure_delete` on, and temporary files
+/// (savepoint journals) kept in memory, never on disk.
 ///
 /// ```
 /// use std::time::Duration;
@@ -65,7 +65,7 @@ impl Synchronous {
 ///     busy_timeout: Duration::from_secs(30),
 ///     ..StorageOptions::default()
 /// };
-/// let storage: PoolStorage = PoolStorage::open_with_options(dir.path().join("pool.db"), &options)?;
+/// let storage = PoolStorage::open_with_options(dir.path().join("pool.db"), &options)?;
 /// # Ok::<(), openmls_keypackage_pool::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +77,11 @@ pub struct StorageOptions {
     /// How long to wait for another connection's lock before failing with
     /// "database is locked".
     pub busy_timeout: Duration,
+    /// Overwrite deleted content with zeros (`PRAGMA secure_delete`), so
+    /// that the private keys of spent and pruned KeyPackages do not linger in
+    /// free space. On by default; turning it off makes deletes a little
+    /// cheaper and leaves key material recoverable from the file.
+    pub secure_delete: bool,
 }
 
 impl Default for StorageOptions {
@@ -85,6 +90,7 @@ impl Default for StorageOptions {
             journal_mode: JournalMode::Wal,
             synchronous: Synchronous::Full,
             busy_timeout: Duration::from_secs(5),
+            secure_delete: true,
         }
     }
 }
@@ -105,6 +111,7 @@ impl StorageOptions {
             |row| row.get(0),
         )?;
         conn.pragma_update(None, "synchronous", self.synchronous.as_sql())?;
+        conn.pragma_update(None, "secure_delete", self.secure_delete)?;
         Ok(())
     }
 }

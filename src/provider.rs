@@ -8,6 +8,7 @@ use openmls_traits::OpenMlsProvider;
 use crate::{
     codec::{Codec, DefaultCodec},
     error::Result,
+    options::StorageOptions,
     storage::PoolStorage,
 };
 
@@ -56,6 +57,12 @@ impl PoolProvider<DefaultCodec> {
     /// A provider on a fresh in-memory database.
     pub fn open_in_memory() -> Result<Self> {
         Ok(Self::new(PoolStorage::open_in_memory()?))
+    }
+
+    /// Opens (creating if needed) the database file at `path` with
+    /// `options`.
+    pub fn open_with_options(path: impl AsRef<Path>, options: &StorageOptions) -> Result<Self> {
+        Ok(Self::new(PoolStorage::open_with_options(path, options)?))
     }
 }
 

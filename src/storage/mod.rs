@@ -21,6 +21,7 @@ use crate::{
     options::StorageOptions,
     schema,
     status::KeyPackageStatus,
+    verify::{self, ConsistencyReport},
 };
 pub(crate) use write_scope::WriteScope;
 
@@ -51,6 +52,9 @@ pub struct PoolStorage<C: Codec = DefaultCodec> {
     conn: Connection,
     /// How many [`WriteScope`]s are open on `conn`.
     scope_depth: Cell<u32>,
+    /// Set when key material was deleted in the open transaction, so that
+    /// its commit also erases the old copies from the write-ahead log.
+    erase_pending: Cell<bool>,
     // `fn() -> C` keeps `PoolStorage` `Send` whatever the codec type is.
     _codec: PhantomData<fn() -> C>,
 }
@@ -74,6 +78,12 @@ impl PoolStorage<DefaultCodec> {
     pub fn open_in_memory() -> Result<Self> {
         Self::open_in_memory_with_codec()
     }
+
+    /// Opens (creating if needed) the database file at `path` with the
+    /// default codec and `options`.
+    pub fn open_with_options(path: impl AsRef<Path>, options: &StorageOptions) -> Result<Self> {
+        Self::open_with_codec_and_options(path, options)
+    }
 }
 
 impl<C: Codec> PoolStorage<C> {
@@ -88,11 +98,15 @@ impl<C: Codec> PoolStorage<C> {
     /// # Ok::<(), openmls_keypackage_pool::Error>(())
     /// ```
     pub fn open_with_codec(path: impl AsRef<Path>) -> Result<Self> {
-        Self::open_with_options(path, &StorageOptions::default())
+        Self::open_with_codec_and_options(path, &StorageOptions::default())
     }
 
-    /// Opens (creating if needed) the database file at `path` with `options`.
-    pub fn open_with_options(path: impl AsRef<Path>, options: &StorageOptions) -> Result<Self> {
+    /// Opens (creating if needed) the database file at `path` with codec `C`
+    /// and `options`.
+    pub fn open_with_codec_and_options(
+        path: impl AsRef<Path>,
+        options: &StorageOptions,
+    ) -> Result<Self> {
         Self::from_connection_with_options(Connection::open(path)?, options)
     }
 
@@ -126,6 +140,7 @@ impl<C: Codec> PoolStorage<C> {
         Ok(Self {
             conn,
             scope_depth: Cell::new(0),
+            erase_pending: Cell::new(false),
             _codec: PhantomData,
         })
     }
@@ -165,13 +180,85 @@ impl<C: Codec> PoolStorage<C> {
     ) -> std::result::Result<T, E> {
         let scope = self.write_scope()?;
         let value = f(self)?;
-        scope.commit()?;
+        self.finish(scope)?;
         Ok(value)
     }
 
     /// Opens a write scope on this storage's connection.
     pub(crate) fn write_scope(&self) -> Result<WriteScope<'_>> {
         WriteScope::begin(&self.conn, &self.scope_depth)
+    }
+
+    /// Commits a write scope; when that commit reached the database and key
+    /// material was deleted in it, erases the old copies (best effort: the
+    /// deletion itself has succeeded either way).
+    pub(crate) fn finish(&self, scope: WriteScope<'_>) -> Result<()> {
+        if scope.commit()? && self.erase_pending.take() {
+            let _complete = self.erase_deleted_key_material();
+        }
+        Ok(())
+    }
+
+    /// Notes that the open write scope deletes key material.
+    pub(crate) fn key_material_deleted(&self) {
+        self.erase_pending.set(true);
+    }
+
+    /// Removes old copies of deleted rows from the database's files, so that
+    /// the private keys of spent and pruned KeyPackages cannot be read back
+    /// from them.
+    ///
+    /// With `secure_delete` on (the default, see [`StorageOptions`]) SQLite
+    /// overwrites deleted content in the database pages; in WAL mode the
+    /// pages as they were before still sit in the `-wal` file until a
+    /// checkpoint copies the new ones back and the log is truncated. This
+    /// runs that checkpoint. It happens by itself after every commit that
+    /// deleted a KeyPackage; call it directly at start-up, or after another
+    /// connection that held a read transaction open has finished.
+    ///
+    /// Returns `Ok(true)` when the log was emptied, `Ok(false)` when another
+    /// connection's reader kept part of it (or a transaction of this one is
+    /// open), so that the erasure is incomplete for now.
+    pub fn erase_deleted_key_material(&self) -> Result<bool> {
+        if self.scope_depth.get() > 0 || !self.conn.is_autocommit() {
+            return Ok(false);
+        }
+        let (busy, _log_frames, _checkpointed): (i64, i64, i64) =
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })?;
+        Ok(busy == 0)
+    }
+
+    /// Checks that every KeyPackageBundle has a metadata row and every row
+    /// its bundle, and runs SQLite's integrity check; changes nothing.
+    ///
+    /// Meant for start-up: a pool written only through this crate is always
+    /// consistent, even after a crash, so anything found points at another
+    /// writer or at damage.
+    pub fn verify(&self) -> Result<ConsistencyReport> {
+        verify::check::<C>(&self.conn)
+    }
+
+    /// Removes, in one transaction, every bundle without a metadata row and
+    /// every metadata row without a bundle, and returns what it removed.
+    /// Bundles whose ref cannot be decoded and integrity errors are reported
+    /// but left alone.
+    ///
+    /// To keep bundles written before this crate managed the database, adopt
+    /// them first ([`adopt_unpooled_key_packages`](Self::adopt_unpooled_key_packages)).
+    pub fn repair(&self) -> Result<ConsistencyReport> {
+        self.transaction(|storage| {
+            let found = verify::check::<C>(&storage.conn)?;
+            for keypackage_ref in &found.bundles_without_metadata {
+                storage.remove_key_package(keypackage_ref)?;
+            }
+            for keypackage_ref in &found.metadata_without_bundle {
+                metadata::delete(&storage.conn, keypackage_ref)?;
+            }
+            Ok(found)
+        })
     }
 
     // --- the metadata store ---

@@ -66,7 +66,7 @@ impl<C: Codec> PoolStorage<C> {
         let now = unix_now()?;
         let scope = self.write_scope()?;
         self.write_pair(entry, hash_ref, key_package, now)?;
-        scope.commit()
+        self.finish(scope)
     }
 
     /// The bundle through `openmls_sqlite_storage`, then its metadata row.
@@ -96,7 +96,7 @@ macro_rules! delegate {
     (@call atomic, $storage:ident, $call:expr) => {{
         let scope = $storage.write_scope()?;
         let value = $call?;
-        scope.commit()?;
+        $storage.finish(scope)?;
         Ok(value)
     }};
     ($(
@@ -141,7 +141,8 @@ impl<C: Codec> StorageProvider<V> for PoolStorage<C> {
         // A bundle written before the pool managed this database has no row;
         // deleting it is still a success.
         metadata::delete(&self.conn, &keypackage_ref)?;
-        scope.commit()
+        self.key_material_deleted();
+        self.finish(scope)
     }
 
     crate::storage_methods::storage_methods!(delegate);

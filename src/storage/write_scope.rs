@@ -52,8 +52,10 @@ impl<'c> WriteScope<'c> {
         })
     }
 
-    /// Makes the writes permanent (or, nested, part of the outer transaction).
-    pub(crate) fn commit(mut self) -> Result<()> {
+    /// Makes the writes permanent (or, nested, part of the outer
+    /// transaction). Returns whether this was the outermost scope, whose
+    /// commit reached the database.
+    pub(crate) fn commit(mut self) -> Result<bool> {
         if self.conn.is_autocommit() {
             return Err(Error::TransactionLost);
         }
@@ -64,7 +66,7 @@ impl<'c> WriteScope<'c> {
         };
         self.conn.prepare_cached(sql)?.execute([])?;
         self.open = false;
-        Ok(())
+        Ok(!self.nested)
     }
 }
 

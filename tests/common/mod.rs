@@ -162,3 +162,11 @@ pub fn stored_bundle<S: openmls_traits::storage::StorageProvider<1>>(
 ) -> Option<KeyPackageBundle> {
     storage.key_package(kp_ref).expect("lookup")
 }
+
+/// The wall clock in Unix seconds.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64
+}

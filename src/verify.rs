@@ -1,0 +1,66 @@
+//! Checking that every KeyPackageBundle and every metadata row has its
+//! partner, and removing those that do not.
+
+use std::collections::HashSet;
+
+use openmls_sqlite_storage::Codec;
+use rusqlite::Connection;
+
+use crate::{bundles, error::Result, metadata};
+
+/// What [`PoolStorage::verify`](crate::PoolStorage::verify) found, or what
+/// [`PoolStorage::repair`](crate::PoolStorage::repair) removed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConsistencyReport {
+    /// Refs of bundles in OpenMLS storage with no metadata row: private keys
+    /// the pool does not track.
+    pub bundles_without_metadata: Vec<Vec<u8>>,
+    /// Refs of metadata rows whose bundle is gone: KeyPackages the pool would
+    /// advertise but could not use to join a group.
+    pub metadata_without_bundle: Vec<Vec<u8>>,
+    /// Stored keys of bundles whose KeyPackageRef cannot be decoded with the
+    /// storage codec (written with another codec, or damaged). Reported,
+    /// never removed.
+    pub undecodable_bundle_keys: Vec<Vec<u8>>,
+    /// What `PRAGMA integrity_check` reported, when it was not `ok`.
+    pub integrity_errors: Vec<String>,
+}
+
+impl ConsistencyReport {
+    /// Whether nothing at all was found.
+    pub fn is_consistent(&self) -> bool {
+        self.bundles_without_metadata.is_empty()
+            && self.metadata_without_bundle.is_empty()
+            && self.undecodable_bundle_keys.is_empty()
+            && self.integrity_errors.is_empty()
+    }
+}
+
+/// Pairs bundles with metadata rows and runs SQLite's integrity check.
+pub(crate) fn check<C: Codec>(conn: &Connection) -> Result<ConsistencyReport> {
+    let mut report = ConsistencyReport::default();
+    let mut bundle_refs = HashSet::new();
+    for stored in bundles::stored_refs::<C>(conn)? {
+        match stored {
+            Ok(kp_ref) => {
+                bundle_refs.insert(kp_ref);
+            }
+            Err(key) => report.undecodable_bundle_keys.push(key),
+        }
+    }
+    let metadata_refs: HashSet<Vec<u8>> = metadata::all_refs(conn)?.into_iter().collect();
+    report.bundles_without_metadata = bundle_refs.difference(&metadata_refs).cloned().collect();
+    report.metadata_without_bundle = metadata_refs.difference(&bundle_refs).cloned().collect();
+    report.bundles_without_metadata.sort();
+    report.metadata_without_bundle.sort();
+
+    let mut stmt = conn.prepare("PRAGMA integrity_check")?;
+    let lines = stmt.query_map([], |row| row.get::<_, String>(0))?;
+    for line in lines {
+        let line = line?;
+        if line != "ok" {
+            report.integrity_errors.push(line);
+        }
+    }
+    Ok(report)
+}
