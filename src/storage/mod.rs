@@ -84,6 +84,13 @@ impl PoolStorage<DefaultCodec> {
     pub fn open_with_options(path: impl AsRef<Path>, options: &StorageOptions) -> Result<Self> {
         Self::open_with_codec_and_options(path, options)
     }
+
+    /// Takes over an open connection with the default codec and
+    /// [`StorageOptions`]; see
+    /// [`from_connection_with_codec`](Self::from_connection_with_codec).
+    pub fn from_connection(conn: Connection) -> Result<Self> {
+        Self::from_connection_with_codec(conn, &StorageOptions::default())
+    }
 }
 
 impl<C: Codec> PoolStorage<C> {
@@ -107,28 +114,23 @@ impl<C: Codec> PoolStorage<C> {
         path: impl AsRef<Path>,
         options: &StorageOptions,
     ) -> Result<Self> {
-        Self::from_connection_with_options(Connection::open(path)?, options)
+        Self::from_connection_with_codec(Connection::open(path)?, options)
     }
 
     /// A fresh in-memory database with codec `C`.
     pub fn open_in_memory_with_codec() -> Result<Self> {
-        Self::from_connection(Connection::open_in_memory()?)
+        Self::from_connection_with_codec(Connection::open_in_memory()?, &StorageOptions::default())
     }
 
-    /// Takes over an open connection with the default [`StorageOptions`]
-    /// (replacing its busy timeout, journal mode and sync level), and runs
+    /// Takes over an open connection with codec `C` and `options` (replacing
+    /// the connection's busy timeout, journal mode and sync level), and runs
     /// `openmls_sqlite_storage`'s migrations and this crate's.
     ///
     /// A database written by a plain `openmls_sqlite_storage`
     /// `SqliteStorageProvider` keeps all its data; its KeyPackages are listed
     /// by [`unpooled_key_packages`](Self::unpooled_key_packages) until
     /// adopted. Open it with the codec it was written with.
-    pub fn from_connection(conn: Connection) -> Result<Self> {
-        Self::from_connection_with_options(conn, &StorageOptions::default())
-    }
-
-    /// [`from_connection`](Self::from_connection) with `options`.
-    pub fn from_connection_with_options(
+    pub fn from_connection_with_codec(
         mut conn: Connection,
         options: &StorageOptions,
     ) -> Result<Self> {
