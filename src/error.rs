@@ -197,6 +197,11 @@ pub enum Error {
         supported: i64,
     },
 
+    /// An encrypted database could not be read with the key given (or the
+    /// file is not an encrypted pool database at all).
+    #[error("the database cannot be decrypted with this key, or is not an encrypted database")]
+    WrongKey,
+
     /// SQLite rolled back the enclosing transaction by itself (after a full
     /// disk, an I/O error or an interrupt), so the writes made in it so far
     /// are gone; nothing further was written.

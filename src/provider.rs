@@ -59,6 +59,13 @@ impl PoolProvider<DefaultCodec> {
         Ok(Self::new(PoolStorage::open_in_memory()?))
     }
 
+    /// Opens (creating if needed) a database file encrypted with SQLCipher;
+    /// see [`PoolStorage::open_encrypted`].
+    #[cfg(feature = "sqlcipher")]
+    pub fn open_encrypted(path: impl AsRef<Path>, key: &str) -> Result<Self> {
+        Ok(Self::new(PoolStorage::open_encrypted(path, key)?))
+    }
+
     /// Opens (creating if needed) the database file at `path` with
     /// `options`.
     pub fn open_with_options(path: impl AsRef<Path>, options: &StorageOptions) -> Result<Self> {

@@ -85,6 +85,42 @@ impl PoolStorage<DefaultCodec> {
         Self::open_with_codec_and_options(path, options)
     }
 
+    /// Opens (creating if needed) a database file encrypted with SQLCipher
+    /// under the passphrase `key`, with the default codec and options.
+    ///
+    /// A wrong key, or a file that is not an encrypted database, is
+    /// [`Error::WrongKey`]; nothing is written to it. The file's bytes,
+    /// header included, are indistinguishable from random.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), openmls_keypackage_pool::Error> {
+    /// use openmls_keypackage_pool::{Error, PoolStorage};
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("secret.db");
+    /// PoolStorage::open_encrypted(&path, "correct horse battery staple")?;
+    /// assert!(matches!(PoolStorage::open_encrypted(&path, "wrong"), Err(Error::WrongKey)));
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "sqlcipher")]
+    pub fn open_encrypted(path: impl AsRef<Path>, key: &str) -> Result<Self> {
+        let conn = Connection::open(path)?;
+        // The key must be the first thing the connection is told; reading
+        // the schema then proves it right before anything is written.
+        conn.pragma_update(None, "key", key)?;
+        match conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |row| {
+            row.get::<_, i64>(0)
+        }) {
+            Ok(_) => {}
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) => {
+                return Err(Error::WrongKey)
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Self::from_connection(conn)
+    }
+
     /// Takes over an open connection with the default codec and
     /// [`StorageOptions`]; see
     /// [`from_connection_with_codec`](Self::from_connection_with_codec).
