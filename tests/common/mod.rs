@@ -2,6 +2,8 @@
 //! database files, all real.
 #![allow(dead_code)]
 
+pub mod lifecycle_model;
+
 use std::path::PathBuf;
 
 use openmls::prelude::*;
