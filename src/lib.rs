@@ -61,6 +61,11 @@
 //! - [`KeyPackageStatus`]: the lifecycle and which moves it allows.
 //! - [`PoolStorage`]: the metadata store, outer transactions, identities, and
 //!   adopting a database written by plain `openmls_sqlite_storage`.
+//! - [`StorageOptions`]: journal mode, sync level, busy timeout and
+//!   `secure_delete`; with the `sqlcipher` feature,
+//!   `PoolStorage::open_encrypted` for encryption at rest.
+//! - [`PoolStorage::verify`] and [`PoolStorage::repair`]: checks for
+//!   start-up.
 //! - [`codec`]: the on-disk format of OpenMLS's entities.
 //! - [`Error`]: what can fail, and for which ref.
 
