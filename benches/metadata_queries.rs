@@ -22,16 +22,7 @@ fn queries(c: &mut Criterion) {
     let template = env.fresh_path("template");
     let (storage, now) = large_pool(&env, &template, ROWS, EXPIRED);
     let provider = PoolProvider::new(storage);
-    let pool = KeyPackagePool::new(
-        &provider,
-        &env.signer,
-        env.credential.clone(),
-        PoolConfig {
-            hard_cap: usize::MAX,
-            ..PoolConfig::default()
-        },
-    )
-    .expect("pool");
+    let pool = scenarios::unbounded_pool(&env, &provider);
 
     let mut group = c.benchmark_group("queries_1m_rows");
     group.bench_function("count_by_status", |b| {

@@ -225,16 +225,7 @@ fn queries(env: &Env, cli: &Cli) {
     let (storage, now) = large_pool(env, &path, cli.rows, cli.expired);
     let seeded_in = seeding.elapsed();
     let provider = PoolProvider::new(storage);
-    let pool = KeyPackagePool::new(
-        &provider,
-        &env.signer,
-        env.credential.clone(),
-        PoolConfig {
-            hard_cap: usize::MAX,
-            ..PoolConfig::default()
-        },
-    )
-    .expect("pool");
+    let pool = scenarios::unbounded_pool(env, &provider);
     let storage = provider.storage();
 
     let count = per_call(200, || {

@@ -3,33 +3,12 @@
 
 mod common;
 
-use common::{build_key_package, bundle_count, join, metadata_count, Identity, PlainClient};
+use common::{
+    build_key_package, bundle_count, join, metadata_count, plain_sqlite::PlainSqliteProvider,
+    Identity, PlainClient,
+};
 use openmls::prelude::*;
 use openmls_keypackage_pool::{codec::JsonCodec, KeyPackageStatus, PoolProvider, PoolStorage};
-use openmls_rust_crypto::RustCrypto;
-use openmls_sqlite_storage::{Connection, SqliteStorageProvider};
-
-/// An application's provider before it adopted this crate.
-struct PlainSqliteProvider {
-    crypto: RustCrypto,
-    storage: SqliteStorageProvider<JsonCodec, Connection>,
-}
-
-impl OpenMlsProvider for PlainSqliteProvider {
-    type CryptoProvider = RustCrypto;
-    type RandProvider = RustCrypto;
-    type StorageProvider = SqliteStorageProvider<JsonCodec, Connection>;
-
-    fn storage(&self) -> &Self::StorageProvider {
-        &self.storage
-    }
-    fn crypto(&self) -> &Self::CryptoProvider {
-        &self.crypto
-    }
-    fn rand(&self) -> &Self::RandProvider {
-        &self.crypto
-    }
-}
 
 #[test]
 fn a_plain_openmls_sqlite_database_is_adopted_with_its_data() {
@@ -38,13 +17,7 @@ fn a_plain_openmls_sqlite_database_is_adopted_with_its_data() {
 
     // Before: the application used openmls_sqlite_storage directly.
     let (group_id, epoch, refs) = {
-        let mut storage =
-            SqliteStorageProvider::<JsonCodec, _>::new(Connection::open(&path).unwrap());
-        storage.run_migrations().unwrap();
-        let provider = PlainSqliteProvider {
-            crypto: RustCrypto::default(),
-            storage,
-        };
+        let provider = PlainSqliteProvider::<JsonCodec>::open(&path);
         let group = MlsGroup::new(
             &provider,
             &carol.signer,
@@ -131,13 +104,7 @@ fn new_key_packages_and_legacy_ones_are_told_apart() {
     let (_dir, path) = common::temp_db();
     let carol = Identity::new("carol");
     let legacy_ref = {
-        let mut storage =
-            SqliteStorageProvider::<JsonCodec, _>::new(Connection::open(&path).unwrap());
-        storage.run_migrations().unwrap();
-        let provider = PlainSqliteProvider {
-            crypto: RustCrypto::default(),
-            storage,
-        };
+        let provider = PlainSqliteProvider::<JsonCodec>::open(&path);
         let bundle = build_key_package(&provider, &carol, false);
         bundle.key_package().hash_ref(provider.crypto()).unwrap()
     };

@@ -129,14 +129,12 @@ fn joining_with_a_last_resort_key_package_keeps_bundle_and_row() {
 }
 
 fn fail_metadata(provider: &PoolProvider, event: &str) {
-    provider
-        .storage()
-        .connection()
-        .execute_batch(&format!(
-            "CREATE TEMP TRIGGER fail_{event} BEFORE {event} ON keypackage_pool_metadata
-             BEGIN SELECT RAISE(ABORT, 'injected {event} failure'); END;"
-        ))
-        .unwrap();
+    common::fail_metadata(
+        provider.storage(),
+        event,
+        0,
+        &format!("injected {event} failure"),
+    );
 }
 
 #[test]

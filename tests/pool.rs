@@ -143,15 +143,13 @@ fn generate_refuses_to_pass_the_hard_cap() {
 #[test]
 fn a_failure_part_way_through_generate_leaves_nothing() {
     let fx = Fixture::new();
-    fx.storage()
-        .connection()
-        .execute_batch(
-            "CREATE TEMP TRIGGER third_fails BEFORE INSERT ON keypackage_pool_metadata
-             WHEN (SELECT COUNT(*) FROM keypackage_pool_metadata) >= 2
-             BEGIN SELECT RAISE(ABORT, 'injected'); END;",
-        )
-        .unwrap();
-    assert!(fx.pool(PoolConfig::default()).generate(5).is_err());
+    common::fail_metadata(fx.storage(), "INSERT", 2, "injected");
+    match fx.pool(PoolConfig::default()).generate(5) {
+        Err(Error::KeyPackageStore { source, .. }) => {
+            assert!(source.to_string().contains("injected"), "{source}")
+        }
+        other => panic!("expected the injected failure, got {other:?}"),
+    }
     assert_eq!(
         (bundle_count(fx.storage()), metadata_count(fx.storage())),
         (0, 0)
@@ -240,13 +238,7 @@ fn expired_key_packages_do_not_count_as_usable_even_before_pruning() {
 #[test]
 fn a_storage_failure_while_generating_names_the_key_package() {
     let fx = Fixture::new();
-    fx.storage()
-        .connection()
-        .execute_batch(
-            "CREATE TEMP TRIGGER refuse BEFORE INSERT ON keypackage_pool_metadata
-             BEGIN SELECT RAISE(ABORT, 'disk says no'); END;",
-        )
-        .unwrap();
+    common::fail_metadata(fx.storage(), "INSERT", 0, "disk says no");
     match fx.pool(PoolConfig::default()).generate(1) {
         Err(Error::KeyPackageStore {
             keypackage_ref,
@@ -600,14 +592,7 @@ fn a_key_package_built_by_a_worker_joins_a_group() {
 #[test]
 fn a_failure_part_way_through_generate_parallel_leaves_nothing() {
     let fx = Fixture::new();
-    fx.storage()
-        .connection()
-        .execute_batch(
-            "CREATE TEMP TRIGGER sixth_fails BEFORE INSERT ON keypackage_pool_metadata
-             WHEN (SELECT COUNT(*) FROM keypackage_pool_metadata) >= 5
-             BEGIN SELECT RAISE(ABORT, 'injected'); END;",
-        )
-        .unwrap();
+    common::fail_metadata(fx.storage(), "INSERT", 5, "injected");
     match fx.pool(PoolConfig::default()).generate_parallel(30, 2) {
         Err(Error::KeyPackageStore { source, .. }) => {
             assert!(source.to_string().contains("injected"), "{source}")

@@ -17,8 +17,13 @@ use openmls_basic_credential::SignatureKeyPair;
 use openmls_keypackage_pool::{
     codec::MessagePackCodec, KeyPackagePool, PoolConfig, PoolProvider, PoolStorage,
 };
-use openmls_rust_crypto::{OpenMlsRustCrypto, RustCrypto};
-use openmls_sqlite_storage::{Connection, SqliteStorageProvider};
+use openmls_rust_crypto::OpenMlsRustCrypto;
+
+/// The same application-side provider the tests use for plain
+/// `openmls_sqlite_storage`.
+#[path = "../../tests/common/plain_sqlite.rs"]
+mod plain_sqlite;
+use plain_sqlite::PlainSqliteProvider;
 
 pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
 
@@ -144,11 +149,13 @@ impl Scenario {
                 timed(|| (0..n).for_each(|_| drop(env.build(&provider))))
             }
             Scenario::SqlitePerCommit => {
-                let provider = PlainSqliteProvider::open(&env.fresh_path("plain"));
+                let provider =
+                    PlainSqliteProvider::<MessagePackCodec>::open(&env.fresh_path("plain"));
                 timed(|| (0..n).for_each(|_| drop(env.build(&provider))))
             }
             Scenario::SqlitePlusMetadataFile => {
-                let provider = PlainSqliteProvider::open(&env.fresh_path("plain"));
+                let provider =
+                    PlainSqliteProvider::<MessagePackCodec>::open(&env.fresh_path("plain"));
                 let metadata = separate_metadata_db(&env.fresh_path("metadata"));
                 timed(|| {
                     for _ in 0..n {
@@ -192,40 +199,6 @@ fn timed(f: impl FnOnce()) -> Duration {
     start.elapsed()
 }
 
-/// An application on plain `openmls_sqlite_storage`, with the same codec and
-/// crypto as the pool.
-pub struct PlainSqliteProvider {
-    crypto: RustCrypto,
-    storage: SqliteStorageProvider<MessagePackCodec, Connection>,
-}
-
-impl PlainSqliteProvider {
-    pub fn open(path: &Path) -> Self {
-        let mut storage = SqliteStorageProvider::new(Connection::open(path).expect("open"));
-        storage.run_migrations().expect("migrations");
-        Self {
-            crypto: RustCrypto::default(),
-            storage,
-        }
-    }
-}
-
-impl OpenMlsProvider for PlainSqliteProvider {
-    type CryptoProvider = RustCrypto;
-    type RandProvider = RustCrypto;
-    type StorageProvider = SqliteStorageProvider<MessagePackCodec, Connection>;
-
-    fn storage(&self) -> &Self::StorageProvider {
-        &self.storage
-    }
-    fn crypto(&self) -> &Self::CryptoProvider {
-        &self.crypto
-    }
-    fn rand(&self) -> &Self::RandProvider {
-        &self.crypto
-    }
-}
-
 /// The second database file of the two-store design.
 fn separate_metadata_db(path: &Path) -> rusqlite::Connection {
     let conn = rusqlite::Connection::open(path).expect("open");
@@ -236,6 +209,18 @@ fn separate_metadata_db(path: &Path) -> rusqlite::Connection {
     )
     .expect("schema");
     conn
+}
+
+/// A pool on `provider` that never refuses for size, for the query figures.
+pub fn unbounded_pool<'a>(
+    env: &'a Env,
+    provider: &'a PoolProvider,
+) -> KeyPackagePool<'a, SignatureKeyPair> {
+    let config = PoolConfig {
+        hard_cap: usize::MAX,
+        ..PoolConfig::default()
+    };
+    KeyPackagePool::new(provider, &env.signer, env.credential.clone(), config).expect("pool")
 }
 
 /// A pool database for the query benchmarks: `rows` metadata-only rows

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod lifecycle_model;
+pub mod plain_sqlite;
 
 use std::path::PathBuf;
 
@@ -171,4 +172,23 @@ pub fn now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock after 1970")
         .as_secs() as i64
+}
+
+/// Makes every metadata `event` (`INSERT` or `DELETE`) fail with `message`
+/// once the table holds `after_rows` rows: a failure injected exactly where
+/// the storage hook writes, for atomicity tests.
+pub fn fail_metadata<C: Codec>(
+    storage: &PoolStorage<C>,
+    event: &str,
+    after_rows: usize,
+    message: &str,
+) {
+    storage
+        .connection()
+        .execute_batch(&format!(
+            "CREATE TEMP TRIGGER fail_metadata_{event} BEFORE {event} ON keypackage_pool_metadata
+             WHEN (SELECT COUNT(*) FROM keypackage_pool_metadata) >= {after_rows}
+             BEGIN SELECT RAISE(ABORT, '{message}'); END;"
+        ))
+        .expect("failure trigger");
 }
