@@ -19,6 +19,12 @@ use crate::{
 /// row in the same transaction as its private keys, and loses it in the same
 /// transaction when a Welcome consumes it.
 ///
+/// OpenMLS deletes the KeyPackage while it processes a Welcome, before the
+/// new group is stored. To keep the KeyPackage when joining fails (or when
+/// the application fails to record the group), run the join inside
+/// [`PoolStorage::transaction`]: an `Err` rolls the deletion back with
+/// everything else.
+///
 /// ```
 /// use openmls::prelude::*;
 /// use openmls_basic_credential::SignatureKeyPair;

@@ -287,3 +287,24 @@ fn a_transaction_sqlite_rolled_back_is_reported_not_half_kept() {
     build_key_package(&provider, &bob, false);
     assert_eq!((bundle_count(storage), metadata_count(storage)), (1, 1));
 }
+
+#[test]
+fn a_join_inside_a_transaction_that_fails_keeps_the_key_package() {
+    // OpenMLS deletes the KeyPackage while it processes the Welcome, before
+    // the group is stored; an application that wants a failed join to keep
+    // the KeyPackage runs the join in one transaction.
+    let (_dir, provider) = provider();
+    let bundle = build_key_package(&provider, &Identity::new("bob"), false);
+    let kp_ref = bundle.key_package().hash_ref(provider.crypto()).unwrap();
+    let (_group, welcome) = PlainClient::new("alice").create_group_with(bundle.key_package());
+    let result: Result<(), Error> = provider.storage().transaction(|storage| {
+        join(&provider, welcome).unwrap();
+        assert!(stored_bundle(storage, &kp_ref).is_none(), "consumed inside");
+        // Say the application fails to record the new group.
+        Err(Error::TransactionLost)
+    });
+    assert!(result.is_err());
+    let storage = provider.storage();
+    assert!(stored_bundle(storage, &kp_ref).is_some());
+    assert!(storage.get_metadata(kp_ref.as_slice()).unwrap().is_some());
+}

@@ -2,17 +2,10 @@
 
 mod common;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use common::now;
 
 use openmls_keypackage_pool::{Error, KeyPackageStatus, PoolStorage};
 use KeyPackageStatus::*;
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 fn kp_ref(n: u8) -> Vec<u8> {
     vec![n; 32]

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{build_key_package, bundle_count, metadata_count, Identity};
+use common::{build_key_package, bundle_count, metadata_count, now, Identity};
 use openmls::prelude::*;
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_keypackage_pool::{
@@ -12,13 +12,6 @@ use openmls_keypackage_pool::{
 use tls_codec::Deserialize as _;
 
 const DAY: i64 = 24 * 60 * 60;
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 struct Fixture {
     _dir: tempfile::TempDir,
