@@ -389,7 +389,8 @@ const BY_LAST_RESORT: &str = "INDEXED BY keypackage_pool_metadata_last_resort";
 ///
 /// Expired means `not_after` before `?1`, and a reserved KeyPackage is held
 /// (see [`not_held`]). An expired last-resort KeyPackage only goes once a
-/// newer live one exists, so the client never lacks a fallback.
+/// newer live one exists (later `not_after`, or the same and written later),
+/// so the client never lacks a fallback.
 fn prunable(last_resort: bool) -> String {
     let expired = format!("m.not_after < ?1 AND {}", not_held("m."));
     if last_resort {
@@ -397,7 +398,9 @@ fn prunable(last_resort: bool) -> String {
             "FROM keypackage_pool_metadata m {BY_LAST_RESORT}
              WHERE m.last_resort = 1 AND {expired} AND EXISTS (
                  SELECT 1 FROM keypackage_pool_metadata n {BY_LAST_RESORT}
-                 WHERE n.last_resort = 1 AND n.not_after > m.not_after AND +n.status IN ({LIVE}))"
+                 WHERE n.last_resort = 1 AND +n.status IN ({LIVE})
+                   AND (n.not_after > m.not_after
+                        OR (n.not_after = m.not_after AND n.rowid > m.rowid)))"
         )
     } else {
         format!("FROM keypackage_pool_metadata m WHERE m.last_resort = 0 AND {expired}")
@@ -518,15 +521,16 @@ pub(crate) fn prunable_refs(conn: &Connection, now: i64) -> Result<Vec<Vec<u8>>>
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// Live last-resort KeyPackages still valid at `now`, best to keep first:
-/// published ones before unpublished, then the longest-lived.
-pub(crate) fn valid_last_resort_refs(conn: &Connection, now: i64) -> Result<Vec<Vec<u8>>> {
+/// Live last-resort KeyPackages still valid at `now`, best to keep first
+/// (published ones before unpublished, then the longest-lived), each with
+/// whether it is reserved.
+pub(crate) fn valid_last_resort_refs(conn: &Connection, now: i64) -> Result<Vec<(Vec<u8>, bool)>> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT keypackage_ref FROM keypackage_pool_metadata {BY_LAST_RESORT}
+        "SELECT keypackage_ref, status = 'reserved' FROM keypackage_pool_metadata {BY_LAST_RESORT}
          WHERE last_resort = 1 AND not_after >= ?1 AND +status IN ({LIVE})
          ORDER BY status IN ({USABLE}, 'reserved') DESC, not_after DESC, rowid DESC"
     ))?;
-    let rows = stmt.query_map([now], |row| row.get(0))?;
+    let rows = stmt.query_map([now], |row| Ok((row.get(0)?, row.get(1)?)))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
@@ -552,4 +556,36 @@ pub(crate) fn all_refs(conn: &Connection) -> Result<Vec<Vec<u8>>> {
     let mut stmt = conn.prepare("SELECT keypackage_ref FROM keypackage_pool_metadata")?;
     let rows = stmt.query_map([], |row| row.get(0))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Whether the trigger-kept count table matches the rows.
+pub(crate) fn counts_agree(conn: &Connection) -> Result<bool> {
+    let disagreements: i64 = conn.query_row(
+        "SELECT (SELECT COUNT(*) FROM (
+                     SELECT status, last_resort, COUNT(*) FROM keypackage_pool_metadata
+                     GROUP BY status, last_resort
+                     EXCEPT
+                     SELECT status, last_resort, count FROM keypackage_pool_counts
+                     WHERE count != 0))
+              + (SELECT COUNT(*) FROM (
+                     SELECT status, last_resort, count FROM keypackage_pool_counts
+                     WHERE count != 0
+                     EXCEPT
+                     SELECT status, last_resort, COUNT(*) FROM keypackage_pool_metadata
+                     GROUP BY status, last_resort))",
+        [],
+        |row| row.get(0),
+    )?;
+    Ok(disagreements == 0)
+}
+
+/// Recounts the count table from the rows.
+pub(crate) fn rebuild_counts(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "DELETE FROM keypackage_pool_counts;
+         INSERT INTO keypackage_pool_counts (status, last_resort, count)
+         SELECT status, last_resort, COUNT(*) FROM keypackage_pool_metadata
+         GROUP BY status, last_resort;",
+    )?;
+    Ok(())
 }

@@ -405,7 +405,7 @@ impl<'a, S: Signer, C: Codec> KeyPackagePool<'a, S, C> {
         let gap = self
             .config
             .target_size
-            .saturating_sub(counts.usable + counts.created);
+            .saturating_sub(counts.usable.saturating_add(counts.created));
         gap.min(self.config.hard_cap.saturating_sub(counts.live))
     }
 
@@ -466,7 +466,9 @@ impl<'a, S: Signer, C: Codec> KeyPackagePool<'a, S, C> {
     /// Puts reserved KeyPackages whose reservation expired before `now` back
     /// to `available`; returns their refs.
     pub fn expire_lapsed_reservations(&self, now: i64) -> Result<Vec<Vec<u8>>> {
-        metadata::release_lapsed_reservations(self.provider.storage().connection(), now)
+        let storage = self.provider.storage();
+        storage.guard()?;
+        metadata::release_lapsed_reservations(storage.connection(), now)
     }
 
     /// Counts, expiry and a recommended action, in one SQL statement.
@@ -507,20 +509,24 @@ impl<'a, S: Signer, C: Codec> KeyPackagePool<'a, S, C> {
     }
 
     /// Keeps exactly one valid last-resort KeyPackage at `now`: builds one
-    /// when none is valid, and deletes all but the longest-lived when there
-    /// are several. Expired ones are left to
-    /// [`prune_expired`](Self::prune_expired).
+    /// when none is valid, and when there are several keeps the best
+    /// (published before unpublished, then the longest-lived) and deletes the
+    /// others. A reserved one is never deleted here, since a Welcome built
+    /// from it may be on its way; it goes once it expires. Expired ones are
+    /// left to [`prune_expired`](Self::prune_expired).
     pub fn ensure_last_resort(&self, now: i64) -> Result<LastResortReport> {
         self.provider.storage().transaction(|storage| {
             let valid = metadata::valid_last_resort_refs(storage.connection(), now)?;
             let mut report = LastResortReport::default();
             match valid.split_first() {
                 None => report.created = self.build_batch(1, true, |_| ())?.pop(),
-                Some((_newest, surplus)) => {
-                    for keypackage_ref in surplus {
+                Some((_kept, surplus)) => {
+                    // A reserved one may be in a Welcome on its way; it
+                    // stays until it expires and is pruned.
+                    for (keypackage_ref, _) in surplus.iter().filter(|(_, reserved)| !reserved) {
                         storage.remove_key_package(keypackage_ref)?;
+                        report.removed.push(keypackage_ref.clone());
                     }
-                    report.removed = surplus.to_vec();
                 }
             }
             Ok(report)

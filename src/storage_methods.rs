@@ -2,8 +2,8 @@
 //! forwards to `openmls_sqlite_storage`, listed once.
 //!
 //! `storage_methods!(callback)` hands every method but the two KeyPackage
-//! writes to `callback!`, each marked `plain` or `atomic` (several statements
-//! that must land together). The forwarding implementation and the scratch
+//! writes to `callback!`, each marked `plain`, `atomic` (several statements
+//! that must land together) or `erasing` (deletes key material). The forwarding implementation and the scratch
 //! storage of generation workers are both written from this one list.
 
 macro_rules! storage_methods {
@@ -225,27 +225,27 @@ macro_rules! storage_methods {
             plain fn delete_group_state<GroupId: traits::GroupId<V>>(&self, group_id: &GroupId) -> ();
             plain fn delete_context<GroupId: traits::GroupId<V>>(&self, group_id: &GroupId) -> ();
             plain fn delete_interim_transcript_hash<GroupId: traits::GroupId<V>>(&self, group_id: &GroupId) -> ();
-            plain fn delete_message_secrets<GroupId: traits::GroupId<V>>(&self, group_id: &GroupId) -> ();
-            plain fn delete_all_resumption_psk_secrets<
+            erasing fn delete_message_secrets<GroupId: traits::GroupId<V>>(&self, group_id: &GroupId) -> ();
+            erasing fn delete_all_resumption_psk_secrets<
                 GroupId: traits::GroupId<V>,
             >(&self, group_id: &GroupId) -> ();
             plain fn delete_own_leaf_index<GroupId: traits::GroupId<V>>(&self, group_id: &GroupId) -> ();
-            plain fn delete_group_epoch_secrets<GroupId: traits::GroupId<V>>(&self, group_id: &GroupId) -> ();
+            erasing fn delete_group_epoch_secrets<GroupId: traits::GroupId<V>>(&self, group_id: &GroupId) -> ();
             plain fn clear_proposal_queue<
                 GroupId: traits::GroupId<V>,
                 ProposalRef: traits::ProposalRef<V>,
             >(&self, group_id: &GroupId) -> ();
-            plain fn delete_signature_key_pair<
+            erasing fn delete_signature_key_pair<
                 SignaturePublicKey: traits::SignaturePublicKey<V>,
             >(&self, public_key: &SignaturePublicKey) -> ();
-            plain fn delete_encryption_key_pair<
+            erasing fn delete_encryption_key_pair<
                 EncryptionKey: traits::EncryptionKey<V>,
             >(&self, public_key: &EncryptionKey) -> ();
-            plain fn delete_encryption_epoch_key_pairs<
+            erasing fn delete_encryption_epoch_key_pairs<
                 GroupId: traits::GroupId<V>,
                 EpochKey: traits::EpochKey<V>,
             >(&self, group_id: &GroupId, epoch: &EpochKey, leaf_index: u32) -> ();
-            plain fn delete_psk<PskKey: traits::PskId<V>>(&self, psk_id: &PskKey) -> ();
+            erasing fn delete_psk<PskKey: traits::PskId<V>>(&self, psk_id: &PskKey) -> ();
             #[cfg(feature = "extensions-draft")]
             plain fn delete_application_export_tree<
                 GroupId: traits::GroupId<V>,

@@ -22,6 +22,10 @@ pub struct ConsistencyReport {
     /// storage codec (written with another codec, or damaged). Reported,
     /// never removed.
     pub undecodable_bundle_keys: Vec<Vec<u8>>,
+    /// Whether the per-status counts the pool keeps (and reads for
+    /// `count_by_status`, `health`, the hard cap and `replenish`) disagree
+    /// with the rows, as they can after writes that bypass this crate.
+    pub counts_out_of_date: bool,
     /// What `PRAGMA integrity_check` reported, when it was not `ok`.
     pub integrity_errors: Vec<String>,
 }
@@ -32,12 +36,25 @@ impl ConsistencyReport {
         self.bundles_without_metadata.is_empty()
             && self.metadata_without_bundle.is_empty()
             && self.undecodable_bundle_keys.is_empty()
+            && !self.counts_out_of_date
             && self.integrity_errors.is_empty()
     }
 }
 
-/// Pairs bundles with metadata rows and runs SQLite's integrity check.
+/// Pairs bundles with metadata rows, checks the counts and runs SQLite's
+/// integrity check, all from one snapshot: inside a read transaction when
+/// none is open, so another process's writes cannot show up half-seen.
 pub(crate) fn check<C: Codec>(conn: &Connection) -> Result<ConsistencyReport> {
+    if conn.is_autocommit() {
+        // Dropped at the end, which ends the read transaction; it wrote
+        // nothing, so rolling back loses nothing.
+        let snapshot = conn.unchecked_transaction()?;
+        return check_in_snapshot::<C>(&snapshot);
+    }
+    check_in_snapshot::<C>(conn)
+}
+
+fn check_in_snapshot<C: Codec>(conn: &Connection) -> Result<ConsistencyReport> {
     let mut report = ConsistencyReport::default();
     let mut bundle_refs = HashSet::new();
     for stored in bundles::stored_refs::<C>(conn)? {
@@ -53,6 +70,7 @@ pub(crate) fn check<C: Codec>(conn: &Connection) -> Result<ConsistencyReport> {
     report.metadata_without_bundle = metadata_refs.difference(&bundle_refs).cloned().collect();
     report.bundles_without_metadata.sort();
     report.metadata_without_bundle.sort();
+    report.counts_out_of_date = !metadata::counts_agree(conn)?;
 
     let mut stmt = conn.prepare("PRAGMA integrity_check")?;
     let lines = stmt.query_map([], |row| row.get::<_, String>(0))?;

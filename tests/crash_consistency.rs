@@ -49,9 +49,24 @@ fn churn(path: &Path, batches: Option<usize>) {
     let mut done = 0;
     while batches.is_none_or(|b| done < b) && started.elapsed() < CHILD_LIFETIME {
         let refs = pool.generate(BATCH).unwrap();
+        // Reported only once committed: the parent checks that every
+        // reported KeyPackage survives the kill.
+        let hex: Vec<String> = refs.iter().map(|r| to_hex(r)).collect();
+        println!("pool-churn-committed {}", hex.join(","));
         pool.mark_uploaded(&refs).unwrap();
         done += 1;
     }
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn from_hex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 /// In a normal run: a short churn that must leave a whole pool. As a child
@@ -100,6 +115,7 @@ fn fifty_kills_leave_a_whole_pool() {
     let mut delays = Lcg(SEED);
     let mut survived = 0i64;
     let mut kills_mid_batch = 0;
+    let mut reported = 0;
     for kill in 0..KILLS {
         let mut child = Killed(
             Command::new(std::env::current_exe().unwrap())
@@ -111,13 +127,22 @@ fn fifty_kills_leave_a_whole_pool() {
                 .unwrap(),
         );
         let stdout = child.0.stdout.take().unwrap();
-        let ready = BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .any(|line| line.contains("pool-churn-ready"));
+        let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+        let ready = lines.any(|line| line.contains("pool-churn-ready"));
         assert!(ready, "kill {kill}: the child never became ready");
         std::thread::sleep(Duration::from_millis(delays.next_below(60)));
-        drop(child); // SIGKILL, then reaped
+        let _ = child.0.kill(); // SIGKILL
+        let _ = child.0.wait();
+        // What the child reported committed before it died.
+        let committed: Vec<Vec<u8>> = lines
+            .filter_map(|line| {
+                line.split("pool-churn-committed ")
+                    .nth(1)
+                    .map(str::to_owned)
+            })
+            .flat_map(|list| list.split(',').map(from_hex).collect::<Vec<_>>())
+            .collect();
+        drop(child);
 
         let storage = PoolStorage::open(&path).unwrap();
         let report = storage.verify().unwrap();
@@ -133,6 +158,22 @@ fn fifty_kills_leave_a_whole_pool() {
             bundles >= survived,
             "after kill {kill}: committed KeyPackages were lost"
         );
+        for kp_ref in &committed {
+            assert!(
+                storage.key_package_bundle(kp_ref).unwrap().is_some(),
+                "after kill {kill}: a reported KeyPackage is gone"
+            );
+        }
+        // Marking a batch uploaded is one transaction too.
+        let uploaded = storage
+            .count_by_status(openmls_keypackage_pool::KeyPackageStatus::Uploaded)
+            .unwrap();
+        assert_eq!(
+            uploaded % BATCH,
+            0,
+            "after kill {kill}: an upload mark was split"
+        );
+        reported += committed.len();
         if bundles == survived {
             kills_mid_batch += 1;
         }
@@ -144,5 +185,9 @@ fn fifty_kills_leave_a_whole_pool() {
         survived >= (KILLS as i64 / 5) * BATCH as i64,
         "only {survived} survived"
     );
-    println!("{KILLS} kills survived, {survived} KeyPackages kept, {kills_mid_batch} kills before a batch committed");
+    assert!(reported > 0, "no child ever reported a commit");
+    println!(
+        "{KILLS} kills survived, {survived} KeyPackages kept ({reported} reported committed and all found), \
+         {kills_mid_batch} kills before the child's first commit"
+    );
 }

@@ -278,11 +278,25 @@ fn a_transaction_sqlite_rolled_back_is_reported_not_half_kept() {
             bob.credential.clone(),
         );
         assert!(next.is_err());
+        // Nor may any other write, pool bookkeeping or OpenMLS's own.
+        assert!(matches!(
+            storage.create_pool_metadata(&[9; 32], 1),
+            Err(Error::TransactionLost)
+        ));
+        assert!(matches!(
+            storage.save_identity("bob", b"pk"),
+            Err(Error::TransactionLost)
+        ));
+        assert!(matches!(
+            storage.write_own_leaf_index(&GroupId::from_slice(b"g"), &LeafNodeIndex::new(0)),
+            Err(Error::TransactionLost)
+        ));
         Ok(())
     });
     assert!(matches!(result, Err(Error::TransactionLost)), "{result:?}");
     let storage = provider.storage();
     assert_eq!((bundle_count(storage), metadata_count(storage)), (0, 0));
+    assert_eq!(storage.load_public_key("bob").unwrap(), None);
     // And the storage works normally afterwards.
     build_key_package(&provider, &bob, false);
     assert_eq!((bundle_count(storage), metadata_count(storage)), (1, 1));

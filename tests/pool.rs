@@ -699,3 +699,46 @@ fn generate_parallel_takes_any_thread_count() {
     assert_eq!(pool.generate_parallel(0, 4).unwrap().len(), 0);
     assert_eq!(bundle_count(fx.storage()), 1);
 }
+
+#[test]
+fn ensure_last_resort_never_deletes_a_reserved_one() {
+    let fx = Fixture::new();
+    let pool = fx.pool(lifetime_days(14));
+    let reserved = pool.ensure_last_resort(now()).unwrap().created.unwrap();
+    pool.mark_uploaded(&[&reserved]).unwrap();
+    fx.storage()
+        .update_pool_metadata_status(&reserved, KeyPackageStatus::Available)
+        .unwrap();
+    fx.storage()
+        .update_reservation_info(&reserved, "r", "peer", now() + 60)
+        .unwrap();
+    // A better one (published, longer-lived) appears.
+    let better = build_key_package(&fx.provider, &fx.identity, true);
+    let better_ref = better.key_package().hash_ref(fx.provider.crypto()).unwrap();
+    pool.mark_uploaded(&[better_ref.as_slice()]).unwrap();
+    let report = pool.ensure_last_resort(now()).unwrap();
+    assert!(report.removed.is_empty(), "{report:?}");
+    assert!(fx
+        .storage()
+        .key_package_bundle(&reserved)
+        .unwrap()
+        .is_some());
+}
+
+#[test]
+fn of_two_expired_last_resort_key_packages_with_one_expiry_the_later_written_stays() {
+    let fx = Fixture::new();
+    for n in 1..=2u8 {
+        fx.storage().create_pool_metadata(&[n; 32], 100).unwrap();
+        fx.storage()
+            .connection()
+            .execute(
+                "UPDATE keypackage_pool_metadata SET last_resort = 1 WHERE keypackage_ref = ?1",
+                [vec![n; 32]],
+            )
+            .unwrap();
+    }
+    let pool = fx.pool(PoolConfig::default());
+    assert_eq!(pool.prune_expired(1_000).unwrap(), vec![vec![1; 32]]);
+    assert!(pool.prune_expired(1_000).unwrap().is_empty());
+}

@@ -3,8 +3,10 @@
 //!
 //! Every creation scenario builds `n` KeyPackages with the same ciphersuite,
 //! signer and `openmls_rust_crypto` crypto; database scenarios use a fresh
-//! file in one directory on one disk, in SQLite's default (rollback journal,
-//! `synchronous=FULL`) mode, and only the building and storing is timed.
+//! file in one directory on one disk, and only the building and storing is
+//! timed. `openmls_sqlite_storage` runs the usual way, in SQLite's default
+//! rollback-journal mode; this crate in its own default, WAL with
+//! `synchronous=FULL`. Both are durable when a commit returns.
 #![allow(dead_code)]
 
 use std::{

@@ -4,7 +4,7 @@
 mod openmls_impl;
 mod write_scope;
 
-use std::{cell::Cell, marker::PhantomData, path::Path};
+use std::{cell::Cell, marker::PhantomData, path::Path, time::Duration};
 
 use openmls::prelude::KeyPackageBundle;
 use openmls_traits::storage::{StorageProvider, CURRENT_VERSION};
@@ -52,9 +52,11 @@ pub struct PoolStorage<C: Codec = DefaultCodec> {
     conn: Connection,
     /// How many [`WriteScope`]s are open on `conn`.
     scope_depth: Cell<u32>,
-    /// Set when key material was deleted in the open transaction, so that
-    /// its commit also erases the old copies from the write-ahead log.
+    /// Set when key material was deleted and its old copies have not yet
+    /// been erased from the write-ahead log.
     erase_pending: Cell<bool>,
+    /// The busy timeout the options set, restored after checkpoints.
+    busy_timeout: Duration,
     // `fn() -> C` keeps `PoolStorage` `Send` whatever the codec type is.
     _codec: PhantomData<fn() -> C>,
 }
@@ -179,6 +181,7 @@ impl<C: Codec> PoolStorage<C> {
             conn,
             scope_depth: Cell::new(0),
             erase_pending: Cell::new(false),
+            busy_timeout: options.busy_timeout,
             _codec: PhantomData,
         })
     }
@@ -198,7 +201,9 @@ impl<C: Codec> PoolStorage<C> {
     /// a batch of KeyPackages) lands in one commit, with one sync to disk.
     /// The transaction takes the write lock up front (`BEGIN IMMEDIATE`), so
     /// two writers never deadlock upgrading a read lock. Nested calls become
-    /// savepoints of the outer transaction.
+    /// savepoints of the outer transaction; so does a call inside a
+    /// transaction the application began on the raw connection, which then
+    /// decides the locking.
     ///
     /// ```
     /// use openmls_keypackage_pool::{Error, KeyPackageStatus, PoolStorage};
@@ -231,8 +236,27 @@ impl<C: Codec> PoolStorage<C> {
     /// material was deleted in it, erases the old copies (best effort: the
     /// deletion itself has succeeded either way).
     pub(crate) fn finish(&self, scope: WriteScope<'_>) -> Result<()> {
-        if scope.commit()? && self.erase_pending.take() {
-            let _complete = self.erase_deleted_key_material();
+        if scope.commit()? {
+            self.erase_if_idle();
+        }
+        Ok(())
+    }
+
+    /// Erases deleted key material if some is pending and no transaction is
+    /// open; a checkpoint that could not complete is retried after the next
+    /// commit.
+    pub(crate) fn erase_if_idle(&self) {
+        if self.erase_pending.get() && matches!(self.erase_deleted_key_material(), Ok(true)) {
+            self.erase_pending.set(false);
+        }
+    }
+
+    /// Refuses to write when SQLite has rolled back, by itself, the
+    /// transaction a write scope of this storage opened: the write would
+    /// otherwise commit on its own, outside the batch it belongs to.
+    pub(crate) fn guard(&self) -> Result<()> {
+        if self.scope_depth.get() > 0 && self.conn.is_autocommit() {
+            return Err(Error::TransactionLost);
         }
         Ok(())
     }
@@ -250,9 +274,17 @@ impl<C: Codec> PoolStorage<C> {
     /// overwrites deleted content in the database pages; in WAL mode the
     /// pages as they were before still sit in the `-wal` file until a
     /// checkpoint copies the new ones back and the log is truncated. This
-    /// runs that checkpoint. It happens by itself after every commit that
-    /// deleted a KeyPackage; call it directly at start-up, or after another
-    /// connection that held a read transaction open has finished.
+    /// runs that checkpoint, without waiting for other connections. It runs
+    /// by itself after each commit of this storage that deleted key material
+    /// (a KeyPackage's bundle, or OpenMLS's epoch, encryption, signature or
+    /// PSK secrets); when another connection's reader is in the way it is
+    /// retried after the next commit. Call it directly at start-up, after
+    /// committing a transaction the application began on the raw
+    /// connection, or once another connection has finished reading.
+    ///
+    /// This erases the content of the files; what the file system keeps of
+    /// truncated or deleted blocks is beyond SQLite's reach. In the rollback
+    /// journal modes there is no log to empty and it returns `Ok(true)`.
     ///
     /// Returns `Ok(true)` when the log was emptied, `Ok(false)` when another
     /// connection's reader kept part of it (or a transaction of this one is
@@ -261,28 +293,39 @@ impl<C: Codec> PoolStorage<C> {
         if self.scope_depth.get() > 0 || !self.conn.is_autocommit() {
             return Ok(false);
         }
-        let (busy, _log_frames, _checkpointed): (i64, i64, i64) =
-            self.conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-                })?;
-        Ok(busy == 0)
+        // Never wait for other connections here: this runs right after
+        // deletes (in the middle of joining a group, say), and a reader
+        // elsewhere must not stall it. What cannot be done now is retried.
+        self.conn.busy_timeout(Duration::ZERO)?;
+        let checkpoint = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                row.get::<_, i64>(0)
+            });
+        self.conn.busy_timeout(self.busy_timeout)?;
+        match checkpoint {
+            Ok(busy) => Ok(busy == 0),
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Checks that every KeyPackageBundle has a metadata row and every row
     /// its bundle, and runs SQLite's integrity check; changes nothing.
     ///
-    /// Meant for start-up: a pool written only through this crate is always
-    /// consistent, even after a crash, so anything found points at another
-    /// writer or at damage.
+    /// Meant for start-up: bundles written and deleted through this crate's
+    /// storage always keep their rows, even across a crash, so anything
+    /// found points at another writer, at damage, or at hand-made rows
+    /// (`create_pool_metadata` makes a row without a bundle and
+    /// `delete_pool_metadata` leaves a bundle without its row).
     pub fn verify(&self) -> Result<ConsistencyReport> {
         verify::check::<C>(&self.conn)
     }
 
     /// Removes, in one transaction, every bundle without a metadata row and
-    /// every metadata row without a bundle, and returns what it removed.
-    /// Bundles whose ref cannot be decoded and integrity errors are reported
-    /// but left alone.
+    /// every metadata row without a bundle, recounts the per-status counts if
+    /// they disagree, and returns what it found. Bundles whose ref cannot be
+    /// decoded and integrity errors are reported but left alone.
     ///
     /// To keep bundles written before this crate managed the database, adopt
     /// them first ([`adopt_unpooled_key_packages`](Self::adopt_unpooled_key_packages)).
@@ -295,6 +338,9 @@ impl<C: Codec> PoolStorage<C> {
             for keypackage_ref in &found.metadata_without_bundle {
                 metadata::delete(&storage.conn, keypackage_ref)?;
             }
+            if found.counts_out_of_date {
+                metadata::rebuild_counts(&storage.conn)?;
+            }
             Ok(found)
         })
     }
@@ -305,6 +351,7 @@ impl<C: Codec> PoolStorage<C> {
     /// extension. Rows for KeyPackages built through OpenMLS are added by
     /// the storage hook; this is for bookkeeping done by hand.
     pub fn create_pool_metadata(&self, keypackage_ref: &[u8], not_after: i64) -> Result<()> {
+        self.guard()?;
         let entry = PoolEntry {
             keypackage_ref: keypackage_ref.to_vec(),
             not_after,
@@ -324,6 +371,7 @@ impl<C: Codec> PoolStorage<C> {
         keypackage_ref: &[u8],
         status: KeyPackageStatus,
     ) -> Result<()> {
+        self.guard()?;
         metadata::transition(
             &self.conn,
             keypackage_ref,
@@ -357,6 +405,7 @@ impl<C: Codec> PoolStorage<C> {
     /// To remove a KeyPackage entirely, delete it through OpenMLS's
     /// `StorageProvider::delete_key_package`, which removes both.
     pub fn delete_pool_metadata(&self, keypackage_ref: &[u8]) -> Result<()> {
+        self.guard()?;
         check_ref(keypackage_ref)?;
         if metadata::delete(&self.conn, keypackage_ref)? {
             Ok(())
@@ -376,6 +425,7 @@ impl<C: Codec> PoolStorage<C> {
         reserved_by: &str,
         expires_at: i64,
     ) -> Result<()> {
+        self.guard()?;
         metadata::transition(
             &self.conn,
             keypackage_ref,
@@ -394,6 +444,7 @@ impl<C: Codec> PoolStorage<C> {
     /// On a row that is already spent this is a no-op that keeps the first
     /// record.
     pub fn mark_spent(&self, keypackage_ref: &[u8], spent_by: &str, group_id: &[u8]) -> Result<()> {
+        self.guard()?;
         metadata::transition(
             &self.conn,
             keypackage_ref,
@@ -465,6 +516,7 @@ impl<C: Codec> PoolStorage<C> {
     /// Records `signature_public_key` as `username`'s, replacing any earlier
     /// one.
     pub fn save_identity(&self, username: &str, signature_public_key: &[u8]) -> Result<()> {
+        self.guard()?;
         identity::save(&self.conn, username, signature_public_key, unix_now()?)
     }
 

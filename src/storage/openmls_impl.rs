@@ -42,14 +42,22 @@ impl<C: Codec> PoolStorage<C> {
     }
 
     /// Stores a bundle OpenMLS built elsewhere (with a scratch provider) and
-    /// its metadata row, exactly as the hook does.
+    /// its metadata row, as the hook does, for a batch.
     pub(crate) fn store_bundle(
         &self,
         kp_ref: &KeyPackageRef,
         bundle: &KeyPackageBundle,
     ) -> Result<()> {
         let entry = PoolEntry::from_ref_and_bundle(kp_ref, bundle)?;
-        self.write_entry(&entry, kp_ref, bundle)
+        if self.scope_depth.get() == 0 {
+            return self.write_entry(&entry, kp_ref, bundle);
+        }
+        // Inside the batch's scope the pair needs no savepoint of its own:
+        // the batch abandons its whole transaction on any error. But if
+        // SQLite has rolled that transaction back, the two writes would each
+        // commit alone, so that is refused first.
+        self.guard()?;
+        self.write_pair(&entry, kp_ref, bundle, unix_now()?)
     }
 
     /// The one place a bundle and its metadata row are written: both in one
@@ -86,13 +94,23 @@ impl<C: Codec> PoolStorage<C> {
 }
 
 /// Writes trait methods that forward to `openmls_sqlite_storage` and turn its
-/// error into this crate's. `atomic` methods run in a write scope: they issue
-/// several statements that openmls_sqlite_storage asks callers to keep in one
-/// transaction.
+/// error into this crate's. Each first refuses to run in a transaction SQLite
+/// has rolled back by itself. `atomic` methods run in a write scope: they
+/// issue several statements that openmls_sqlite_storage asks callers to keep
+/// in one transaction. `erasing` methods delete key material, whose old
+/// copies are then erased from the write-ahead log.
 macro_rules! delegate {
-    (@call plain, $storage:ident, $call:expr) => {
+    (@call plain, $storage:ident, $call:expr) => {{
+        $storage.guard()?;
         $call.map_err(Error::from)
-    };
+    }};
+    (@call erasing, $storage:ident, $call:expr) => {{
+        $storage.guard()?;
+        let value = $call?;
+        $storage.key_material_deleted();
+        $storage.erase_if_idle();
+        Ok(value)
+    }};
     (@call atomic, $storage:ident, $call:expr) => {{
         let scope = $storage.write_scope()?;
         let value = $call?;
