@@ -137,7 +137,12 @@ fn generate_refuses_to_pass_the_hard_cap() {
 fn a_failure_part_way_through_generate_leaves_nothing() {
     let fx = Fixture::new();
     common::fail_metadata(fx.storage(), "INSERT", 2, "injected");
-    match fx.pool(PoolConfig::default()).generate(5) {
+    assert_injected_failure_left_nothing(&fx, fx.pool(PoolConfig::default()).generate(5));
+}
+
+/// The batch failed with the injected error, and none of it was kept.
+fn assert_injected_failure_left_nothing(fx: &Fixture, result: Result<Vec<Vec<u8>>, Error>) {
+    match result {
         Err(Error::KeyPackageStore { source, .. }) => {
             assert!(source.to_string().contains("injected"), "{source}")
         }
@@ -586,15 +591,9 @@ fn a_key_package_built_by_a_worker_joins_a_group() {
 fn a_failure_part_way_through_generate_parallel_leaves_nothing() {
     let fx = Fixture::new();
     common::fail_metadata(fx.storage(), "INSERT", 5, "injected");
-    match fx.pool(PoolConfig::default()).generate_parallel(30, 2) {
-        Err(Error::KeyPackageStore { source, .. }) => {
-            assert!(source.to_string().contains("injected"), "{source}")
-        }
-        other => panic!("expected the injected failure, got {other:?}"),
-    }
-    assert_eq!(
-        (bundle_count(fx.storage()), metadata_count(fx.storage())),
-        (0, 0)
+    assert_injected_failure_left_nothing(
+        &fx,
+        fx.pool(PoolConfig::default()).generate_parallel(30, 2),
     );
 }
 

@@ -5,6 +5,7 @@ mod common;
 
 use openmls_keypackage_pool::{Error, KeyPackageStatus, PoolStorage};
 use rusqlite::Connection;
+use KeyPackageStatus::*;
 
 /// `(status/last_resort, count)` pairs.
 type Counts = Vec<(String, i64)>;
@@ -28,6 +29,17 @@ fn counts_both_ways(conn: &Connection) -> (Counts, Counts) {
     )
 }
 
+/// `count_by_status` gives these figures.
+fn assert_counts(storage: &PoolStorage, expected: &[(KeyPackageStatus, usize)]) {
+    for (status, count) in expected {
+        assert_eq!(
+            storage.count_by_status(*status).unwrap(),
+            *count,
+            "{status}"
+        );
+    }
+}
+
 #[test]
 fn a_version_1_pool_schema_is_upgraded_and_its_counts_backfilled() {
     let (_dir, path) = common::temp_db();
@@ -48,20 +60,7 @@ fn a_version_1_pool_schema_is_upgraded_and_its_counts_backfilled() {
         .unwrap();
     }
     let storage = PoolStorage::open(&path).unwrap();
-    assert_eq!(
-        storage.count_by_status(KeyPackageStatus::Created).unwrap(),
-        2
-    );
-    assert_eq!(
-        storage.count_by_status(KeyPackageStatus::Uploaded).unwrap(),
-        1
-    );
-    assert_eq!(
-        storage
-            .count_by_status(KeyPackageStatus::Available)
-            .unwrap(),
-        1
-    );
+    assert_counts(&storage, &[(Created, 2), (Uploaded, 1), (Available, 1)]);
     let versions: Vec<i64> = storage
         .connection()
         .prepare("SELECT version FROM openmls_keypackage_pool_migrations ORDER BY version")
@@ -103,20 +102,7 @@ fn the_count_table_follows_every_insert_update_and_delete() {
     }
     let (actual, kept) = counts_both_ways(storage.connection());
     assert_eq!(actual, kept);
-    assert_eq!(
-        storage.count_by_status(KeyPackageStatus::Created).unwrap(),
-        3
-    );
-    assert_eq!(
-        storage.count_by_status(KeyPackageStatus::Uploaded).unwrap(),
-        6
-    );
-    assert_eq!(
-        storage
-            .count_by_status(KeyPackageStatus::Available)
-            .unwrap(),
-        5
-    );
+    assert_counts(&storage, &[(Created, 3), (Uploaded, 6), (Available, 5)]);
     assert_eq!(storage.count_by_status(KeyPackageStatus::Spent).unwrap(), 1);
 }
 
@@ -195,10 +181,7 @@ fn counts_changed_behind_the_pools_back_are_found_and_rebuilt() {
         .connection()
         .execute_batch("UPDATE keypackage_pool_counts SET count = 40 WHERE status = 'created'")
         .unwrap();
-    assert_eq!(
-        storage.count_by_status(KeyPackageStatus::Created).unwrap(),
-        40
-    );
+    assert_counts(&storage, &[(Created, 40)]);
     let report = storage.verify().unwrap();
     assert!(report.counts_out_of_date);
     // The rows have no bundles either, which repair removes; the counts are
@@ -206,8 +189,5 @@ fn counts_changed_behind_the_pools_back_are_found_and_rebuilt() {
     assert_eq!(report.metadata_without_bundle.len(), 4);
     storage.repair().unwrap();
     assert!(storage.verify().unwrap().is_consistent());
-    assert_eq!(
-        storage.count_by_status(KeyPackageStatus::Created).unwrap(),
-        0
-    );
+    assert_counts(&storage, &[(Created, 0)]);
 }
