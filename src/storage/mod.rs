@@ -255,10 +255,7 @@ impl<C: Codec> PoolStorage<C> {
     /// transaction a write scope of this storage opened: the write would
     /// otherwise commit on its own, outside the batch it belongs to.
     pub(crate) fn guard(&self) -> Result<()> {
-        if self.scope_depth.get() > 0 && self.conn.is_autocommit() {
-            return Err(Error::TransactionLost);
-        }
-        Ok(())
+        write_scope::ensure_not_lost(&self.conn, &self.scope_depth)
     }
 
     /// Notes that the open write scope deletes key material.

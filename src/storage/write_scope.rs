@@ -26,12 +26,20 @@ pub(crate) struct WriteScope<'c> {
     open: bool,
 }
 
+/// Refuses to go on when scopes are open (`depth` > 0) but SQLite has
+/// rolled their transaction back by itself: anything written now would
+/// commit on its own, outside the batch it belongs to.
+pub(crate) fn ensure_not_lost(conn: &Connection, depth: &Cell<u32>) -> Result<()> {
+    if depth.get() > 0 && conn.is_autocommit() {
+        return Err(Error::TransactionLost);
+    }
+    Ok(())
+}
+
 impl<'c> WriteScope<'c> {
     /// Starts a transaction, or a savepoint inside the current one.
     pub(crate) fn begin(conn: &'c Connection, depth: &'c Cell<u32>) -> Result<Self> {
-        if depth.get() > 0 && conn.is_autocommit() {
-            return Err(Error::TransactionLost);
-        }
+        ensure_not_lost(conn, depth)?;
         // A transaction the application began on the raw connection is
         // joined as well.
         let nested = !conn.is_autocommit();
