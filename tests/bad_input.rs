@@ -64,22 +64,7 @@ fn a_corrupt_bundle_names_its_ref_and_the_others_stay_usable() {
     let good_ref = good.key_package().hash_ref(provider.crypto()).unwrap();
     let bad_ref = bad.key_package().hash_ref(provider.crypto()).unwrap();
     let storage = provider.storage();
-    // Damage exactly one stored bundle.
-    let stored_key: Vec<u8> = storage
-        .connection()
-        .query_row(
-            "SELECT key_package_ref FROM openmls_key_packages ORDER BY rowid DESC LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    storage
-        .connection()
-        .execute(
-            "UPDATE openmls_key_packages SET key_package = x'c1c1c1' WHERE key_package_ref = ?1",
-            [&stored_key],
-        )
-        .unwrap();
+    common::corrupt_latest_bundle(storage);
 
     match storage.key_package_bundle(bad_ref.as_slice()) {
         Err(Error::CorruptBundle { keypackage_ref, .. }) => {

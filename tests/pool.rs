@@ -2,7 +2,10 @@
 
 mod common;
 
-use common::{build_key_package, bundle_count, metadata_count, now, Identity};
+use common::{
+    build_key_package, bundle_count, lifetime_days, metadata_count, now, sized,
+    PoolFixture as Fixture, DAY,
+};
 use openmls::prelude::*;
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_keypackage_pool::{
@@ -10,64 +13,6 @@ use openmls_keypackage_pool::{
     PoolProvider, PoolStorage,
 };
 use tls_codec::Deserialize as _;
-
-const DAY: i64 = 24 * 60 * 60;
-
-struct Fixture {
-    _dir: tempfile::TempDir,
-    path: std::path::PathBuf,
-    provider: PoolProvider,
-    identity: Identity,
-}
-
-impl Fixture {
-    fn new() -> Self {
-        let (dir, path) = common::temp_db();
-        Self {
-            provider: PoolProvider::open(&path).unwrap(),
-            path,
-            _dir: dir,
-            identity: Identity::new("frank"),
-        }
-    }
-
-    fn pool(&self, config: PoolConfig) -> KeyPackagePool<'_, SignatureKeyPair> {
-        KeyPackagePool::new(
-            &self.provider,
-            &self.identity.signer,
-            self.identity.credential.clone(),
-            config,
-        )
-        .unwrap()
-    }
-
-    fn storage(&self) -> &PoolStorage {
-        self.provider.storage()
-    }
-
-    /// Generates `n` and marks them uploaded.
-    fn uploaded(&self, pool: &KeyPackagePool<'_, SignatureKeyPair>, n: usize) -> Vec<Vec<u8>> {
-        let refs = pool.generate(n).unwrap();
-        pool.mark_uploaded(&refs).unwrap();
-        refs
-    }
-}
-
-fn sized(target_size: usize, low_watermark: usize, hard_cap: usize) -> PoolConfig {
-    PoolConfig {
-        target_size,
-        low_watermark,
-        hard_cap,
-        ..PoolConfig::default()
-    }
-}
-
-fn lifetime_days(days: u64) -> PoolConfig {
-    PoolConfig {
-        lifetime_secs: days * DAY as u64,
-        ..PoolConfig::default()
-    }
-}
 
 #[test]
 fn generate_stores_a_batch_with_bundles_and_rows() {

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 
 use openmls::prelude::*;
 use openmls_basic_credential::SignatureKeyPair;
-use openmls_keypackage_pool::{codec::Codec, PoolStorage};
+use openmls_keypackage_pool::{
+    codec::Codec, KeyPackagePool, KeyPackageStatus, PoolConfig, PoolProvider, PoolStorage,
+};
 use openmls_rust_crypto::OpenMlsRustCrypto;
 use tempfile::TempDir;
 use tls_codec::{Deserialize as _, Serialize as _};
@@ -191,4 +193,92 @@ pub fn fail_metadata<C: Codec>(
              BEGIN SELECT RAISE(ABORT, '{message}'); END;"
         ))
         .expect("failure trigger");
+}
+
+pub const DAY: i64 = 24 * 60 * 60;
+
+/// A pool database file with one signing identity, for the pool tests.
+pub struct PoolFixture {
+    _dir: TempDir,
+    pub path: PathBuf,
+    pub provider: PoolProvider,
+    pub identity: Identity,
+}
+
+impl PoolFixture {
+    pub fn new() -> Self {
+        let (dir, path) = temp_db();
+        Self {
+            provider: PoolProvider::open(&path).expect("open pool database"),
+            path,
+            _dir: dir,
+            identity: Identity::new("frank"),
+        }
+    }
+
+    pub fn pool(&self, config: PoolConfig) -> KeyPackagePool<'_, SignatureKeyPair> {
+        KeyPackagePool::new(
+            &self.provider,
+            &self.identity.signer,
+            self.identity.credential.clone(),
+            config,
+        )
+        .expect("valid pool configuration")
+    }
+
+    pub fn storage(&self) -> &PoolStorage {
+        self.provider.storage()
+    }
+
+    /// Generates `n` and marks them uploaded.
+    pub fn uploaded(&self, pool: &KeyPackagePool<'_, SignatureKeyPair>, n: usize) -> Vec<Vec<u8>> {
+        let refs = pool.generate(n).expect("generate");
+        pool.mark_uploaded(&refs).expect("mark uploaded");
+        refs
+    }
+
+    /// The status of `keypackage_ref`'s row.
+    pub fn status(&self, keypackage_ref: &[u8]) -> KeyPackageStatus {
+        self.storage()
+            .get_metadata(keypackage_ref)
+            .expect("read metadata")
+            .expect("a metadata row")
+            .status
+    }
+}
+
+pub fn sized(target_size: usize, low_watermark: usize, hard_cap: usize) -> PoolConfig {
+    PoolConfig {
+        target_size,
+        low_watermark,
+        hard_cap,
+        ..PoolConfig::default()
+    }
+}
+
+/// The default pool with `days`-day lifetimes, looking half a lifetime
+/// ahead at most.
+pub fn lifetime_days(days: u64) -> PoolConfig {
+    let lifetime_secs = days * DAY as u64;
+    PoolConfig {
+        lifetime_secs,
+        expiry_horizon_secs: PoolConfig::default()
+            .expiry_horizon_secs
+            .min(lifetime_secs / 2),
+        ..PoolConfig::default()
+    }
+}
+
+/// Damages the most recently stored KeyPackageBundle so that it no longer
+/// decodes; every other bundle is left as it was.
+pub fn corrupt_latest_bundle<C: Codec>(storage: &PoolStorage<C>) {
+    let changed = storage
+        .connection()
+        .execute(
+            "UPDATE openmls_key_packages SET key_package = x'c1c1c1'
+             WHERE rowid = (SELECT MAX(rowid) FROM openmls_key_packages)",
+            [],
+        )
+        .expect("damage a bundle");
+    assert_eq!(changed, 1);
 }
