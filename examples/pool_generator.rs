@@ -17,7 +17,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use openmls::prelude::*;
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_keypackage_pool::{
-    KeyPackagePool, KeyPackageStatus, PoolConfig, PoolHealth, PoolProvider, MAX_LIFETIME_SECS,
+    KeyPackagePool, KeyPackageStatus, LastResortReport, PoolAction, PoolConfig, PoolHealth,
+    PoolProvider, MAX_LIFETIME_SECS,
 };
 
 /// Generates one-time MLS KeyPackages into a SQLite pool and reports its
@@ -79,13 +80,18 @@ fn main() -> ExitCode {
 fn run(cli: &Cli) -> Result<(), String> {
     let provider = PoolProvider::open(&cli.db)
         .map_err(|e| format!("cannot open pool database {}: {e}", cli.db.display()))?;
+    let lifetime_secs = cli.lifetime_days * 86_400;
+    let defaults = PoolConfig::default();
     let config = PoolConfig {
         // A watermark at the target: every run tops the pool up to --count.
         target_size: cli.count as usize,
         low_watermark: cli.count as usize,
         hard_cap: cli.count as usize * 2,
-        lifetime_secs: cli.lifetime_days * 86_400,
-        ..PoolConfig::default()
+        lifetime_secs,
+        // Replace KeyPackages two days before expiry, or half-way through a
+        // shorter life.
+        expiry_horizon_secs: defaults.expiry_horizon_secs.min(lifetime_secs / 2),
+        ..defaults
     };
     let (signer, reused) = identity(&provider, &cli.user, config.ciphersuite)?;
     let credential = CredentialWithKey {
@@ -100,13 +106,12 @@ fn run(cli: &Cli) -> Result<(), String> {
     let last_resort = pool.ensure_last_resort(now).map_err(|e| e.to_string())?;
     let generated = replenish(&pool, cli.json)?;
     if cli.mark_uploaded {
-        let refs: Vec<_> = pool
-            .pending_upload()
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .map(|p| p.keypackage_ref)
-            .collect();
-        pool.mark_uploaded(&refs).map_err(|e| e.to_string())?;
+        let pending = pool.pending_upload().map_err(|e| e.to_string())?;
+        for unreadable in &pending.unreadable {
+            eprintln!("not uploaded: {}", unreadable.error);
+        }
+        pool.mark_uploaded(&pending.ready_refs())
+            .map_err(|e| e.to_string())?;
     }
     let health = pool.health(now).map_err(|e| e.to_string())?;
 
@@ -115,8 +120,9 @@ fn run(cli: &Cli) -> Result<(), String> {
         user: &cli.user,
         identity_reused: reused,
         pruned: pruned.len(),
-        last_resort_created: last_resort.created.is_some(),
+        last_resort: last_resort_outcome(&last_resort),
         generated,
+        hard_cap: pool.config().hard_cap,
         now,
     };
     if cli.json {
@@ -176,8 +182,9 @@ struct Run<'a> {
     user: &'a str,
     identity_reused: bool,
     pruned: usize,
-    last_resort_created: bool,
+    last_resort: &'static str,
     generated: usize,
+    hard_cap: usize,
     now: i64,
 }
 
@@ -188,15 +195,13 @@ fn print_table(run: &Run<'_>, health: &PoolHealth) {
         run.user,
         if run.identity_reused { "reused" } else { "new" }
     );
+    let generated = match run.generated {
+        0 => "nothing needed building".to_owned(),
+        n => format!("generated {n}"),
+    };
     println!(
-        "this run       generated {}, pruned {}, last resort {}",
-        run.generated,
-        run.pruned,
-        if run.last_resort_created {
-            "created"
-        } else {
-            "kept"
-        }
+        "this run       {generated}, pruned {}, last resort {}",
+        run.pruned, run.last_resort
     );
     println!();
     println!("{:<12}{:>8}", "status", "count");
@@ -208,11 +213,15 @@ fn print_table(run: &Run<'_>, health: &PoolHealth) {
     println!("usable (uploaded + available)  {}", health.usable);
     println!("live one-time KeyPackages      {}", health.live);
     println!(
+        "one-time keys on disk          {} (hard cap {})",
+        health.held, run.hard_cap
+    );
+    println!(
         "last resort                    {}",
-        if health.has_last_resort {
-            "present"
-        } else {
-            "missing"
+        match (health.has_last_resort, health.last_resort_pending) {
+            (true, _) => "on the server",
+            (false, true) => "built, waiting for upload",
+            (false, false) => "missing",
         }
     );
     println!("expiring within horizon        {}", health.expiring_soon);
@@ -223,7 +232,15 @@ fn print_table(run: &Run<'_>, health: &PoolHealth) {
         ),
         None => println!("next expiry                    -"),
     }
-    println!("recommended                    {:?}", health.recommended);
+    let actions: Vec<String> = health.actions.iter().map(describe).collect();
+    println!(
+        "next steps                     {}",
+        if actions.is_empty() {
+            "none: the pool is healthy".to_owned()
+        } else {
+            actions.join(", then ")
+        }
+    );
 }
 
 fn to_json(run: &Run<'_>, health: &PoolHealth) -> serde_json::Value {
@@ -237,17 +254,42 @@ fn to_json(run: &Run<'_>, health: &PoolHealth) -> serde_json::Value {
         "identity_reused": run.identity_reused,
         "generated": run.generated,
         "pruned": run.pruned,
-        "last_resort_created": run.last_resort_created,
+        "last_resort": run.last_resort,
         "counts": counts,
         "usable": health.usable,
         "live": health.live,
+        "held": health.held,
         "has_last_resort": health.has_last_resort,
+        "last_resort_pending": health.last_resort_pending,
+        "hard_cap": run.hard_cap,
         "expiring_soon": health.expiring_soon,
         "pending_upload": health.pending_upload,
         "next_expiry": health.next_expiry,
         "prunable": health.prunable,
         "recommended": format!("{:?}", health.recommended),
+        "actions": health.actions.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>(),
     })
+}
+
+/// What `ensure_last_resort` did, in a word.
+fn last_resort_outcome(report: &LastResortReport) -> &'static str {
+    match (&report.created, &report.retried) {
+        (Some(_), _) => "created",
+        (None, Some(_)) => "retried",
+        (None, None) => "kept",
+    }
+}
+
+/// One action, as the table shows it.
+fn describe(action: &PoolAction) -> String {
+    match action {
+        PoolAction::None => "nothing".to_owned(),
+        PoolAction::Prune(n) => format!("prune {n} expired"),
+        PoolAction::CreateLastResort => "create a last-resort KeyPackage".to_owned(),
+        PoolAction::Replenish(n) => format!("replenish {n}"),
+        PoolAction::ReplaceLastResort => "replace the expiring last-resort KeyPackage".to_owned(),
+        PoolAction::Upload(n) => format!("upload {n}"),
+    }
 }
 
 fn unix_now() -> Result<i64, String> {

@@ -170,16 +170,26 @@ pub enum Error {
 
     /// Generating would take the pool past its hard cap.
     #[error(
-        "generating {requested} KeyPackages would take the pool from {live} to past its hard cap of {hard_cap}"
+        "generating {requested} KeyPackages would take the pool from {held} one-time KeyPackages on disk to past its hard cap of {hard_cap}"
     )]
     HardCapExceeded {
         /// How many were asked for.
         requested: usize,
-        /// How many live (created, uploaded, available or reserved) one-time
-        /// KeyPackages the pool holds.
-        live: usize,
+        /// How many one-time KeyPackages the pool holds on disk, whatever
+        /// their status.
+        held: usize,
         /// The configured cap.
         hard_cap: usize,
+    },
+
+    /// A [`StorageOptions`](crate::StorageOptions) busy timeout longer than
+    /// SQLite can take.
+    #[error("busy timeout {requested:?} is longer than SQLite's limit of {max:?}")]
+    BusyTimeoutTooLong {
+        /// The timeout asked for.
+        requested: std::time::Duration,
+        /// The longest SQLite accepts ([`MAX_BUSY_TIMEOUT`](crate::MAX_BUSY_TIMEOUT)).
+        max: std::time::Duration,
     },
 
     /// Running the schema migrations failed.

@@ -92,10 +92,10 @@ mod verify;
 pub use error::{Error, RefBytes, Result};
 pub use keypackage_ref::{key_package_ref_from_bytes, MAX_REF_LEN};
 pub use metadata::{KeyPackageMetadata, PoolEntry};
-pub use options::{JournalMode, StorageOptions, Synchronous};
+pub use options::{JournalMode, StorageOptions, Synchronous, MAX_BUSY_TIMEOUT};
 pub use pool::{
-    KeyPackagePool, LastResortReport, PendingUpload, PoolAction, PoolConfig, PoolHealth,
-    MAX_LIFETIME_SECS, MAX_THREADS,
+    KeyPackagePool, LastResortReport, PendingUpload, PendingUploads, PoolAction, PoolConfig,
+    PoolHealth, UnreadableKeyPackage, MAX_LIFETIME_SECS, MAX_THREADS,
 };
 pub use provider::PoolProvider;
 pub use status::KeyPackageStatus;

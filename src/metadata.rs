@@ -312,15 +312,20 @@ impl RawRow {
     }
 
     fn parse(self) -> Result<KeyPackageMetadata> {
-        let status = self.status_text.parse().map_err(|_| Error::InvalidStatus {
-            text: self.status_text.clone(),
-            keypackage_ref: Some(RefBytes::of(&self.metadata.keypackage_ref)),
-        })?;
         Ok(KeyPackageMetadata {
-            status,
+            status: parse_status(self.status_text, &self.metadata.keypackage_ref)?,
             ..self.metadata
         })
     }
+}
+
+/// A status read from the row of `keypackage_ref`; unknown text is
+/// [`Error::InvalidStatus`] naming the ref.
+fn parse_status(text: String, keypackage_ref: &[u8]) -> Result<KeyPackageStatus> {
+    text.parse().map_err(|_| Error::InvalidStatus {
+        text,
+        keypackage_ref: Some(RefBytes::of(keypackage_ref)),
+    })
 }
 
 /// Statuses whose KeyPackages are still in play: their private keys may yet
@@ -329,6 +334,9 @@ const LIVE: &str = "'created', 'uploaded', 'available', 'reserved'";
 
 /// Statuses whose one-time KeyPackages a server can hand out.
 const USABLE: &str = "'uploaded', 'available'";
+
+/// Statuses of a last-resort KeyPackage the server holds.
+const PUBLISHED: &str = "'uploaded', 'available', 'reserved'";
 
 // In the statements below `+status` keeps SQLite from choosing the status
 // index for an IN list, which would visit every row of those statuses; the
@@ -346,36 +354,49 @@ fn not_held(table: &str) -> String {
     )
 }
 
-/// A one-row CTE `expired`: among one-time KeyPackages expired at `?1` and
-/// not yet pruned, how many are created, usable and live, and how many may
-/// be pruned. One scan of the covering expiry index, as long as what is
-/// expired.
-fn expired_cte() -> String {
+/// A one-row CTE `soon` over the one-time KeyPackages that are not valid past
+/// the horizon's end `?2`: per role, how many of them have expired at `?1`
+/// (`*_expired`) and how many in all, expired or expiring (`*_soon`), and
+/// how many expired ones may be pruned. One scan of the covering expiry
+/// index, as long as what expires before the horizon's end.
+fn soon_cte() -> String {
     format!(
-        "expired AS (
-             SELECT COALESCE(SUM(status = 'created'), 0) AS created,
-                    COALESCE(SUM(status IN ({USABLE})), 0) AS usable,
-                    COALESCE(SUM(status IN ({LIVE})), 0) AS live,
-                    COALESCE(SUM({}), 0) AS prunable
+        "soon AS (
+             SELECT COALESCE(SUM(not_after < ?1 AND status = 'created'), 0) AS created_expired,
+                    COALESCE(SUM(not_after < ?1 AND status IN ({USABLE})), 0) AS usable_expired,
+                    COALESCE(SUM(not_after < ?1 AND status IN ({LIVE})), 0) AS live_expired,
+                    COALESCE(SUM(status = 'created'), 0) AS created_soon,
+                    COALESCE(SUM(status IN ({USABLE})), 0) AS usable_soon,
+                    COALESCE(SUM(status = 'failed'), 0) AS failed_soon,
+                    COALESCE(SUM(not_after < ?1 AND {}), 0) AS prunable
              FROM keypackage_pool_metadata
-             WHERE last_resort = 0 AND not_after < ?1)",
+             WHERE last_resort = 0 AND not_after < ?2)",
         not_held("")
     )
 }
 
-/// The three unexpired one-time counts (created, usable, live), as columns
-/// over the `expired` CTE: the trigger-kept count less what has expired.
-fn one_time_columns() -> [String; 3] {
-    let unexpired = |statuses: &str, column: &str| {
-        format!(
-            "(SELECT COALESCE(SUM(count), 0) FROM keypackage_pool_counts
-              WHERE last_resort = 0 AND status IN ({statuses})) - expired.{column}"
-        )
-    };
+/// How many one-time KeyPackages are in `statuses` (every status when
+/// `None`), from the trigger-kept count table.
+fn one_time_total(statuses: Option<&str>) -> String {
+    let filter = statuses.map_or(String::new(), |s| format!(" AND status IN ({s})"));
+    format!(
+        "(SELECT COALESCE(SUM(count), 0) FROM keypackage_pool_counts
+          WHERE last_resort = 0{filter})"
+    )
+}
+
+/// The [`OneTimeCounts`] columns, in field order, over the `soon` CTE.
+fn one_time_columns() -> [String; 7] {
+    let created = one_time_total(Some("'created'"));
+    let usable = one_time_total(Some(USABLE));
     [
-        unexpired("'created'", "created"),
-        unexpired(USABLE, "usable"),
-        unexpired(LIVE, "live"),
+        format!("{created} - soon.created_expired"),
+        format!("{usable} - soon.usable_expired"),
+        format!("{} - soon.live_expired", one_time_total(Some(LIVE))),
+        one_time_total(None),
+        format!("{created} - soon.created_soon"),
+        format!("{usable} - soon.usable_soon"),
+        format!("{} - soon.failed_soon", one_time_total(Some("'failed'"))),
     ]
 }
 
@@ -412,41 +433,87 @@ fn prunable(last_resort: bool) -> String {
 pub(crate) struct Summary {
     pub by_status: [usize; KeyPackageStatus::ALL.len()],
     pub counts: OneTimeCounts,
-    pub valid_last_resort: usize,
+    pub last_resort: LastResortCounts,
     pub expiring_soon: usize,
     pub next_expiry: Option<i64>,
     pub prunable: usize,
 }
 
-/// Unexpired one-time KeyPackages by role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One-time KeyPackages by role, at a moment `now` and a horizon's end.
+///
+/// "Fresh" ones are still valid at the horizon's end: only they count
+/// towards the pool's target, so that KeyPackages about to expire are
+/// replaced before they do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct OneTimeCounts {
-    /// Built, not yet uploaded.
-    pub created: usize,
-    /// Uploaded or available.
+    /// Unexpired and built, not yet uploaded.
+    pub pending: usize,
+    /// Unexpired and uploaded or available.
     pub usable: usize,
-    /// Created, uploaded, available or reserved.
+    /// Unexpired and created, uploaded, available or reserved.
     pub live: usize,
+    /// Every one-time KeyPackage with a row (and so its private keys on
+    /// disk), whatever its status or expiry: what the hard cap bounds.
+    pub held: usize,
+    /// Pending and still valid at the horizon's end.
+    pub fresh_pending: usize,
+    /// Usable and still valid at the horizon's end.
+    pub fresh_usable: usize,
+    /// Failed and still valid at the horizon's end: worth retrying.
+    pub fresh_failed: usize,
 }
 
-fn read_one_time(row: &Row<'_>, first: usize) -> rusqlite::Result<OneTimeCounts> {
-    let count = |i: usize| row.get::<_, i64>(first + i).map(non_negative);
-    Ok(OneTimeCounts {
-        created: count(0)?,
-        usable: count(1)?,
-        live: count(2)?,
-    })
+impl OneTimeCounts {
+    fn read(row: &Row<'_>, first: usize) -> rusqlite::Result<Self> {
+        let count = |i: usize| row.get::<_, i64>(first + i).map(non_negative);
+        Ok(Self {
+            pending: count(0)?,
+            usable: count(1)?,
+            live: count(2)?,
+            held: count(3)?,
+            fresh_pending: count(4)?,
+            fresh_usable: count(5)?,
+            fresh_failed: count(6)?,
+        })
+    }
 }
 
-/// Unexpired one-time KeyPackages at `now`, in one statement.
-pub(crate) fn one_time_counts(conn: &Connection, now: i64) -> Result<OneTimeCounts> {
+/// Last-resort KeyPackages by role, at a moment `now` and a horizon's end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct LastResortCounts {
+    /// Unexpired and live (created, uploaded, available or reserved).
+    pub valid: usize,
+    /// Unexpired and held by the server (uploaded, available or reserved).
+    pub published: usize,
+    /// Unexpired and not yet uploaded.
+    pub pending: usize,
+    /// Live and still valid at the horizon's end.
+    pub fresh: usize,
+}
+
+/// Unexpired one-time KeyPackages at `now`, with the horizon ending at
+/// `horizon_end`, in one statement.
+pub(crate) fn one_time_counts(
+    conn: &Connection,
+    now: i64,
+    horizon_end: i64,
+) -> Result<OneTimeCounts> {
     let sql = format!(
-        "WITH {} SELECT {} FROM expired",
-        expired_cte(),
+        "WITH {} SELECT {} FROM soon",
+        soon_cte(),
         one_time_columns().join(", ")
     );
     let mut stmt = conn.prepare_cached(&sql)?;
-    Ok(stmt.query_row([now], |row| read_one_time(row, 0))?)
+    Ok(stmt.query_row(params![now, horizon_end], |row| OneTimeCounts::read(row, 0))?)
+}
+
+/// How many one-time KeyPackages have a row, whatever their status or
+/// expiry: what the hard cap bounds.
+pub(crate) fn held_one_time(conn: &Connection) -> Result<usize> {
+    let count: i64 = conn
+        .prepare_cached(&format!("SELECT {}", one_time_total(None)))?
+        .query_row([], |row| row.get(0))?;
+    Ok(non_negative(count))
 }
 
 /// Reads every health figure at once. `horizon_end` bounds "expiring soon":
@@ -466,10 +533,8 @@ pub(crate) fn summary(conn: &Connection, now: i64, horizon_end: i64) -> Result<S
         })
         .collect();
     columns.extend(one_time_columns());
-    columns.push(format!(
-        "(SELECT COUNT(*) FROM keypackage_pool_metadata {BY_LAST_RESORT}
-          WHERE last_resort = 1 AND not_after >= ?1 AND +status IN ({LIVE}))"
-    ));
+    columns
+        .extend(["valid", "published", "pending", "fresh"].map(|c| format!("COALESCE(lr.{c}, 0)")));
     columns.push(format!(
         "(SELECT COUNT(*) FROM keypackage_pool_metadata
           WHERE not_after >= ?1 AND not_after < ?2 AND +status IN ({LIVE}))"
@@ -479,12 +544,19 @@ pub(crate) fn summary(conn: &Connection, now: i64, horizon_end: i64) -> Result<S
           WHERE not_after >= ?1 AND +status IN ({LIVE}))"
     ));
     columns.push(format!(
-        "expired.prunable + (SELECT COUNT(*) {})",
+        "soon.prunable + (SELECT COUNT(*) {})",
         prunable(true)
     ));
     let sql = format!(
-        "WITH {} SELECT {} FROM expired",
-        expired_cte(),
+        "WITH {}, lr AS (
+             SELECT SUM(status IN ({LIVE})) AS valid,
+                    SUM(status IN ({PUBLISHED})) AS published,
+                    SUM(status = 'created') AS pending,
+                    SUM(status IN ({LIVE}) AND not_after >= ?2) AS fresh
+             FROM keypackage_pool_metadata {BY_LAST_RESORT}
+             WHERE last_resort = 1 AND not_after >= ?1)
+         SELECT {} FROM soon, lr",
+        soon_cte(),
         columns.join(",\n       ")
     );
     let mut stmt = conn.prepare_cached(&sql)?;
@@ -495,13 +567,19 @@ pub(crate) fn summary(conn: &Connection, now: i64, horizon_end: i64) -> Result<S
         for (i, slot) in by_status.iter_mut().enumerate() {
             *slot = count(i)?;
         }
+        let lr = n + 7;
         Ok(Summary {
             by_status,
-            counts: read_one_time(row, n)?,
-            valid_last_resort: count(n + 3)?,
-            expiring_soon: count(n + 4)?,
-            next_expiry: row.get(n + 5)?,
-            prunable: count(n + 6)?,
+            counts: OneTimeCounts::read(row, n)?,
+            last_resort: LastResortCounts {
+                valid: count(lr)?,
+                published: count(lr + 1)?,
+                pending: count(lr + 2)?,
+                fresh: count(lr + 3)?,
+            },
+            expiring_soon: count(lr + 4)?,
+            next_expiry: row.get(lr + 5)?,
+            prunable: count(lr + 6)?,
         })
     })?)
 }
@@ -521,16 +599,72 @@ pub(crate) fn prunable_refs(conn: &Connection, now: i64) -> Result<Vec<Vec<u8>>>
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// Live last-resort KeyPackages still valid at `now`, best to keep first
-/// (published ones before unpublished, then the longest-lived), each with
-/// whether it is reserved.
-pub(crate) fn valid_last_resort_refs(conn: &Connection, now: i64) -> Result<Vec<(Vec<u8>, bool)>> {
+/// A last-resort KeyPackage as [`last_resort_rows`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LastResortRow {
+    pub keypackage_ref: Vec<u8>,
+    pub status: KeyPackageStatus,
+    pub not_after: i64,
+}
+
+/// Last-resort KeyPackages still valid at `now` that are live or failed,
+/// longest-lived first (the later written first among equals).
+pub(crate) fn last_resort_rows(conn: &Connection, now: i64) -> Result<Vec<LastResortRow>> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT keypackage_ref, status = 'reserved' FROM keypackage_pool_metadata {BY_LAST_RESORT}
-         WHERE last_resort = 1 AND not_after >= ?1 AND +status IN ({LIVE})
-         ORDER BY status IN ({USABLE}, 'reserved') DESC, not_after DESC, rowid DESC"
+        "SELECT keypackage_ref, status, not_after FROM keypackage_pool_metadata {BY_LAST_RESORT}
+         WHERE last_resort = 1 AND not_after >= ?1 AND +status IN ({LIVE}, 'failed')
+         ORDER BY not_after DESC, rowid DESC"
     ))?;
-    let rows = stmt.query_map([now], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    let rows = stmt.query_map([now], |row| {
+        Ok((
+            row.get::<_, Vec<u8>>(0)?,
+            row.get::<_, String>(1)?,
+            row.get(2)?,
+        ))
+    })?;
+    rows.map(|row| {
+        let (keypackage_ref, status_text, not_after) = row?;
+        Ok(LastResortRow {
+            status: parse_status(status_text, &keypackage_ref)?,
+            keypackage_ref,
+            not_after,
+        })
+    })
+    .collect()
+}
+
+/// The `created` KeyPackages (last-resort ones included) still valid at
+/// `now`, oldest first: what may be uploaded.
+pub(crate) fn uploadable(conn: &Connection, now: i64) -> Result<Vec<KeyPackageMetadata>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM keypackage_pool_metadata
+         WHERE status = 'created' AND not_after >= ?1 ORDER BY created_at, rowid"
+    ))?;
+    let rows = stmt.query_map([now], RawRow::read)?;
+    rows.map(|row| row?.parse()).collect()
+}
+
+// The statement below moves failed rows back to created without going
+// through `transition`; the lifecycle must allow that move.
+const _: () = assert!(KeyPackageStatus::Failed.can_transition_to(KeyPackageStatus::Created));
+
+/// Moves up to `limit` failed one-time KeyPackages still valid at `valid_at`
+/// back to `created`, the longest-lived first, so they are uploaded again
+/// rather than replaced; returns their refs.
+pub(crate) fn retry_failed(conn: &Connection, limit: usize, valid_at: i64) -> Result<Vec<Vec<u8>>> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn.prepare_cached(
+        "UPDATE keypackage_pool_metadata SET status = 'created'
+         WHERE keypackage_ref IN (
+             SELECT keypackage_ref FROM keypackage_pool_metadata
+             WHERE status = 'failed' AND last_resort = 0 AND not_after >= ?1
+             ORDER BY not_after DESC, rowid DESC LIMIT ?2)
+         RETURNING keypackage_ref",
+    )?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = stmt.query_map(params![valid_at, limit], |row| row.get(0))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// SQLite's journal mode for the database file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,9 +95,36 @@ impl Default for StorageOptions {
     }
 }
 
+/// The longest busy timeout SQLite can take: `i32::MAX` milliseconds, a
+/// little under 25 days.
+pub const MAX_BUSY_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
+
 impl StorageOptions {
-    /// Applies the settings to `conn`.
+    /// Checks that SQLite can take these settings: the busy timeout is at
+    /// most [`MAX_BUSY_TIMEOUT`]. Opening with options that fail this is the
+    /// same error, before anything is written.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use openmls_keypackage_pool::{Error, StorageOptions};
+    ///
+    /// let forever = StorageOptions { busy_timeout: Duration::MAX, ..Default::default() };
+    /// assert!(matches!(forever.validate(), Err(Error::BusyTimeoutTooLong { .. })));
+    /// ```
+    pub fn validate(&self) -> Result<()> {
+        if self.busy_timeout > MAX_BUSY_TIMEOUT {
+            return Err(Error::BusyTimeoutTooLong {
+                requested: self.busy_timeout,
+                max: MAX_BUSY_TIMEOUT,
+            });
+        }
+        Ok(())
+    }
+
+    /// Applies the settings to `conn`, after [validating](Self::validate)
+    /// them.
     pub(crate) fn apply(&self, conn: &Connection) -> Result<()> {
+        self.validate()?;
         conn.busy_timeout(self.busy_timeout)?;
         // Savepoint journals go to temporary files; in memory they cost a
         // copy instead of a write per page.

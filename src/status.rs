@@ -10,14 +10,18 @@ use crate::error::Error;
 ///
 /// ```text
 /// created ──► uploaded ──► available ──► reserved ──► spent
-///    │  ▲         │            │  ▲          │
-///    ▼  │         ▼            │  └──────────┘ (reservation lapsed)
-///   failed      failed         └──────────────────► spent
+///    │  ▲       │ │ │          │  ▲          │
+///    ▼  │       │ │ │          │  └──────────┘ (reservation lapsed)
+///   failed ◄────┘ │ │          └──────────────────► spent
+///                 │ └───────────────────► reserved
+///                 └─────────────────────────────────► spent
 ///
 /// every status but spent ──► expired
 /// ```
 ///
-/// `spent` and `expired` are final. Stored in the database as the lowercase
+/// `uploaded` may move straight to `reserved` or `spent`, for servers that
+/// have no separate "confirmed available" step; `available` is for those
+/// that do. `spent` and `expired` are final. Stored in the database as the lowercase
 /// name returned by [`as_str`](Self::as_str).
 ///
 /// ```
@@ -84,7 +88,7 @@ impl KeyPackageStatus {
         matches!(
             (self, to),
             (Created, Uploaded | Failed | Expired)
-                | (Uploaded, Available | Failed | Expired)
+                | (Uploaded, Available | Reserved | Spent | Failed | Expired)
                 | (Available, Reserved | Spent | Expired)
                 | (Reserved, Spent | Available | Expired)
                 | (Failed, Created | Expired)

@@ -91,14 +91,20 @@ fn a_corrupt_bundle_names_its_ref_and_the_others_stay_usable() {
         PoolConfig::default(),
     )
     .unwrap();
-    match pool.pending_upload() {
-        Err(Error::CorruptBundle { keypackage_ref, .. }) => {
-            assert_eq!(keypackage_ref.0, bad_ref.as_slice())
-        }
-        other => panic!("expected CorruptBundle, got {other:?}"),
+    let pending = pool.pending_upload().unwrap();
+    assert!(pending.ready.is_empty());
+    match &pending.unreadable[..] {
+        [unreadable] => match &unreadable.error {
+            Error::CorruptBundle { keypackage_ref, .. } => {
+                assert_eq!(keypackage_ref.0, bad_ref.as_slice())
+            }
+            other => panic!("expected CorruptBundle, got {other:?}"),
+        },
+        other => panic!("expected one unreadable KeyPackage, got {other:?}"),
     }
     storage.remove_key_package(bad_ref.as_slice()).unwrap();
-    assert!(pool.pending_upload().unwrap().is_empty());
+    let pending = pool.pending_upload().unwrap();
+    assert!(pending.ready.is_empty() && pending.unreadable.is_empty());
     assert_eq!((bundle_count(storage), metadata_count(storage)), (0, 0));
 }
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use common::{build_key_package, join, Identity, PlainClient};
 use openmls::prelude::*;
-use openmls_keypackage_pool::{KeyPackagePool, PoolConfig, PoolProvider, StorageOptions};
+use openmls_keypackage_pool::{KeyPackagePool, PoolProvider, StorageOptions};
 
 /// The two private keys of a bundle, read from its serde form (OpenMLS only
 /// exposes one of them outside its own tests).
@@ -137,10 +137,7 @@ fn a_pruned_key_package_leaves_no_trace_of_either_private_key() {
         &provider,
         &erin.signer,
         erin.credential.clone(),
-        PoolConfig {
-            lifetime_secs: 24 * 60 * 60,
-            ..PoolConfig::default()
-        },
+        common::lifetime_days(1),
     )
     .unwrap();
     let refs = pool.generate(3).unwrap();

@@ -23,6 +23,8 @@ const ALLOWED: &[(KeyPackageStatus, KeyPackageStatus)] = &[
     (Created, Failed),
     (Created, Expired),
     (Uploaded, Available),
+    (Uploaded, Reserved),
+    (Uploaded, Spent),
     (Uploaded, Failed),
     (Uploaded, Expired),
     (Available, Reserved),

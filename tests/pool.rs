@@ -7,10 +7,9 @@ use common::{
     PoolFixture as Fixture, DAY,
 };
 use openmls::prelude::*;
-use openmls_basic_credential::SignatureKeyPair;
 use openmls_keypackage_pool::{
     key_package_ref_from_bytes, Error, KeyPackagePool, KeyPackageStatus, PoolAction, PoolConfig,
-    PoolProvider, PoolStorage,
+    PoolStorage,
 };
 use tls_codec::Deserialize as _;
 
@@ -53,7 +52,7 @@ fn generate_refuses_to_pass_the_hard_cap() {
     match pool.generate(9) {
         Err(Error::HardCapExceeded {
             requested: 9,
-            live: 0,
+            held: 0,
             hard_cap: 8,
         }) => {}
         other => panic!("expected HardCapExceeded, got {other:?}"),
@@ -62,9 +61,9 @@ fn generate_refuses_to_pass_the_hard_cap() {
     pool.generate(8).unwrap();
     assert!(matches!(
         pool.generate(1),
-        Err(Error::HardCapExceeded { live: 8, .. })
+        Err(Error::HardCapExceeded { held: 8, .. })
     ));
-    // Spent and expired ones no longer count against the cap.
+    // An expired one still has its keys on disk, so it still counts...
     let first = fx
         .storage()
         .get_metadata_by_status(KeyPackageStatus::Created)
@@ -74,8 +73,14 @@ fn generate_refuses_to_pass_the_hard_cap() {
     fx.storage()
         .update_pool_metadata_status(&first, KeyPackageStatus::Expired)
         .unwrap();
+    assert!(matches!(
+        pool.generate(1),
+        Err(Error::HardCapExceeded { held: 8, .. })
+    ));
+    // ... until it is deleted.
+    fx.storage().remove_key_package(&first).unwrap();
     pool.generate(1).unwrap();
-    assert_eq!(bundle_count(fx.storage()), 9);
+    assert_eq!(bundle_count(fx.storage()), 8);
 }
 
 #[test]
@@ -159,7 +164,11 @@ fn replenishing_twice_before_an_upload_builds_nothing_more() {
         PoolAction::CreateLastResort
     );
     pool.ensure_last_resort(now()).unwrap();
-    assert_eq!(pool.health(now()).unwrap().recommended, PoolAction::None);
+    // Nothing more to build: everything waits for the upload.
+    assert_eq!(
+        pool.health(now()).unwrap().actions,
+        [PoolAction::Upload(11)]
+    );
 }
 
 #[test]
@@ -201,8 +210,9 @@ fn pending_upload_gives_verifiable_key_packages_and_marking_moves_them() {
     let pool = fx.pool(PoolConfig::default());
     let refs = pool.generate(3).unwrap();
     let pending = pool.pending_upload().unwrap();
-    assert_eq!(pending.len(), 3);
-    for p in &pending {
+    assert_eq!(pending.ready.len(), 3);
+    assert!(pending.unreadable.is_empty());
+    for p in &pending.ready {
         assert!(refs.contains(&p.keypackage_ref));
         // What a server would do: decode and verify, then compute the ref.
         let key_package = KeyPackageIn::tls_deserialize_exact(&p.key_package)
@@ -221,7 +231,7 @@ fn pending_upload_gives_verifiable_key_packages_and_marking_moves_them() {
 
     pool.mark_uploaded(&refs[..2]).unwrap();
     pool.mark_failed(&refs[2..]).unwrap();
-    assert!(pool.pending_upload().unwrap().is_empty());
+    assert!(pool.pending_upload().unwrap().ready.is_empty());
     assert_eq!(
         fx.storage()
             .count_by_status(KeyPackageStatus::Uploaded)
@@ -387,26 +397,33 @@ fn health_reports_counts_expiry_and_the_next_action() {
     let empty = pool.health(t).unwrap();
     assert_eq!((empty.usable, empty.live, empty.prunable), (0, 0, 0));
     assert_eq!(empty.next_expiry, None);
+    assert_eq!(
+        empty.actions,
+        [
+            PoolAction::CreateLastResort,
+            PoolAction::Replenish(6),
+            PoolAction::Upload(7)
+        ]
+    );
     assert_eq!(empty.recommended, PoolAction::CreateLastResort);
 
-    pool.ensure_last_resort(t).unwrap();
+    let last_resort = pool.ensure_last_resort(t).unwrap().created.unwrap();
     assert_eq!(
-        pool.health(t).unwrap().recommended,
-        PoolAction::Replenish(6)
+        pool.health(t).unwrap().actions,
+        [PoolAction::Replenish(6), PoolAction::Upload(7)]
     );
 
-    // Two 1-day KeyPackages uploaded, four 14-day ones created, one reserved.
+    // Two 1-day KeyPackages uploaded, four 14-day ones created, one of which
+    // is then uploaded and reserved.
     let soon = fx.pool(PoolConfig {
         lifetime_secs: DAY as u64,
+        expiry_horizon_secs: 60 * 60,
         ..sized(6, 3, 20)
     });
     let short = fx.uploaded(&soon, 2);
     let long = pool.generate(4).unwrap();
     fx.storage()
         .update_pool_metadata_status(&long[0], KeyPackageStatus::Uploaded)
-        .unwrap();
-    fx.storage()
-        .update_pool_metadata_status(&long[0], KeyPackageStatus::Available)
         .unwrap();
     fx.storage()
         .update_reservation_info(&long[0], "r", "p", t + 60)
@@ -424,7 +441,8 @@ fn health_reports_counts_expiry_and_the_next_action() {
     assert_eq!(health.pending_upload, 3);
     assert_eq!(health.usable, 2);
     assert_eq!(health.live, 6);
-    assert!(health.has_last_resort);
+    assert_eq!(health.held, 6);
+    assert!(!health.has_last_resort, "built, not uploaded");
     assert_eq!(health.expiring_soon, 2, "the 1-day ones, within 2 days");
     let short_not_after = fx
         .storage()
@@ -434,18 +452,36 @@ fn health_reports_counts_expiry_and_the_next_action() {
         .not_after;
     assert_eq!(health.next_expiry, Some(short_not_after));
     assert_eq!(health.prunable, 0);
-    // Below the watermark of 3: 6 - (2 usable + 3 pending) = 1.
-    assert_eq!(health.recommended, PoolAction::Replenish(1));
+    // The 1-day ones expire within the horizon, so none of the usable ones
+    // counts: 6 - (0 usable + 3 pending) = 3 to build, then everything
+    // pending (3 + the last resort + those 3) to upload.
+    assert_eq!(
+        health.actions,
+        [PoolAction::Replenish(3), PoolAction::Upload(7)]
+    );
 
     // Three days on, the 1-day ones have expired and must be pruned first.
     let later = pool.health(t + 3 * DAY).unwrap();
     assert_eq!(later.prunable, 2);
     assert_eq!(later.usable, 0, "expired ones are not usable");
+    assert_eq!(later.held, 6, "their keys are on disk until pruned");
+    assert_eq!(
+        later.actions,
+        [
+            PoolAction::Prune(2),
+            PoolAction::Replenish(3),
+            PoolAction::Upload(7)
+        ]
+    );
     assert_eq!(later.recommended, PoolAction::Prune(2));
 
-    // A healthy pool needs nothing.
-    fx.uploaded(&pool, 1);
-    assert_eq!(pool.health(t).unwrap().recommended, PoolAction::None);
+    // Uploaded, the long-lived ones and the last resort make a healthy pool.
+    pool.mark_uploaded(&[&last_resort, &long[1], &long[2], &long[3]])
+        .unwrap();
+    let healthy = pool.health(t).unwrap();
+    assert!(healthy.has_last_resort);
+    assert_eq!(healthy.actions, []);
+    assert_eq!(healthy.recommended, PoolAction::None);
 }
 
 #[test]
@@ -469,6 +505,12 @@ fn invalid_configurations_are_refused() {
         },
         PoolConfig {
             expiry_horizon_secs: u64::MAX,
+            ..PoolConfig::default()
+        },
+        // A horizon as long as the lifetime: every KeyPackage is due for
+        // replacement as soon as it is built.
+        PoolConfig {
+            expiry_horizon_secs: 14 * DAY as u64,
             ..PoolConfig::default()
         },
     ];
@@ -513,7 +555,7 @@ fn generate_parallel_writes_every_bundle_and_row() {
     assert_eq!(pool.generate_parallel(3, 0).unwrap().len(), 3);
     assert!(matches!(
         pool.generate_parallel(64, 2),
-        Err(Error::HardCapExceeded { live: 23, .. })
+        Err(Error::HardCapExceeded { held: 23, .. })
     ));
 }
 

@@ -48,13 +48,16 @@ fn running_twice_reuses_the_pool() {
     assert_eq!(first["generated"], 6);
     assert_eq!(first["live"], 6);
     assert_eq!(first["identity_reused"], false);
-    assert_eq!(first["has_last_resort"], true);
+    // Built, but not yet on a server.
+    assert_eq!(first["has_last_resort"], false);
+    assert_eq!(first["last_resort_pending"], true);
+    assert_eq!(first["actions"], serde_json::json!(["Upload(7)"]));
 
     let second = json(&run(&["--db", db, "--count", "6", "--json"]));
     assert_eq!(second["generated"], 0);
     assert_eq!(second["live"], 6);
     assert_eq!(second["identity_reused"], true);
-    assert_eq!(second["last_resort_created"], false);
+    assert_eq!(second["last_resort"], "kept");
 
     // The database agrees with what was printed: 6 one-time KeyPackages and
     // one last-resort one, each with its bundle.
@@ -84,6 +87,9 @@ fn a_larger_count_tops_up_and_upload_marking_moves_everything() {
     assert_eq!(grown["counts"]["uploaded"], 6);
     assert_eq!(grown["counts"]["created"], 0);
     assert_eq!(grown["usable"], 5);
+    assert_eq!(grown["has_last_resort"], true);
+    assert_eq!(grown["actions"], serde_json::json!([]));
+    assert_eq!(grown["recommended"], "None");
 }
 
 #[test]
@@ -148,4 +154,38 @@ fn an_unopenable_path_and_bad_flags_are_one_line_errors() {
     let help = run(&["--help"]);
     assert!(help.status.success());
     assert!(String::from_utf8_lossy(&help.stdout).contains("--count"));
+}
+
+#[test]
+fn a_smaller_count_than_the_pool_holds_succeeds_and_changes_nothing() {
+    let (_dir, db) = common::temp_db();
+    let db = db.to_str().unwrap();
+    json(&run(&["--db", db, "--count", "6", "--json"]));
+    let refs = |storage: &PoolStorage| {
+        let mut refs: Vec<Vec<u8>> = KeyPackageStatus::ALL
+            .into_iter()
+            .flat_map(|s| storage.get_metadata_by_status(s).unwrap())
+            .map(|row| row.keypackage_ref)
+            .collect();
+        refs.sort();
+        refs
+    };
+    let before = refs(&PoolStorage::open(db).unwrap());
+
+    let output = run(&["--db", db, "--count", "2"]);
+    assert!(
+        output.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let table = String::from_utf8(output.stdout).unwrap();
+    assert!(table.contains("nothing needed building"), "{table}");
+    // What the pool needs instead: the upload of what was built.
+    assert!(
+        table.contains("next steps                     upload 7"),
+        "{table}"
+    );
+    let second = json(&run(&["--db", db, "--count", "2", "--json"]));
+    assert_eq!(second["generated"], 0);
+    assert_eq!(refs(&PoolStorage::open(db).unwrap()), before);
 }

@@ -256,6 +256,7 @@ pub fn large_pool(env: &Env, path: &Path, rows: usize, real_expiring: usize) -> 
             low_watermark: 0,
             hard_cap: rows + real_expiring,
             lifetime_secs: 86_400,
+            expiry_horizon_secs: 3_600,
             ..PoolConfig::default()
         };
         KeyPackagePool::new(&provider, &env.signer, env.credential.clone(), config)

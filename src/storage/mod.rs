@@ -152,6 +152,8 @@ impl<C: Codec> PoolStorage<C> {
         path: impl AsRef<Path>,
         options: &StorageOptions,
     ) -> Result<Self> {
+        // Checked before the file is opened, so bad options create nothing.
+        options.validate()?;
         Self::from_connection_with_codec(Connection::open(path)?, options)
     }
 

@@ -69,7 +69,7 @@ fn allowed(from: KeyPackageStatus, to: KeyPackageStatus) -> bool {
     matches!(
         (from, to),
         (Created, Uploaded | Failed | Expired)
-            | (Uploaded, Available | Failed | Expired)
+            | (Uploaded, Available | Reserved | Spent | Failed | Expired)
             | (Available, Reserved | Spent | Expired)
             | (Reserved, Spent | Available | Expired)
             | (Failed, Created | Expired)

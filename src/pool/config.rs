@@ -1,0 +1,109 @@
+//! [`PoolConfig`]: how a pool sizes and ages its KeyPackages, and the checks
+//! that keep those settings workable.
+
+use openmls::prelude::Ciphersuite;
+
+use crate::error::{Error, Result};
+
+pub(super) const DAY: u64 = 24 * 60 * 60;
+
+/// The longest KeyPackage lifetime OpenMLS accepts from other clients:
+/// 84 days (its `MAX_LEAF_NODE_LIFETIME_RANGE_SECONDS` less the hour it
+/// back-dates `not_before` by). A longer one would be refused by peers.
+pub const MAX_LIFETIME_SECS: u64 = 84 * DAY;
+
+/// How a [`KeyPackagePool`](crate::KeyPackagePool) sizes and ages its
+/// KeyPackages.
+///
+/// The defaults: keep 32 published, top up when fewer than 8 remain, never
+/// hold more than 64 one-time KeyPackages on disk, 14-day lifetimes, and
+/// replace KeyPackages 2 days before they expire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// How many usable KeyPackages [`replenish`](crate::KeyPackagePool::replenish)
+    /// brings the pool back to.
+    pub target_size: usize,
+    /// Below this many usable KeyPackages, `replenish` tops up.
+    pub low_watermark: usize,
+    /// The most one-time KeyPackages whose private keys the pool keeps on
+    /// disk, whatever their status (`failed`, `spent` and expired ones
+    /// included, until they are pruned or consumed);
+    /// [`generate`](crate::KeyPackagePool::generate) refuses to pass it and
+    /// `replenish` builds only what fits.
+    pub hard_cap: usize,
+    /// Each KeyPackage's lifetime in seconds, at most [`MAX_LIFETIME_SECS`].
+    pub lifetime_secs: u64,
+    /// How long before expiry a KeyPackage stops counting towards the pool,
+    /// in seconds: one that expires within this horizon is replaced by
+    /// `replenish` (or, for the last-resort one,
+    /// [`ensure_last_resort`](crate::KeyPackagePool::ensure_last_resort))
+    /// while it is still valid. Shorter than `lifetime_secs`.
+    pub expiry_horizon_secs: u64,
+    /// The ciphersuite of every KeyPackage built.
+    pub ciphersuite: Ciphersuite,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            target_size: 32,
+            low_watermark: 8,
+            hard_cap: 64,
+            lifetime_secs: 14 * DAY,
+            expiry_horizon_secs: 2 * DAY,
+            ciphersuite: Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519,
+        }
+    }
+}
+
+impl PoolConfig {
+    /// Checks that the sizes are ordered (`low_watermark <= target_size <=
+    /// hard_cap`, `target_size > 0`), the lifetime is within what peers
+    /// accept, and the expiry horizon is shorter than the lifetime (or every
+    /// KeyPackage would need replacing from the moment it was built).
+    ///
+    /// ```
+    /// use openmls_keypackage_pool::{Error, PoolConfig};
+    ///
+    /// assert!(PoolConfig::default().validate().is_ok());
+    /// let too_far_ahead = PoolConfig { expiry_horizon_secs: 30 * 86_400, ..Default::default() };
+    /// assert!(matches!(too_far_ahead.validate(), Err(Error::InvalidConfig { .. })));
+    /// ```
+    pub fn validate(&self) -> Result<()> {
+        let reason = if self.target_size == 0 {
+            "target_size must be at least 1".to_owned()
+        } else if self.low_watermark > self.target_size {
+            format!(
+                "low_watermark {} is above target_size {}",
+                self.low_watermark, self.target_size
+            )
+        } else if self.target_size > self.hard_cap {
+            format!(
+                "target_size {} is above hard_cap {}",
+                self.target_size, self.hard_cap
+            )
+        } else if self.lifetime_secs == 0 || self.lifetime_secs > MAX_LIFETIME_SECS {
+            format!(
+                "lifetime_secs {} is outside 1..={MAX_LIFETIME_SECS}, the validity window peers accept",
+                self.lifetime_secs
+            )
+        } else if self.expiry_horizon_secs >= self.lifetime_secs {
+            format!(
+                "expiry_horizon_secs {} is not shorter than lifetime_secs {}: every new KeyPackage would already be due for replacement",
+                self.expiry_horizon_secs, self.lifetime_secs
+            )
+        } else {
+            return Ok(());
+        };
+        Err(Error::InvalidConfig { reason })
+    }
+
+    /// The end of the expiry horizon seen from `now`: KeyPackages valid
+    /// until then count towards the pool.
+    pub(super) fn horizon_end(&self, now: i64) -> i64 {
+        // `validate` bounds the horizon by the lifetime, itself at most 84
+        // days, so it always fits.
+        let horizon = i64::try_from(self.expiry_horizon_secs).unwrap_or(i64::MAX);
+        now.saturating_add(horizon)
+    }
+}

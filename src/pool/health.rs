@@ -1,0 +1,281 @@
+//! What a pool needs: the one rule that decides it ([`Plan`]), and the
+//! [`PoolHealth`] report with the actions that follow from it.
+
+use openmls_traits::signatures::Signer;
+
+use super::{KeyPackagePool, PoolConfig};
+use crate::{
+    codec::Codec,
+    error::Result,
+    metadata::{self, LastResortCounts, OneTimeCounts},
+    status::KeyPackageStatus,
+};
+
+/// Something a client should do to its pool.
+///
+/// [`PoolHealth::actions`] lists them in the order to carry them out:
+/// removing what must not be advertised, then building, then uploading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolAction {
+    /// Nothing: the pool is healthy.
+    None,
+    /// Delete this many expired KeyPackages ([`KeyPackagePool::prune_expired`]).
+    Prune(usize),
+    /// There is no valid last-resort KeyPackage
+    /// ([`KeyPackagePool::ensure_last_resort`]).
+    CreateLastResort,
+    /// Make this many one-time KeyPackages pending upload
+    /// ([`KeyPackagePool::replenish`]): failed ones retried first, then new
+    /// ones built.
+    Replenish(usize),
+    /// The last-resort KeyPackage expires within the horizon and has no
+    /// replacement yet ([`KeyPackagePool::ensure_last_resort`]).
+    ReplaceLastResort,
+    /// Upload this many KeyPackages, last-resort ones included
+    /// ([`KeyPackagePool::pending_upload`], then
+    /// [`mark_uploaded`](KeyPackagePool::mark_uploaded)).
+    Upload(usize),
+}
+
+/// A snapshot of the pool, read in one SQL statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolHealth {
+    counts: [usize; KeyPackageStatus::ALL.len()],
+    /// Unexpired one-time KeyPackages waiting for upload (`created`).
+    pub pending_upload: usize,
+    /// Unexpired one-time KeyPackages a server can hand out (uploaded or
+    /// available).
+    pub usable: usize,
+    /// Unexpired live one-time KeyPackages (created, uploaded, available or
+    /// reserved).
+    pub live: usize,
+    /// One-time KeyPackages whose private keys are on disk, whatever their
+    /// status or expiry: the figure the hard cap bounds.
+    pub held: usize,
+    /// Whether the server holds a valid last-resort KeyPackage (uploaded,
+    /// available or reserved, unexpired). One that was built but not yet
+    /// uploaded does not count.
+    pub has_last_resort: bool,
+    /// Whether a valid last-resort KeyPackage was built and waits for its
+    /// upload.
+    pub last_resort_pending: bool,
+    /// Live KeyPackages (last-resort included) whose `not_after` falls within
+    /// the configured horizon.
+    pub expiring_soon: usize,
+    /// The oldest `not_after` among live KeyPackages that have not expired:
+    /// when the next one will.
+    pub next_expiry: Option<i64>,
+    /// Expired KeyPackages [`prune_expired`](KeyPackagePool::prune_expired)
+    /// would delete now.
+    pub prunable: usize,
+    /// Everything the pool needs, in the order to do it; empty when healthy.
+    pub actions: Vec<PoolAction>,
+    /// The first of `actions`, or [`PoolAction::None`].
+    pub recommended: PoolAction,
+}
+
+impl PoolHealth {
+    /// How many KeyPackages (last-resort and expired ones included) are in
+    /// `status`.
+    pub fn count(&self, status: KeyPackageStatus) -> usize {
+        KeyPackageStatus::ALL
+            .iter()
+            .position(|s| *s == status)
+            .map_or(0, |i| self.counts[i])
+    }
+}
+
+/// What [`KeyPackagePool::replenish`] does for given counts: the one rule it
+/// and [`KeyPackagePool::health`] follow.
+///
+/// Only KeyPackages still valid at the horizon's end count ("fresh"), so
+/// that those about to expire are replaced while they still work. When
+/// fewer than `low_watermark` fresh ones are usable, the gap to
+/// `target_size` (less the fresh ones already pending) is filled by retrying
+/// fresh `failed` ones first, which costs no new keys, then by building new
+/// ones, as many as the hard cap leaves room for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) struct Plan {
+    /// Failed KeyPackages to move back to `created`.
+    pub retry: usize,
+    /// New KeyPackages to build.
+    pub build: usize,
+}
+
+impl Plan {
+    pub(super) fn for_counts(config: &PoolConfig, counts: &OneTimeCounts) -> Self {
+        if counts.fresh_usable >= config.low_watermark {
+            return Self::default();
+        }
+        let gap = config
+            .target_size
+            .saturating_sub(counts.fresh_usable.saturating_add(counts.fresh_pending));
+        let retry = gap.min(counts.fresh_failed);
+        let room = config.hard_cap.saturating_sub(counts.held);
+        Self {
+            retry,
+            build: (gap - retry).min(room),
+        }
+    }
+
+    /// How many KeyPackages the plan makes pending upload.
+    fn total(self) -> usize {
+        self.retry + self.build
+    }
+}
+
+/// The actions for a pool in this state, in the order to carry them out.
+fn actions(
+    plan: Plan,
+    counts: &OneTimeCounts,
+    last_resort: &LastResortCounts,
+    prunable: usize,
+) -> Vec<PoolAction> {
+    let mut actions = Vec::new();
+    // What the actions before the upload leave pending is uploaded with
+    // what already was.
+    let mut pending = counts.pending + last_resort.pending;
+    if prunable > 0 {
+        actions.push(PoolAction::Prune(prunable));
+    }
+    if last_resort.valid == 0 {
+        actions.push(PoolAction::CreateLastResort);
+        pending += 1;
+    }
+    if plan.total() > 0 {
+        actions.push(PoolAction::Replenish(plan.total()));
+        pending += plan.total();
+    }
+    if last_resort.valid > 0 && last_resort.fresh == 0 {
+        actions.push(PoolAction::ReplaceLastResort);
+        pending += 1;
+    }
+    if pending > 0 {
+        actions.push(PoolAction::Upload(pending));
+    }
+    actions
+}
+
+impl<S: Signer, C: Codec> KeyPackagePool<'_, S, C> {
+    /// Counts, expiry, and what the pool needs, in one SQL statement.
+    ///
+    /// [`actions`](PoolHealth::actions) lists, in the order to carry them
+    /// out: [`Prune`](PoolAction::Prune) expired KeyPackages (they must not
+    /// be advertised); [`CreateLastResort`](PoolAction::CreateLastResort)
+    /// when none is valid; [`Replenish`](PoolAction::Replenish) with what
+    /// [`replenish`](Self::replenish) would make pending (the rule is
+    /// [`replenish`](Self::replenish)'s, KeyPackages expiring within the
+    /// horizon included); [`ReplaceLastResort`](PoolAction::ReplaceLastResort)
+    /// when the last-resort one expires within the horizon; and
+    /// [`Upload`](PoolAction::Upload) for everything then waiting for the
+    /// server. A pool whose KeyPackages are all built but none uploaded is
+    /// not healthy: it needs the upload.
+    ///
+    /// ```
+    /// # use openmls_basic_credential::SignatureKeyPair;
+    /// # use openmls::prelude::*;
+    /// use openmls_keypackage_pool::{KeyPackagePool, PoolAction, PoolConfig, PoolProvider};
+    /// # let provider = PoolProvider::open_in_memory()?;
+    /// # let config = PoolConfig { target_size: 4, low_watermark: 2, hard_cap: 8, ..Default::default() };
+    /// # let signer = SignatureKeyPair::new(config.ciphersuite.signature_algorithm())?;
+    /// # let credential = CredentialWithKey {
+    /// #     credential: BasicCredential::new(b"erin".to_vec()).into(),
+    /// #     signature_key: signer.public().into(),
+    /// # };
+    /// let pool = KeyPackagePool::new(&provider, &signer, credential, config)?;
+    /// let now = 1_900_000_000;
+    /// assert_eq!(
+    ///     pool.health(now)?.actions,
+    ///     [PoolAction::CreateLastResort, PoolAction::Replenish(4), PoolAction::Upload(5)]
+    /// );
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn health(&self, now: i64) -> Result<PoolHealth> {
+        let summary = metadata::summary(
+            self.provider.storage().connection(),
+            now,
+            self.config.horizon_end(now),
+        )?;
+        let plan = Plan::for_counts(&self.config, &summary.counts);
+        let actions = actions(
+            plan,
+            &summary.counts,
+            &summary.last_resort,
+            summary.prunable,
+        );
+        Ok(PoolHealth {
+            counts: summary.by_status,
+            pending_upload: summary.counts.pending,
+            usable: summary.counts.usable,
+            live: summary.counts.live,
+            held: summary.counts.held,
+            has_last_resort: summary.last_resort.published > 0,
+            last_resort_pending: summary.last_resort.pending > 0,
+            expiring_soon: summary.expiring_soon,
+            next_expiry: summary.next_expiry,
+            prunable: summary.prunable,
+            recommended: actions.first().copied().unwrap_or(PoolAction::None),
+            actions,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> PoolConfig {
+        PoolConfig {
+            target_size: 10,
+            low_watermark: 4,
+            hard_cap: 16,
+            ..PoolConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_pool_at_or_above_the_watermark_needs_nothing() {
+        let counts = OneTimeCounts {
+            fresh_usable: 4,
+            held: 40,
+            ..Default::default()
+        };
+        assert_eq!(Plan::for_counts(&config(), &counts), Plan::default());
+    }
+
+    #[test]
+    fn failed_ones_are_retried_before_new_ones_are_built() {
+        let counts = OneTimeCounts {
+            fresh_usable: 1,
+            fresh_pending: 2,
+            fresh_failed: 3,
+            held: 6,
+            ..Default::default()
+        };
+        assert_eq!(
+            Plan::for_counts(&config(), &counts),
+            Plan { retry: 3, build: 4 }
+        );
+    }
+
+    #[test]
+    fn the_cap_limits_what_is_built_but_not_what_is_retried() {
+        let counts = OneTimeCounts {
+            fresh_failed: 5,
+            held: 15,
+            ..Default::default()
+        };
+        assert_eq!(
+            Plan::for_counts(&config(), &counts),
+            Plan { retry: 5, build: 1 }
+        );
+        let far_above = OneTimeCounts {
+            held: 100,
+            ..Default::default()
+        };
+        assert_eq!(
+            Plan::for_counts(&config(), &far_above),
+            Plan { retry: 0, build: 0 }
+        );
+    }
+}

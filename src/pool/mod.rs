@@ -1,0 +1,183 @@
+//! [`KeyPackagePool`]: keeps a pool of one-time KeyPackages published,
+//! topped up, and free of expired keys.
+//!
+//! One file per concern: [`config`] the settings, [`health`] the rule that
+//! decides what the pool needs and the report built on it, [`generation`]
+//! bulk building, [`upload`] the exchange with the server, and
+//! [`last_resort`] the fallback KeyPackage.
+
+mod config;
+mod generation;
+mod health;
+mod last_resort;
+mod upload;
+
+use openmls::prelude::CredentialWithKey;
+use openmls_traits::signatures::Signer;
+
+pub use config::{PoolConfig, MAX_LIFETIME_SECS};
+pub use generation::MAX_THREADS;
+use health::Plan;
+pub use health::{PoolAction, PoolHealth};
+pub use last_resort::LastResortReport;
+pub use upload::{PendingUpload, PendingUploads, UnreadableKeyPackage};
+
+use crate::{
+    clock::unix_now,
+    codec::{Codec, DefaultCodec},
+    error::Result,
+    metadata,
+    provider::PoolProvider,
+};
+
+/// A managed pool of one-time KeyPackages on a [`PoolProvider`].
+///
+/// Which KeyPackages count where (only unexpired ones count at all: an
+/// expired KeyPackage must not be handed out, whether or not it was pruned):
+/// - **usable** = `uploaded` + `available`: what the server can hand out.
+///   `reserved` ones are about to be consumed, so they do not keep the pool
+///   from running dry.
+/// - **pending** = `created`: on their way to the server. They do not make
+///   the pool usable (health asks for their upload), but
+///   [`replenish`](Self::replenish) does not build them again, so calling it
+///   twice before an upload does not double the pool.
+/// - **fresh**: still valid at the end of the expiry horizon. Only fresh
+///   KeyPackages count towards the target, so those about to expire are
+///   replaced before they do.
+/// - **held** = every one-time KeyPackage with its private keys on disk,
+///   whatever its status (`failed`, `spent` and expired-but-unpruned ones
+///   included). The hard cap bounds this, so a client whose uploads keep
+///   failing does not pile up keys: failed ones are retried, not rebuilt.
+///
+/// Last-resort KeyPackages are counted in none of these; they are managed by
+/// [`ensure_last_resort`](Self::ensure_last_resort), which keeps their
+/// number small on its own.
+///
+/// The loop a client runs: [`prune_expired`](Self::prune_expired),
+/// [`ensure_last_resort`](Self::ensure_last_resort),
+/// [`replenish`](Self::replenish), then upload what
+/// [`pending_upload`](Self::pending_upload) lists and
+/// [`mark_uploaded`](Self::mark_uploaded) (or
+/// [`mark_failed`](Self::mark_failed)); [`health`](Self::health) says which
+/// of these a pool needs.
+///
+/// Generation holds the database's write lock while it builds (the crypto
+/// included), so that the batch is one transaction: about 0.2 ms per
+/// KeyPackage, during which other connections' writes wait (up to their
+/// busy timeout).
+///
+/// ```
+/// use openmls_basic_credential::SignatureKeyPair;
+/// use openmls::prelude::*;
+/// use openmls_keypackage_pool::{KeyPackagePool, PoolConfig, PoolProvider};
+///
+/// let provider = PoolProvider::open_in_memory()?;
+/// let config = PoolConfig { target_size: 4, low_watermark: 2, hard_cap: 8, ..Default::default() };
+/// let signer = SignatureKeyPair::new(config.ciphersuite.signature_algorithm())?;
+/// let credential = CredentialWithKey {
+///     credential: BasicCredential::new(b"erin".to_vec()).into(),
+///     signature_key: signer.public().into(),
+/// };
+/// let pool = KeyPackagePool::new(&provider, &signer, credential, config)?;
+///
+/// pool.generate(4)?;
+/// let pending = pool.pending_upload()?;
+/// assert_eq!(pending.ready.len(), 4);
+/// // ... send each `pending.ready[i].key_package` to the server, then:
+/// pool.mark_uploaded(&pending.ready_refs())?;
+/// assert_eq!(pool.health(1_700_000_000)?.usable, 4);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct KeyPackagePool<'a, S: Signer, C: Codec = DefaultCodec> {
+    provider: &'a PoolProvider<C>,
+    signer: &'a S,
+    credential: CredentialWithKey,
+    config: PoolConfig,
+}
+
+impl<'a, S: Signer, C: Codec> KeyPackagePool<'a, S, C> {
+    /// A pool that builds KeyPackages on `provider`, signed by `signer` for
+    /// `credential`. Fails if `config` does not [validate](PoolConfig::validate).
+    pub fn new(
+        provider: &'a PoolProvider<C>,
+        signer: &'a S,
+        credential: CredentialWithKey,
+        config: PoolConfig,
+    ) -> Result<Self> {
+        config.validate()?;
+        Ok(Self {
+            provider,
+            signer,
+            credential,
+            config,
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &PoolConfig {
+        &self.config
+    }
+
+    /// The provider the pool builds on.
+    pub fn provider(&self) -> &'a PoolProvider<C> {
+        self.provider
+    }
+
+    /// Tops the pool up, and returns the refs of the KeyPackages it made
+    /// pending upload: none when the pool needs nothing, however full it is.
+    ///
+    /// The rule (the one [`health`](Self::health) reports by): a KeyPackage
+    /// counts only while it is still valid at the end of the expiry horizon,
+    /// so those about to expire are replaced in time. When fewer than
+    /// `low_watermark` of those are usable (uploaded or available), the gap
+    /// to `target_size`, less those already pending upload, is filled:
+    /// first by moving `failed` ones back to `created` (retrying them costs
+    /// no new keys), then by building new ones in one transaction, as many
+    /// as the hard cap leaves room for. The returned refs are the retried
+    /// ones, then the new ones; upload them all.
+    pub fn replenish(&self) -> Result<Vec<Vec<u8>>> {
+        self.replenish_with_progress(|_, _| ())
+    }
+
+    /// [`replenish`](Self::replenish), calling `progress(done, total)` after
+    /// each KeyPackage built.
+    pub fn replenish_with_progress(
+        &self,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<Vec<Vec<u8>>> {
+        self.provider.storage().transaction(|storage| {
+            let conn = storage.connection();
+            let now = unix_now()?;
+            let horizon_end = self.config.horizon_end(now);
+            let counts = metadata::one_time_counts(conn, now, horizon_end)?;
+            let plan = Plan::for_counts(&self.config, &counts);
+            let mut refs = metadata::retry_failed(conn, plan.retry, horizon_end)?;
+            refs.extend(self.build_batch(plan.build, |done| progress(done, plan.build))?);
+            Ok(refs)
+        })
+    }
+
+    /// Deletes, in one transaction, the bundle and metadata of every
+    /// KeyPackage whose `not_after` is before `now`, and returns their refs
+    /// so the application can withdraw them from its server.
+    ///
+    /// An expired last-resort KeyPackage is deleted only when a newer
+    /// last-resort one exists, so the client always keeps a fallback.
+    pub fn prune_expired(&self, now: i64) -> Result<Vec<Vec<u8>>> {
+        self.provider.storage().transaction(|storage| {
+            let refs = metadata::prunable_refs(storage.connection(), now)?;
+            for keypackage_ref in &refs {
+                storage.remove_key_package(keypackage_ref)?;
+            }
+            Ok(refs)
+        })
+    }
+
+    /// Puts reserved KeyPackages whose reservation expired before `now` back
+    /// to `available`; returns their refs.
+    pub fn expire_lapsed_reservations(&self, now: i64) -> Result<Vec<Vec<u8>>> {
+        let storage = self.provider.storage();
+        storage.guard()?;
+        metadata::release_lapsed_reservations(storage.connection(), now)
+    }
+}

@@ -1,0 +1,146 @@
+//! Handing KeyPackages to the server, and recording what the server said.
+
+use openmls_traits::signatures::Signer;
+use tls_codec::Serialize as _;
+
+use super::KeyPackagePool;
+use crate::{
+    clock::unix_now,
+    codec::Codec,
+    error::{Error, RefBytes, Result},
+    metadata::{self, KeyPackageMetadata, TransitionDetails},
+    status::KeyPackageStatus,
+};
+
+/// A KeyPackage waiting to be uploaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingUpload {
+    /// The raw KeyPackageRef.
+    pub keypackage_ref: Vec<u8>,
+    /// The TLS-encoded `KeyPackage` (public part only), as a server takes it.
+    pub key_package: Vec<u8>,
+    /// The end of its lifetime, in Unix seconds.
+    pub not_after: i64,
+    /// Whether it is a last-resort KeyPackage (servers hand those out only
+    /// when no one-time KeyPackage is left).
+    pub last_resort: bool,
+}
+
+/// A pending KeyPackage that cannot be uploaded: its bundle is missing or
+/// does not decode.
+#[derive(Debug)]
+pub struct UnreadableKeyPackage {
+    /// The raw KeyPackageRef.
+    pub keypackage_ref: Vec<u8>,
+    /// Why it cannot be read, naming the ref.
+    pub error: Error,
+}
+
+/// What [`KeyPackagePool::pending_upload`] found: the KeyPackages ready to
+/// upload, and those whose stored bundle could not be read.
+#[derive(Debug, Default)]
+pub struct PendingUploads {
+    /// Ready to send, oldest first.
+    pub ready: Vec<PendingUpload>,
+    /// Could not be read. They stay `created`; remove them with
+    /// [`PoolStorage::remove_key_package`](crate::PoolStorage::remove_key_package)
+    /// (or [`PoolStorage::repair`](crate::PoolStorage::repair) for missing
+    /// bundles).
+    pub unreadable: Vec<UnreadableKeyPackage>,
+}
+
+impl PendingUploads {
+    /// The refs of the ready KeyPackages, for
+    /// [`mark_uploaded`](KeyPackagePool::mark_uploaded) once the server has
+    /// them.
+    pub fn ready_refs(&self) -> Vec<Vec<u8>> {
+        self.ready
+            .iter()
+            .map(|p| p.keypackage_ref.clone())
+            .collect()
+    }
+}
+
+impl<S: Signer, C: Codec> KeyPackagePool<'_, S, C> {
+    /// The unexpired `created` KeyPackages (last-resort ones included),
+    /// oldest first, TLS-encoded for the server.
+    ///
+    /// Expired ones are left out: they must never be uploaded. A KeyPackage
+    /// whose bundle is missing or corrupt is listed in
+    /// [`unreadable`](PendingUploads::unreadable) with its error, and the
+    /// others are still returned.
+    pub fn pending_upload(&self) -> Result<PendingUploads> {
+        let storage = self.provider.storage();
+        let mut pending = PendingUploads::default();
+        for row in metadata::uploadable(storage.connection(), unix_now()?)? {
+            match self.encode_for_upload(&row) {
+                Ok(key_package) => pending.ready.push(PendingUpload {
+                    keypackage_ref: row.keypackage_ref,
+                    key_package,
+                    not_after: row.not_after,
+                    last_resort: row.last_resort,
+                }),
+                Err(error) => pending.unreadable.push(UnreadableKeyPackage {
+                    keypackage_ref: row.keypackage_ref,
+                    error,
+                }),
+            }
+        }
+        Ok(pending)
+    }
+
+    /// The TLS encoding of the KeyPackage in `row`'s stored bundle.
+    fn encode_for_upload(&self, row: &KeyPackageMetadata) -> Result<Vec<u8>> {
+        let keypackage_ref = &row.keypackage_ref;
+        let bundle = self
+            .provider
+            .storage()
+            .key_package_bundle(keypackage_ref)?
+            .ok_or_else(|| Error::MissingBundle {
+                keypackage_ref: RefBytes::of(keypackage_ref),
+            })?;
+        bundle
+            .key_package()
+            .tls_serialize_detached()
+            .map_err(|e| Error::KeyPackageEncode {
+                keypackage_ref: RefBytes::of(keypackage_ref),
+                message: e.to_string(),
+            })
+    }
+
+    /// Marks KeyPackages `uploaded`, all or none.
+    pub fn mark_uploaded<R: AsRef<[u8]>>(&self, refs: &[R]) -> Result<()> {
+        self.move_all(refs, KeyPackageStatus::Uploaded)
+    }
+
+    /// Marks uploaded KeyPackages `available` (the server confirmed them as
+    /// published and claimable), all or none. Servers without that step can
+    /// skip it: `uploaded` ones may be reserved or spent directly.
+    pub fn mark_available<R: AsRef<[u8]>>(&self, refs: &[R]) -> Result<()> {
+        self.move_all(refs, KeyPackageStatus::Available)
+    }
+
+    /// Marks KeyPackages `failed` (their upload did not go through), all or
+    /// none. They keep their keys and count against the hard cap;
+    /// [`replenish`](Self::replenish) and
+    /// [`ensure_last_resort`](Self::ensure_last_resort) retry them before
+    /// building new ones.
+    pub fn mark_failed<R: AsRef<[u8]>>(&self, refs: &[R]) -> Result<()> {
+        self.move_all(refs, KeyPackageStatus::Failed)
+    }
+
+    fn move_all<R: AsRef<[u8]>>(&self, refs: &[R], to: KeyPackageStatus) -> Result<()> {
+        self.provider.storage().transaction(|storage| {
+            let now = unix_now()?;
+            refs.iter().try_for_each(|r| {
+                metadata::transition(
+                    storage.connection(),
+                    r.as_ref(),
+                    to,
+                    now,
+                    TransitionDetails::None,
+                )
+            })
+        })
+    }
+}
