@@ -80,19 +80,16 @@ fn main() -> ExitCode {
 fn run(cli: &Cli) -> Result<(), String> {
     let provider = PoolProvider::open(&cli.db)
         .map_err(|e| format!("cannot open pool database {}: {e}", cli.db.display()))?;
-    let lifetime_secs = cli.lifetime_days * 86_400;
-    let defaults = PoolConfig::default();
+    // A watermark at the target: every run tops the pool up to --count.
+    // KeyPackages are replaced two days before expiry, or half-way through a
+    // shorter life.
     let config = PoolConfig {
-        // A watermark at the target: every run tops the pool up to --count.
         target_size: cli.count as usize,
         low_watermark: cli.count as usize,
         hard_cap: cli.count as usize * 2,
-        lifetime_secs,
-        // Replace KeyPackages two days before expiry, or half-way through a
-        // shorter life.
-        expiry_horizon_secs: defaults.expiry_horizon_secs.min(lifetime_secs / 2),
-        ..defaults
-    };
+        ..PoolConfig::default()
+    }
+    .with_lifetime_secs(cli.lifetime_days * 86_400);
     let (signer, reused) = identity(&provider, &cli.user, config.ciphersuite)?;
     let credential = CredentialWithKey {
         credential: BasicCredential::new(cli.user.as_bytes().to_vec()).into(),
@@ -287,8 +284,12 @@ fn describe(action: &PoolAction) -> String {
         PoolAction::Prune(n) => format!("prune {n} expired"),
         PoolAction::CreateLastResort => "create a last-resort KeyPackage".to_owned(),
         PoolAction::Replenish(n) => format!("replenish {n}"),
+        PoolAction::CapReached(n) => {
+            format!("make room: the hard cap keeps {n} from being built")
+        }
         PoolAction::ReplaceLastResort => "replace the expiring last-resort KeyPackage".to_owned(),
         PoolAction::Upload(n) => format!("upload {n}"),
+        other => format!("{other:?}"),
     }
 }
 

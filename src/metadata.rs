@@ -485,7 +485,8 @@ pub(crate) struct LastResortCounts {
     pub valid: usize,
     /// Unexpired and held by the server (uploaded, available or reserved).
     pub published: usize,
-    /// Unexpired and not yet uploaded.
+    /// Not yet uploaded and still valid at the horizon's end (one that
+    /// expires sooner is replaced rather than uploaded).
     pub pending: usize,
     /// Live and still valid at the horizon's end.
     pub fresh: usize,
@@ -551,7 +552,7 @@ pub(crate) fn summary(conn: &Connection, now: i64, horizon_end: i64) -> Result<S
         "WITH {}, lr AS (
              SELECT SUM(status IN ({LIVE})) AS valid,
                     SUM(status IN ({PUBLISHED})) AS published,
-                    SUM(status = 'created') AS pending,
+                    SUM(status = 'created' AND not_after >= ?2) AS pending,
                     SUM(status IN ({LIVE}) AND not_after >= ?2) AS fresh
              FROM keypackage_pool_metadata {BY_LAST_RESORT}
              WHERE last_resort = 1 AND not_after >= ?1)
@@ -607,12 +608,12 @@ pub(crate) struct LastResortRow {
     pub not_after: i64,
 }
 
-/// Last-resort KeyPackages still valid at `now` that are live or failed,
-/// longest-lived first (the later written first among equals).
+/// Last-resort KeyPackages still valid at `now` that are live, failed or
+/// spent, longest-lived first (the later written first among equals).
 pub(crate) fn last_resort_rows(conn: &Connection, now: i64) -> Result<Vec<LastResortRow>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT keypackage_ref, status, not_after FROM keypackage_pool_metadata {BY_LAST_RESORT}
-         WHERE last_resort = 1 AND not_after >= ?1 AND +status IN ({LIVE}, 'failed')
+         WHERE last_resort = 1 AND not_after >= ?1 AND +status IN ({LIVE}, 'failed', 'spent')
          ORDER BY not_after DESC, rowid DESC"
     ))?;
     let rows = stmt.query_map([now], |row| {

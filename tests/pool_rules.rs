@@ -112,8 +112,9 @@ fn failing_uploads_never_take_the_pool_past_its_hard_cap() {
 fn failed_last_resort_key_packages_are_retried_not_rebuilt() {
     let fx = PoolFixture::new();
     let pool = fx.pool(PoolConfig::default());
+    let mut first = None;
     for round in 0..5 {
-        pool.ensure_last_resort(now()).unwrap();
+        let report = pool.ensure_last_resort(now()).unwrap();
         let pending: Vec<Vec<u8>> = fx
             .storage()
             .get_metadata_by_status(KeyPackageStatus::Created)
@@ -121,6 +122,15 @@ fn failed_last_resort_key_packages_are_retried_not_rebuilt() {
             .into_iter()
             .map(|row| row.keypackage_ref)
             .collect();
+        match &first {
+            None => first = report.created.clone(),
+            // The one built first is retried every time.
+            Some(first) => {
+                assert_eq!(report.created, None, "round {round}");
+                assert_eq!(report.retried.as_ref(), Some(first), "round {round}");
+            }
+        }
+        assert_eq!(pending, [first.clone().unwrap()]);
         pool.mark_failed(&pending).unwrap();
         assert_eq!(last_resort_bundles(&fx), 1, "round {round}");
     }
@@ -192,8 +202,7 @@ fn key_packages_expiring_within_the_horizon_are_replaced_before_they_expire() {
 }
 
 #[test]
-fn the_last_resort_key_package_is_replaced_before_it_expires_and_the_old_one_goes_once_the_new_is_up(
-) {
+fn the_last_resort_key_package_is_replaced_before_it_expires_and_the_old_one_stays_until_it_does() {
     let fx = PoolFixture::new();
     let old = fx
         .pool(one_hour())
@@ -203,7 +212,6 @@ fn the_last_resort_key_package_is_replaced_before_it_expires_and_the_old_one_goe
         .unwrap();
     let pool = fx.pool(PoolConfig::default());
     pool.mark_uploaded(&[&old]).unwrap();
-    pool.generate(0).unwrap();
     let health = pool.health(now()).unwrap();
     assert!(health.has_last_resort);
     assert!(
@@ -224,12 +232,32 @@ fn the_last_resort_key_package_is_replaced_before_it_expires_and_the_old_one_goe
         .actions
         .contains(&PoolAction::ReplaceLastResort));
 
+    // Once the new one is up, the old one still stays: the server may hand
+    // it out until it expires.
     pool.mark_uploaded(&[&new]).unwrap();
-    let report = pool.ensure_last_resort(now()).unwrap();
-    assert_eq!(report.removed, vec![old.clone()]);
+    assert_eq!(pool.ensure_last_resort(now()).unwrap(), Default::default());
+    assert_eq!(last_resort_bundles(&fx), 2);
+    // Expired, it is pruned, since a newer one exists.
+    let later = now() + 2 * 60 * 60;
+    assert_eq!(pool.prune_expired(later).unwrap(), vec![old.clone()]);
     assert_eq!(last_resort_bundles(&fx), 1);
     // Looked up the way OpenMLS would for a Welcome: gone.
     assert!(fx.storage().key_package_bundle(&old).unwrap().is_none());
+    assert!(fx.storage().key_package_bundle(&new).unwrap().is_some());
+}
+
+#[test]
+fn marking_last_resort_key_packages_spent_never_piles_them_up() {
+    let fx = PoolFixture::new();
+    let pool = fx.pool(PoolConfig::default());
+    for round in 0..5 {
+        let report = pool.ensure_last_resort(now()).unwrap();
+        let built = report.created.unwrap();
+        pool.mark_uploaded(&[&built]).unwrap();
+        fx.storage().mark_spent(&built, "peer", b"group").unwrap();
+        // The one kept, and the latest spent one until it expires.
+        assert!(last_resort_bundles(&fx) <= 2, "round {round}");
+    }
 }
 
 #[test]
@@ -345,4 +373,47 @@ fn a_busy_timeout_sqlite_cannot_take_is_a_typed_error() {
         ..StorageOptions::default()
     };
     PoolStorage::open_with_options(&path, &longest).unwrap();
+}
+
+#[test]
+fn failed_key_packages_that_expire_within_the_horizon_still_count_against_the_cap() {
+    let fx = PoolFixture::new();
+    // Four one-hour KeyPackages whose upload failed: not worth retrying,
+    // but their keys are on disk.
+    let short = fx.pool(one_hour());
+    let failed = short.generate(4).unwrap();
+    short.mark_failed(&failed).unwrap();
+    let pool = fx.pool(sized(4, 2, 6));
+    // Room for two only; the other two needed are reported, not built.
+    assert_eq!(pool.replenish().unwrap().len(), 2);
+    assert_eq!(bundle_count(fx.storage()), 6);
+    let health = pool.health(now()).unwrap();
+    assert_eq!(health.held, 6);
+    assert!(
+        health.actions.contains(&PoolAction::CapReached(2)),
+        "{:?}",
+        health.actions
+    );
+    assert!(matches!(
+        pool.generate(1),
+        Err(Error::HardCapExceeded { held: 6, .. })
+    ));
+}
+
+#[test]
+fn a_pool_the_cap_keeps_short_is_not_reported_healthy() {
+    let fx = PoolFixture::new();
+    let pool = fx.pool(sized(4, 4, 4));
+    let last_resort = pool.ensure_last_resort(now()).unwrap().created.unwrap();
+    pool.mark_uploaded(&[last_resort]).unwrap();
+    // Every KeyPackage was reported spent by the server, but no Welcome has
+    // come yet: their keys stay on disk and fill the cap.
+    for r in fx.uploaded(&pool, 4) {
+        fx.storage().mark_spent(&r, "peer", b"group").unwrap();
+    }
+    assert!(pool.replenish().unwrap().is_empty());
+    let health = pool.health(now()).unwrap();
+    assert_eq!((health.usable, health.held), (0, 4));
+    assert_eq!(health.actions, [PoolAction::CapReached(4)]);
+    assert_eq!(health.recommended, PoolAction::CapReached(4));
 }

@@ -20,16 +20,20 @@ pub const MAX_LIFETIME_SECS: u64 = 84 * DAY;
 /// replace KeyPackages 2 days before they expire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolConfig {
-    /// How many usable KeyPackages [`replenish`](crate::KeyPackagePool::replenish)
-    /// brings the pool back to.
+    /// How many KeyPackages [`replenish`](crate::KeyPackagePool::replenish)
+    /// brings the pool back to, counting usable and pending ones that are
+    /// still valid at the end of the expiry horizon.
     pub target_size: usize,
-    /// Below this many usable KeyPackages, `replenish` tops up.
+    /// Below this many usable KeyPackages still valid at the end of the
+    /// expiry horizon, `replenish` tops up.
     pub low_watermark: usize,
     /// The most one-time KeyPackages whose private keys the pool keeps on
     /// disk, whatever their status (`failed`, `spent` and expired ones
     /// included, until they are pruned or consumed);
     /// [`generate`](crate::KeyPackagePool::generate) refuses to pass it and
-    /// `replenish` builds only what fits.
+    /// `replenish` builds only what fits. Replacing KeyPackages before they
+    /// expire needs room for the old and the new at once: a cap of about
+    /// twice `target_size`.
     pub hard_cap: usize,
     /// Each KeyPackage's lifetime in seconds, at most [`MAX_LIFETIME_SECS`].
     pub lifetime_secs: u64,
@@ -96,6 +100,25 @@ impl PoolConfig {
             return Ok(());
         };
         Err(Error::InvalidConfig { reason })
+    }
+
+    /// This configuration with KeyPackages living `lifetime_secs`, and the
+    /// expiry horizon shortened to half of that if it was longer, so that
+    /// the result still [validates](Self::validate) for short lifetimes.
+    ///
+    /// ```
+    /// use openmls_keypackage_pool::PoolConfig;
+    ///
+    /// let hourly = PoolConfig::default().with_lifetime_secs(3_600);
+    /// assert_eq!(hourly.expiry_horizon_secs, 1_800);
+    /// assert!(hourly.validate().is_ok());
+    /// ```
+    pub fn with_lifetime_secs(self, lifetime_secs: u64) -> Self {
+        Self {
+            lifetime_secs,
+            expiry_horizon_secs: self.expiry_horizon_secs.min(lifetime_secs / 2),
+            ..self
+        }
     }
 
     /// The end of the expiry horizon seen from `now`: KeyPackages valid

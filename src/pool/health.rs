@@ -15,7 +15,9 @@ use crate::{
 ///
 /// [`PoolHealth::actions`] lists them in the order to carry them out:
 /// removing what must not be advertised, then building, then uploading.
+/// More may be added: match with a wildcard arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PoolAction {
     /// Nothing: the pool is healthy.
     None,
@@ -28,6 +30,12 @@ pub enum PoolAction {
     /// ([`KeyPackagePool::replenish`]): failed ones retried first, then new
     /// ones built.
     Replenish(usize),
+    /// The hard cap keeps this many KeyPackages the pool needs from being
+    /// built: the KeyPackages on disk (counting `failed`, `spent` and
+    /// expired-but-unpruned ones) leave no room. Prune, remove KeyPackages
+    /// the server no longer needs, or raise the cap; replacing KeyPackages
+    /// before they expire needs a cap of about twice the target.
+    CapReached(usize),
     /// The last-resort KeyPackage expires within the horizon and has no
     /// replacement yet ([`KeyPackagePool::ensure_last_resort`]).
     ReplaceLastResort,
@@ -100,6 +108,8 @@ pub(super) struct Plan {
     pub retry: usize,
     /// New KeyPackages to build.
     pub build: usize,
+    /// What the pool needs but the hard cap leaves no room for.
+    pub short_by: usize,
 }
 
 impl Plan {
@@ -112,9 +122,11 @@ impl Plan {
             .saturating_sub(counts.fresh_usable.saturating_add(counts.fresh_pending));
         let retry = gap.min(counts.fresh_failed);
         let room = config.hard_cap.saturating_sub(counts.held);
+        let build = (gap - retry).min(room);
         Self {
             retry,
-            build: (gap - retry).min(room),
+            build,
+            short_by: gap - retry - build,
         }
     }
 
@@ -146,6 +158,9 @@ fn actions(
         actions.push(PoolAction::Replenish(plan.total()));
         pending += plan.total();
     }
+    if plan.short_by > 0 {
+        actions.push(PoolAction::CapReached(plan.short_by));
+    }
     if last_resort.valid > 0 && last_resort.fresh == 0 {
         actions.push(PoolAction::ReplaceLastResort);
         pending += 1;
@@ -165,11 +180,18 @@ impl<S: Signer, C: Codec> KeyPackagePool<'_, S, C> {
     /// when none is valid; [`Replenish`](PoolAction::Replenish) with what
     /// [`replenish`](Self::replenish) would make pending (the rule is
     /// [`replenish`](Self::replenish)'s, KeyPackages expiring within the
-    /// horizon included); [`ReplaceLastResort`](PoolAction::ReplaceLastResort)
+    /// horizon included); [`CapReached`](PoolAction::CapReached) when the
+    /// hard cap keeps it from building all it needs;
+    /// [`ReplaceLastResort`](PoolAction::ReplaceLastResort)
     /// when the last-resort one expires within the horizon; and
     /// [`Upload`](PoolAction::Upload) for everything then waiting for the
     /// server. A pool whose KeyPackages are all built but none uploaded is
     /// not healthy: it needs the upload.
+    ///
+    /// `now` decides what has expired and what falls within the horizon;
+    /// pass the current time. (At another time it answers what the rule
+    /// would call for then, while [`replenish`](Self::replenish) always
+    /// acts on the system clock.)
     ///
     /// ```
     /// # use openmls_basic_credential::SignatureKeyPair;
@@ -254,7 +276,11 @@ mod tests {
         };
         assert_eq!(
             Plan::for_counts(&config(), &counts),
-            Plan { retry: 3, build: 4 }
+            Plan {
+                retry: 3,
+                build: 4,
+                short_by: 0
+            }
         );
     }
 
@@ -267,7 +293,11 @@ mod tests {
         };
         assert_eq!(
             Plan::for_counts(&config(), &counts),
-            Plan { retry: 5, build: 1 }
+            Plan {
+                retry: 5,
+                build: 1,
+                short_by: 4
+            }
         );
         let far_above = OneTimeCounts {
             held: 100,
@@ -275,7 +305,11 @@ mod tests {
         };
         assert_eq!(
             Plan::for_counts(&config(), &far_above),
-            Plan { retry: 0, build: 0 }
+            Plan {
+                retry: 0,
+                build: 0,
+                short_by: 10
+            }
         );
     }
 }

@@ -13,6 +13,7 @@ use crate::{
 
 /// What [`KeyPackagePool::ensure_last_resort`] did.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct LastResortReport {
     /// The ref of the last-resort KeyPackage it built, if it built one.
     pub created: Option<Vec<u8>>,
@@ -48,15 +49,23 @@ impl<S: Signer, C: Codec> KeyPackagePool<'_, S, C> {
     /// leads to a second set of keys.
     ///
     /// Every other valid last-resort KeyPackage is deleted, bundle and row,
-    /// and reported for withdrawal from the server, except:
-    /// - while the one kept is not yet uploaded, the best published one it
-    ///   replaces stays, so the server never goes without;
-    /// - a reserved one stays, since a Welcome built from it may be on its
-    ///   way; it goes once it expires and is pruned.
+    /// and reported for withdrawal from the server, except these, which
+    /// stay until they expire and [`prune_expired`](Self::prune_expired)
+    /// removes them (a server may still hand them out, or a Welcome built
+    /// from them may be on its way):
+    /// - the longest-lived unreserved published one besides the one kept:
+    ///   the one being replaced;
+    /// - the longest-lived `spent` one;
+    /// - reserved ones.
     ///
-    /// So at most two unreserved last-resort KeyPackages are on disk at any
-    /// time (one while no replacement is pending), plus reserved ones and
-    /// expired ones awaiting [`prune_expired`](Self::prune_expired).
+    /// So besides reserved ones at most three valid last-resort KeyPackages
+    /// are on disk (the one kept, the one it replaces and the latest spent
+    /// one), plus expired ones awaiting `prune_expired`, however often
+    /// uploads fail or the application marks them spent.
+    ///
+    /// `now` decides what is valid and what falls within the horizon: pass
+    /// the current time. A KeyPackage built here gets its lifetime from the
+    /// system clock.
     pub fn ensure_last_resort(&self, now: i64) -> Result<LastResortReport> {
         self.provider.storage().transaction(|storage| {
             let conn = storage.connection();
@@ -72,8 +81,8 @@ impl<S: Signer, C: Codec> KeyPackagePool<'_, S, C> {
                 .filter(fresh)
                 .filter(|row| is_live(row.status))
                 .min_by_key(|row| !is_published(row.status));
-            let (kept, kept_published) = match kept {
-                Some(row) => (row.keypackage_ref.clone(), is_published(row.status)),
+            let kept = match kept {
+                Some(row) => row.keypackage_ref.clone(),
                 None => {
                     let retry = rows
                         .iter()
@@ -97,21 +106,24 @@ impl<S: Signer, C: Codec> KeyPackagePool<'_, S, C> {
                             built
                         }
                     };
-                    (kept, false)
+                    kept
                 }
             };
-            // Until the new one is uploaded, the one it replaces stays.
-            let replaced = (!kept_published)
-                .then(|| {
-                    rows.iter()
-                        .find(|row| is_published(row.status) && row.keypackage_ref != kept)
-                })
-                .flatten()
-                .map(|row| row.keypackage_ref.clone());
+            // The server may still hand out the one being replaced, and a
+            // Welcome may be on its way for the latest spent one.
+            // Rows come longest-lived first.
+            let first_other = |wanted: &[KeyPackageStatus]| {
+                rows.iter()
+                    .find(|row| wanted.contains(&row.status) && row.keypackage_ref != kept)
+                    .map(|row| row.keypackage_ref.clone())
+            };
+            let replaced = first_other(&[KeyPackageStatus::Uploaded, KeyPackageStatus::Available]);
+            let latest_spent = first_other(&[KeyPackageStatus::Spent]);
 
             for row in &rows {
                 let stays = row.keypackage_ref == kept
                     || Some(&row.keypackage_ref) == replaced.as_ref()
+                    || Some(&row.keypackage_ref) == latest_spent.as_ref()
                     || row.status == KeyPackageStatus::Reserved;
                 if !stays {
                     storage.remove_key_package(&row.keypackage_ref)?;

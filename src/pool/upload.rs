@@ -26,13 +26,14 @@ pub struct PendingUpload {
     pub last_resort: bool,
 }
 
-/// A pending KeyPackage that cannot be uploaded: its bundle is missing or
-/// does not decode.
+/// A pending KeyPackage that cannot be uploaded: its bundle is missing,
+/// does not decode, or cannot be TLS-encoded.
 #[derive(Debug)]
 pub struct UnreadableKeyPackage {
     /// The raw KeyPackageRef.
     pub keypackage_ref: Vec<u8>,
-    /// Why it cannot be read, naming the ref.
+    /// Why: [`Error::MissingBundle`], [`Error::CorruptBundle`] or
+    /// [`Error::KeyPackageEncode`], each naming the ref.
     pub error: Error,
 }
 
@@ -66,13 +67,23 @@ impl<S: Signer, C: Codec> KeyPackagePool<'_, S, C> {
     /// oldest first, TLS-encoded for the server.
     ///
     /// Expired ones are left out: they must never be uploaded. A KeyPackage
-    /// whose bundle is missing or corrupt is listed in
+    /// whose bundle is missing, corrupt or cannot be encoded is listed in
     /// [`unreadable`](PendingUploads::unreadable) with its error, and the
-    /// others are still returned.
+    /// others are still returned. Any other failure (the database busy, an
+    /// I/O error) fails the call: it says nothing about one KeyPackage.
+    ///
+    /// Rows and bundles are read from one snapshot, so a KeyPackage deleted
+    /// meanwhile by another connection is either listed whole or not at all.
     pub fn pending_upload(&self) -> Result<PendingUploads> {
-        let storage = self.provider.storage();
+        let conn = self.provider.storage().connection();
+        // Dropping a read transaction rolls back nothing.
+        let _snapshot = if conn.is_autocommit() {
+            Some(conn.unchecked_transaction()?)
+        } else {
+            None
+        };
         let mut pending = PendingUploads::default();
-        for row in metadata::uploadable(storage.connection(), unix_now()?)? {
+        for row in metadata::uploadable(conn, unix_now()?)? {
             match self.encode_for_upload(&row) {
                 Ok(key_package) => pending.ready.push(PendingUpload {
                     keypackage_ref: row.keypackage_ref,
@@ -80,10 +91,15 @@ impl<S: Signer, C: Codec> KeyPackagePool<'_, S, C> {
                     not_after: row.not_after,
                     last_resort: row.last_resort,
                 }),
-                Err(error) => pending.unreadable.push(UnreadableKeyPackage {
+                Err(
+                    error @ (Error::CorruptBundle { .. }
+                    | Error::MissingBundle { .. }
+                    | Error::KeyPackageEncode { .. }),
+                ) => pending.unreadable.push(UnreadableKeyPackage {
                     keypackage_ref: row.keypackage_ref,
                     error,
                 }),
+                Err(other) => return Err(other),
             }
         }
         Ok(pending)

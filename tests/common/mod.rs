@@ -259,14 +259,7 @@ pub fn sized(target_size: usize, low_watermark: usize, hard_cap: usize) -> PoolC
 /// The default pool with `days`-day lifetimes, looking half a lifetime
 /// ahead at most.
 pub fn lifetime_days(days: u64) -> PoolConfig {
-    let lifetime_secs = days * DAY as u64;
-    PoolConfig {
-        lifetime_secs,
-        expiry_horizon_secs: PoolConfig::default()
-            .expiry_horizon_secs
-            .min(lifetime_secs / 2),
-        ..PoolConfig::default()
-    }
+    PoolConfig::default().with_lifetime_secs(days * DAY as u64)
 }
 
 /// Damages the most recently stored KeyPackageBundle so that it no longer
