@@ -88,7 +88,7 @@ impl<S: Signer, C: Codec> KeyPackagePool<'_, S, C> {
                         .iter()
                         .filter(fresh)
                         .find(|row| row.status == KeyPackageStatus::Failed);
-                    let kept = match retry {
+                    match retry {
                         Some(row) => {
                             metadata::transition(
                                 conn,
@@ -105,13 +105,12 @@ impl<S: Signer, C: Codec> KeyPackagePool<'_, S, C> {
                             report.created = Some(built.clone());
                             built
                         }
-                    };
-                    kept
+                    }
                 }
             };
             // The server may still hand out the one being replaced, and a
-            // Welcome may be on its way for the latest spent one.
-            // Rows come longest-lived first.
+            // Welcome may be on its way for the latest spent one. Rows come
+            // longest-lived first.
             let first_other = |wanted: &[KeyPackageStatus]| {
                 rows.iter()
                     .find(|row| wanted.contains(&row.status) && row.keypackage_ref != kept)
