@@ -161,6 +161,24 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    /// The crypto provider does not implement the pool's ciphersuite;
+    /// nothing was written.
+    #[error("the crypto provider does not support ciphersuite {name} (0x{code:04x})")]
+    UnsupportedCiphersuite {
+        /// The ciphersuite's code point.
+        code: u16,
+        /// OpenMLS's name for it.
+        name: String,
+    },
+
+    /// A crypto provider could not be set up (for example, its random
+    /// generator could not be seeded).
+    #[error("the crypto provider could not be set up: {message}")]
+    CryptoProvider {
+        /// What the provider reported.
+        message: String,
+    },
+
     /// A [`PoolConfig`](crate::PoolConfig) that cannot work.
     #[error("invalid pool configuration: {reason}")]
     InvalidConfig {

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use openmls_rust_crypto::RustCrypto;
-use openmls_traits::OpenMlsProvider;
+use openmls_traits::{crypto::OpenMlsCrypto, random::OpenMlsRand, OpenMlsProvider};
 
 use crate::{
     codec::{Codec, DefaultCodec},
@@ -12,8 +12,20 @@ use crate::{
     storage::PoolStorage,
 };
 
-/// An [`OpenMlsProvider`] with `openmls_rust_crypto` for crypto and
-/// randomness and [`PoolStorage`] for storage.
+/// A crypto and randomness provider OpenMLS can build with: any type that
+/// implements both `OpenMlsCrypto` and `OpenMlsRand`, such as
+/// `openmls_rust_crypto::RustCrypto` (the default) or, with the `libcrux`
+/// feature, [`LibcruxCrypto`](crate::LibcruxCrypto).
+///
+/// Implemented for every such type; there is nothing to implement by hand.
+/// [`KeyPackagePool::generate_parallel`](crate::KeyPackagePool::generate_parallel)
+/// shares one instance between its threads, so it asks for `Sync` as well.
+pub trait PoolCrypto: OpenMlsCrypto + OpenMlsRand {}
+
+impl<T: OpenMlsCrypto + OpenMlsRand> PoolCrypto for T {}
+
+/// An [`OpenMlsProvider`] with a crypto and randomness provider `P`
+/// (`openmls_rust_crypto` unless named) and [`PoolStorage`] for storage.
 ///
 /// Every KeyPackage OpenMLS builds with this provider gets a pool metadata
 /// row in the same transaction as its private keys, and loses it in the same
@@ -49,8 +61,8 @@ use crate::{
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
-pub struct PoolProvider<C: Codec = DefaultCodec> {
-    crypto: RustCrypto,
+pub struct PoolProvider<C: Codec = DefaultCodec, P = RustCrypto> {
+    crypto: P,
     storage: PoolStorage<C>,
 }
 
@@ -81,12 +93,38 @@ impl PoolProvider<DefaultCodec> {
 
 impl<C: Codec> PoolProvider<C> {
     /// A provider over storage opened some other way (another codec, an
-    /// existing connection).
+    /// existing connection), with `openmls_rust_crypto`.
     pub fn new(storage: PoolStorage<C>) -> Self {
-        Self {
-            crypto: RustCrypto::default(),
-            storage,
-        }
+        Self::with_crypto(storage, RustCrypto::default())
+    }
+}
+
+#[cfg(feature = "libcrux")]
+impl<C: Codec> PoolProvider<C, crate::LibcruxCrypto> {
+    /// A provider over `storage` with `openmls_libcrux_crypto`, the one
+    /// OpenMLS crypto provider that implements the X-Wing post-quantum
+    /// ciphersuite. Its random generator is seeded from the operating
+    /// system, which can fail: [`Error::CryptoProvider`](crate::Error::CryptoProvider).
+    ///
+    /// ```
+    /// use openmls_keypackage_pool::{PoolProvider, PoolStorage};
+    ///
+    /// let provider = PoolProvider::libcrux(PoolStorage::open_in_memory()?)?;
+    /// # Ok::<(), openmls_keypackage_pool::Error>(())
+    /// ```
+    pub fn libcrux(storage: PoolStorage<C>) -> Result<Self> {
+        let crypto = crate::LibcruxCrypto::new().map_err(|e| crate::Error::CryptoProvider {
+            message: format!("{e:?}"),
+        })?;
+        Ok(Self::with_crypto(storage, crypto))
+    }
+}
+
+impl<C: Codec, P: PoolCrypto> PoolProvider<C, P> {
+    /// A provider over `storage` with the crypto and randomness provider
+    /// `crypto`.
+    pub fn with_crypto(storage: PoolStorage<C>, crypto: P) -> Self {
+        Self { crypto, storage }
     }
 
     /// The storage, with the pool's metadata methods.
@@ -100,9 +138,9 @@ impl<C: Codec> PoolProvider<C> {
     }
 }
 
-impl<C: Codec> OpenMlsProvider for PoolProvider<C> {
-    type CryptoProvider = RustCrypto;
-    type RandProvider = RustCrypto;
+impl<C: Codec, P: PoolCrypto> OpenMlsProvider for PoolProvider<C, P> {
+    type CryptoProvider = P;
+    type RandProvider = P;
     type StorageProvider = PoolStorage<C>;
 
     fn storage(&self) -> &Self::StorageProvider {

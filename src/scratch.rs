@@ -10,13 +10,15 @@
 use std::{cell::RefCell, convert::Infallible};
 
 use openmls::prelude::KeyPackageRef;
-use openmls_rust_crypto::RustCrypto;
 use openmls_traits::{
     storage::{traits, StorageProvider, CURRENT_VERSION as V},
     OpenMlsProvider,
 };
 
-use crate::codec::{transcode, MessagePackCodec};
+use crate::{
+    codec::{transcode, MessagePackCodec},
+    provider::PoolCrypto,
+};
 
 /// A storage that drops every write and finds nothing, but notes the ref of
 /// the last KeyPackage written: OpenMLS computes it while building, and
@@ -67,23 +69,32 @@ impl StorageProvider<V> for DiscardStorage {
     crate::storage_methods::storage_methods!(discard);
 }
 
-/// `openmls_rust_crypto` with a [`DiscardStorage`].
-#[derive(Debug, Default)]
-pub(crate) struct ScratchProvider {
-    crypto: RustCrypto,
+/// A pool's crypto provider, borrowed, with a [`DiscardStorage`].
+#[derive(Debug)]
+pub(crate) struct ScratchProvider<'a, P> {
+    crypto: &'a P,
     storage: DiscardStorage,
 }
 
-impl ScratchProvider {
+impl<'a, P: PoolCrypto> ScratchProvider<'a, P> {
+    /// Builds with `crypto`, which may be shared with other threads' scratch
+    /// providers.
+    pub(crate) fn new(crypto: &'a P) -> Self {
+        Self {
+            crypto,
+            storage: DiscardStorage::default(),
+        }
+    }
+
     /// The ref of the KeyPackage built last, as OpenMLS computed it.
     pub(crate) fn take_last_ref(&self) -> Option<KeyPackageRef> {
         self.storage.last_ref.borrow_mut().take()
     }
 }
 
-impl OpenMlsProvider for ScratchProvider {
-    type CryptoProvider = RustCrypto;
-    type RandProvider = RustCrypto;
+impl<P: PoolCrypto> OpenMlsProvider for ScratchProvider<'_, P> {
+    type CryptoProvider = P;
+    type RandProvider = P;
     type StorageProvider = DiscardStorage;
 
     fn storage(&self) -> &Self::StorageProvider {
@@ -91,10 +102,10 @@ impl OpenMlsProvider for ScratchProvider {
     }
 
     fn crypto(&self) -> &Self::CryptoProvider {
-        &self.crypto
+        self.crypto
     }
 
     fn rand(&self) -> &Self::RandProvider {
-        &self.crypto
+        self.crypto
     }
 }

@@ -11,6 +11,7 @@ use openmls_traits::{signatures::Signer, OpenMlsProvider};
 
 use super::{KeyPackagePool, PoolConfig};
 use crate::{
+    provider::PoolCrypto,
     clock::unix_now,
     codec::Codec,
     error::{Error, RefBytes, Result},
@@ -25,7 +26,7 @@ pub const MAX_THREADS: usize = 64;
 /// How far `not_before` is set into the past, for peers whose clocks lag.
 const CLOCK_SKEW_SECS: u64 = 60 * 60;
 
-impl<S: Signer, C: Codec> KeyPackagePool<'_, S, C> {
+impl<S: Signer, C: Codec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
     /// Builds `n` one-time KeyPackages in one transaction (one commit for the
     /// batch) and returns their refs.
     ///
@@ -62,6 +63,7 @@ impl<S: Signer, C: Codec> KeyPackagePool<'_, S, C> {
     pub fn generate_parallel(&self, n: usize, threads: usize) -> Result<Vec<Vec<u8>>>
     where
         S: Sync,
+        P: Sync,
     {
         if n == 0 {
             return Ok(Vec::new());
@@ -75,6 +77,8 @@ impl<S: Signer, C: Codec> KeyPackagePool<'_, S, C> {
             // rather than pile up built bundles.
             let (sender, receiver) = mpsc::sync_channel(threads.saturating_mul(4));
             let (signer, credential, config) = (self.signer, &self.credential, &self.config);
+            // One crypto provider for every thread, as the pool's own.
+            let crypto = self.provider.crypto();
             std::thread::scope(|scope| {
                 let mut workers = Vec::with_capacity(threads - 1);
                 for i in 1..threads {
@@ -82,7 +86,7 @@ impl<S: Signer, C: Codec> KeyPackagePool<'_, S, C> {
                     let spawned = std::thread::Builder::new()
                         .name(format!("keypackage-worker-{i}"))
                         .spawn_scoped(scope, move || {
-                            let scratch = ScratchProvider::default();
+                            let scratch = ScratchProvider::new(crypto);
                             while claim() {
                                 let built =
                                     build_key_package(&scratch, signer, credential, config, false);
@@ -101,7 +105,7 @@ impl<S: Signer, C: Codec> KeyPackagePool<'_, S, C> {
                 }
                 drop(sender);
                 let written = (|| {
-                    let scratch = ScratchProvider::default();
+                    let scratch = ScratchProvider::new(crypto);
                     let mut refs = Vec::new();
                     while refs.len() < n {
                         let built = match receiver.try_recv() {
@@ -154,7 +158,7 @@ impl<S: Signer, C: Codec> KeyPackagePool<'_, S, C> {
         }
         self.provider.storage().transaction(|_| {
             self.check_cap(n)?;
-            let scratch = ScratchProvider::default();
+            let scratch = ScratchProvider::new(self.provider.crypto());
             let mut refs = Vec::with_capacity(n);
             for done in 1..=n {
                 refs.push(self.build_one(&scratch, false)?);
@@ -168,12 +172,12 @@ impl<S: Signer, C: Codec> KeyPackagePool<'_, S, C> {
     /// not apply (see [`ensure_last_resort`](Self::ensure_last_resort) for
     /// what bounds them).
     pub(super) fn build_one_last_resort(&self) -> Result<Vec<u8>> {
-        self.build_one(&ScratchProvider::default(), true)
+        self.build_one(&ScratchProvider::new(self.provider.crypto()), true)
     }
 
     /// Builds one KeyPackage with `scratch` and stores it, bundle and
     /// metadata row together.
-    fn build_one(&self, scratch: &ScratchProvider, last_resort: bool) -> Result<Vec<u8>> {
+    fn build_one(&self, scratch: &ScratchProvider<'_, P>, last_resort: bool) -> Result<Vec<u8>> {
         let (kp_ref, bundle) = build_key_package(
             scratch,
             self.signer,
@@ -217,7 +221,7 @@ fn store<C: Codec>(
 
 /// Builds one KeyPackage with the pool's ciphersuite and lifetime.
 fn build_key_package(
-    scratch: &ScratchProvider,
+    scratch: &ScratchProvider<'_, impl PoolCrypto>,
     signer: &impl Signer,
     credential: &CredentialWithKey,
     config: &PoolConfig,

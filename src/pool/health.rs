@@ -5,6 +5,7 @@ use openmls_traits::signatures::Signer;
 
 use super::{KeyPackagePool, PoolConfig};
 use crate::{
+    provider::PoolCrypto,
     codec::Codec,
     error::Result,
     metadata::{self, LastResortCounts, OneTimeCounts},
@@ -171,7 +172,7 @@ fn actions(
     actions
 }
 
-impl<S: Signer, C: Codec> KeyPackagePool<'_, S, C> {
+impl<S: Signer, C: Codec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
     /// Counts, expiry, and what the pool needs, in one SQL statement.
     ///
     /// [`actions`](PoolHealth::actions) lists, in the order to carry them

@@ -13,7 +13,8 @@ mod last_resort;
 mod upload;
 
 use openmls::prelude::CredentialWithKey;
-use openmls_traits::signatures::Signer;
+use openmls_rust_crypto::RustCrypto;
+use openmls_traits::{signatures::Signer, OpenMlsProvider};
 
 pub use config::{PoolConfig, MAX_LIFETIME_SECS};
 pub use generation::MAX_THREADS;
@@ -25,9 +26,9 @@ pub use upload::{PendingUpload, PendingUploads, UnreadableKeyPackage};
 use crate::{
     clock::unix_now,
     codec::{Codec, DefaultCodec},
-    error::Result,
+    error::{Error, Result},
     metadata,
-    provider::PoolProvider,
+    provider::{PoolCrypto, PoolProvider},
 };
 
 /// A managed pool of one-time KeyPackages on a [`PoolProvider`].
@@ -88,23 +89,33 @@ use crate::{
 /// assert_eq!(pool.health(1_700_000_000)?.usable, 4);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub struct KeyPackagePool<'a, S: Signer, C: Codec = DefaultCodec> {
-    provider: &'a PoolProvider<C>,
+pub struct KeyPackagePool<'a, S: Signer, C: Codec = DefaultCodec, P: PoolCrypto = RustCrypto> {
+    provider: &'a PoolProvider<C, P>,
     signer: &'a S,
     credential: CredentialWithKey,
     config: PoolConfig,
 }
 
-impl<'a, S: Signer, C: Codec> KeyPackagePool<'a, S, C> {
+impl<'a, S: Signer, C: Codec, P: PoolCrypto> KeyPackagePool<'a, S, C, P> {
     /// A pool that builds KeyPackages on `provider`, signed by `signer` for
-    /// `credential`. Fails if `config` does not [validate](PoolConfig::validate).
+    /// `credential`. Fails, before anything is written, if `config` does not
+    /// [validate](PoolConfig::validate) or the provider's crypto does not
+    /// implement its ciphersuite ([`Error::UnsupportedCiphersuite`]).
     pub fn new(
-        provider: &'a PoolProvider<C>,
+        provider: &'a PoolProvider<C, P>,
         signer: &'a S,
         credential: CredentialWithKey,
         config: PoolConfig,
     ) -> Result<Self> {
         config.validate()?;
+        let ciphersuite = config.ciphersuite;
+        provider
+            .crypto()
+            .supports(ciphersuite)
+            .map_err(|_| Error::UnsupportedCiphersuite {
+                code: u16::from(ciphersuite),
+                name: format!("{ciphersuite:?}"),
+            })?;
         Ok(Self {
             provider,
             signer,
@@ -119,7 +130,7 @@ impl<'a, S: Signer, C: Codec> KeyPackagePool<'a, S, C> {
     }
 
     /// The provider the pool builds on.
-    pub fn provider(&self) -> &'a PoolProvider<C> {
+    pub fn provider(&self) -> &'a PoolProvider<C, P> {
         self.provider
     }
 

@@ -5,6 +5,7 @@ use tls_codec::Serialize as _;
 
 use super::KeyPackagePool;
 use crate::{
+    provider::PoolCrypto,
     clock::unix_now,
     codec::Codec,
     error::{Error, RefBytes, Result},
@@ -62,7 +63,7 @@ impl PendingUploads {
     }
 }
 
-impl<S: Signer, C: Codec> KeyPackagePool<'_, S, C> {
+impl<S: Signer, C: Codec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
     /// The unexpired `created` KeyPackages (last-resort ones included),
     /// oldest first, TLS-encoded for the server.
     ///
