@@ -75,6 +75,7 @@
 mod bundles;
 mod clock;
 pub mod codec;
+mod codec_marker;
 mod error;
 mod identity;
 mod keypackage_ref;

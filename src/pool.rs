@@ -14,7 +14,7 @@ use tls_codec::Serialize as _;
 
 use crate::{
     clock::unix_now,
-    codec::{Codec, DefaultCodec},
+    codec::{DefaultCodec, PoolCodec},
     error::{Error, RefBytes, Result},
     metadata::{self, TransitionDetails},
     provider::PoolProvider,
@@ -225,14 +225,14 @@ pub struct LastResortReport {
 /// assert_eq!(pool.health(1_700_000_000)?.usable, 4);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub struct KeyPackagePool<'a, S: Signer, C: Codec = DefaultCodec> {
+pub struct KeyPackagePool<'a, S: Signer, C: PoolCodec = DefaultCodec> {
     provider: &'a PoolProvider<C>,
     signer: &'a S,
     credential: CredentialWithKey,
     config: PoolConfig,
 }
 
-impl<'a, S: Signer, C: Codec> KeyPackagePool<'a, S, C> {
+impl<'a, S: Signer, C: PoolCodec> KeyPackagePool<'a, S, C> {
     /// A pool that builds KeyPackages on `provider`, signed by `signer` for
     /// `credential`. Fails if `config` does not [validate](PoolConfig::validate).
     pub fn new(
@@ -600,7 +600,7 @@ impl<'a, S: Signer, C: Codec> KeyPackagePool<'a, S, C> {
 
 /// Stores a built KeyPackage, bundle and metadata row together; a failure
 /// names the KeyPackage.
-fn store<C: Codec>(
+fn store<C: PoolCodec>(
     storage: &PoolStorage<C>,
     kp_ref: &KeyPackageRef,
     bundle: &KeyPackageBundle,

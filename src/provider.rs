@@ -6,7 +6,7 @@ use openmls_rust_crypto::RustCrypto;
 use openmls_traits::OpenMlsProvider;
 
 use crate::{
-    codec::{Codec, DefaultCodec},
+    codec::{DefaultCodec, PoolCodec},
     error::Result,
     options::StorageOptions,
     storage::PoolStorage,
@@ -49,7 +49,7 @@ use crate::{
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
-pub struct PoolProvider<C: Codec = DefaultCodec> {
+pub struct PoolProvider<C: PoolCodec = DefaultCodec> {
     crypto: RustCrypto,
     storage: PoolStorage<C>,
 }
@@ -79,7 +79,7 @@ impl PoolProvider<DefaultCodec> {
     }
 }
 
-impl<C: Codec> PoolProvider<C> {
+impl<C: PoolCodec> PoolProvider<C> {
     /// A provider over storage opened some other way (another codec, an
     /// existing connection).
     pub fn new(storage: PoolStorage<C>) -> Self {
@@ -100,7 +100,7 @@ impl<C: Codec> PoolProvider<C> {
     }
 }
 
-impl<C: Codec> OpenMlsProvider for PoolProvider<C> {
+impl<C: PoolCodec> OpenMlsProvider for PoolProvider<C> {
     type CryptoProvider = RustCrypto;
     type RandProvider = RustCrypto;
     type StorageProvider = PoolStorage<C>;

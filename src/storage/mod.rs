@@ -13,7 +13,8 @@ use rusqlite::Connection;
 use crate::{
     bundles,
     clock::unix_now,
-    codec::{Codec, DefaultCodec},
+    codec::{DefaultCodec, PoolCodec},
+    codec_marker,
     error::{Error, RefBytes, Result},
     identity,
     keypackage_ref::{check_ref, key_package_ref_from_bytes},
@@ -48,7 +49,7 @@ pub(crate) use write_scope::WriteScope;
 /// assert_eq!(storage.count_by_status(KeyPackageStatus::Created)?, 1);
 /// # Ok::<(), openmls_keypackage_pool::Error>(())
 /// ```
-pub struct PoolStorage<C: Codec = DefaultCodec> {
+pub struct PoolStorage<C: PoolCodec = DefaultCodec> {
     conn: Connection,
     /// How many [`WriteScope`]s are open on `conn`.
     scope_depth: Cell<u32>,
@@ -61,7 +62,7 @@ pub struct PoolStorage<C: Codec = DefaultCodec> {
     _codec: PhantomData<fn() -> C>,
 }
 
-impl<C: Codec> std::fmt::Debug for PoolStorage<C> {
+impl<C: PoolCodec> std::fmt::Debug for PoolStorage<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PoolStorage")
             .field("path", &self.conn.path())
@@ -131,7 +132,7 @@ impl PoolStorage<DefaultCodec> {
     }
 }
 
-impl<C: Codec> PoolStorage<C> {
+impl<C: PoolCodec> PoolStorage<C> {
     /// Opens (creating if needed) the database file at `path` with codec `C`
     /// and the default [`StorageOptions`].
     ///
@@ -164,19 +165,48 @@ impl<C: Codec> PoolStorage<C> {
     /// the connection's busy timeout, journal mode and sync level), and runs
     /// `openmls_sqlite_storage`'s migrations and this crate's.
     ///
+    /// When the schema is current this only reads: no write lock is taken,
+    /// so opening does not wait for another process's long transaction.
+    /// Several processes may create or upgrade one file at once; one
+    /// migrates while the others wait (up to the busy timeout) and then find
+    /// the schema current.
+    ///
+    /// The database records the [codec](crate::codec) it is stored with: a
+    /// database written with another codec is [`Error::CodecMismatch`], and
+    /// a pool schema newer than this build [`Error::SchemaTooNew`], both
+    /// before anything (even the journal mode) is written to the file.
+    ///
     /// A database written by a plain `openmls_sqlite_storage`
     /// `SqliteStorageProvider` keeps all its data; its KeyPackages are listed
     /// by [`unpooled_key_packages`](Self::unpooled_key_packages) until
-    /// adopted. Open it with the codec it was written with.
+    /// adopted. Open it with the codec it was written with: its codec is
+    /// recorded once a stored entity decodes with the one given, and a
+    /// database whose entities do not is refused.
+    ///
+    /// ```
+    /// use openmls_keypackage_pool::{codec::JsonCodec, Error, PoolStorage};
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("pool.db");
+    /// drop(PoolStorage::<JsonCodec>::open_with_codec(&path)?);
+    /// match PoolStorage::open(&path) {
+    ///     Err(Error::CodecMismatch { found, expected }) => {
+    ///         assert_eq!((found.as_str(), expected), ("json", "messagepack"));
+    ///     }
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn from_connection_with_codec(
         mut conn: Connection,
         options: &StorageOptions,
     ) -> Result<Self> {
-        // Refuse a newer schema before anything (even the journal mode) is
-        // written to the file.
+        // Refuse a newer schema, or another codec, before anything (even the
+        // journal mode) is written to the file.
         schema::check_not_newer(&conn)?;
+        codec_marker::check::<C>(&conn)?;
         options.apply(&conn)?;
-        schema::migrate::<C>(&mut conn)?;
+        schema::bring_up_to_date::<C>(&mut conn, options.busy_timeout)?;
         Ok(Self {
             conn,
             scope_depth: Cell::new(0),
@@ -321,14 +351,24 @@ impl<C: Codec> PoolStorage<C> {
 
     /// Removes, in one transaction, every bundle without a metadata row and
     /// every metadata row without a bundle, recounts the per-status counts if
-    /// they disagree, and returns what it found. Bundles whose ref cannot be
-    /// decoded and integrity errors are reported but left alone.
+    /// they disagree, and returns what it found. Integrity errors are
+    /// reported but left alone.
+    ///
+    /// When any stored bundle, or the ref it is stored under, does not
+    /// decode with this storage's codec, repair removes nothing and returns
+    /// [`Error::RepairRefused`]: the database is then misread (another codec)
+    /// or damaged, and every row paired with such a bundle would look
+    /// orphaned. [`verify`](Self::verify) lists them.
     ///
     /// To keep bundles written before this crate managed the database, adopt
     /// them first ([`adopt_unpooled_key_packages`](Self::adopt_unpooled_key_packages)).
     pub fn repair(&self) -> Result<ConsistencyReport> {
         self.transaction(|storage| {
             let found = verify::check::<C>(&storage.conn)?;
+            let undecodable = found.undecodable_bundle_keys.len() + found.undecodable_bundles.len();
+            if undecodable > 0 {
+                return Err(Error::RepairRefused { undecodable });
+            }
             for keypackage_ref in &found.bundles_without_metadata {
                 storage.remove_key_package(keypackage_ref)?;
             }

@@ -3,21 +3,21 @@
 //! keep the pool's metadata row in the same transaction.
 
 use openmls::prelude::{KeyPackageBundle, KeyPackageRef};
-use openmls_sqlite_storage::{Codec, SqliteStorageProvider};
+use openmls_sqlite_storage::SqliteStorageProvider;
 use openmls_traits::storage::{traits, StorageProvider, CURRENT_VERSION as V};
 use rusqlite::Connection;
 
 use super::PoolStorage;
 use crate::{
     clock::unix_now,
-    codec::transcode,
+    codec::{transcode, PoolCodec},
     error::{Error, Result},
     keypackage_ref::raw_ref_of,
     metadata::{self, PoolEntry},
     status::KeyPackageStatus,
 };
 
-impl<C: Codec> PoolStorage<C> {
+impl<C: PoolCodec> PoolStorage<C> {
     /// `openmls_sqlite_storage`'s provider as a view over this connection;
     /// free to make, so one is made per call.
     pub(super) fn delegate(&self) -> SqliteStorageProvider<C, &Connection> {
@@ -128,7 +128,7 @@ macro_rules! delegate {
     )*};
 }
 
-impl<C: Codec> StorageProvider<V> for PoolStorage<C> {
+impl<C: PoolCodec> StorageProvider<V> for PoolStorage<C> {
     type Error = Error;
 
     /// Stores the bundle and inserts its `created` metadata row in one

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use openmls::prelude::*;
 use openmls_basic_credential::SignatureKeyPair;
-use openmls_keypackage_pool::{codec::Codec, PoolStorage};
+use openmls_keypackage_pool::{codec::PoolCodec, PoolStorage};
 use openmls_rust_crypto::OpenMlsRustCrypto;
 use tempfile::TempDir;
 use tls_codec::{Deserialize as _, Serialize as _};
@@ -139,7 +139,7 @@ pub fn join<P: OpenMlsProvider>(provider: &P, welcome: Welcome) -> Result<MlsGro
 }
 
 /// How many KeyPackageBundles OpenMLS's own table holds.
-pub fn bundle_count<C: Codec>(storage: &PoolStorage<C>) -> i64 {
+pub fn bundle_count<C: PoolCodec>(storage: &PoolStorage<C>) -> i64 {
     storage
         .connection()
         .query_row("SELECT COUNT(*) FROM openmls_key_packages", [], |row| {
@@ -149,7 +149,7 @@ pub fn bundle_count<C: Codec>(storage: &PoolStorage<C>) -> i64 {
 }
 
 /// How many metadata rows the pool holds.
-pub fn metadata_count<C: Codec>(storage: &PoolStorage<C>) -> i64 {
+pub fn metadata_count<C: PoolCodec>(storage: &PoolStorage<C>) -> i64 {
     storage
         .connection()
         .query_row("SELECT COUNT(*) FROM keypackage_pool_metadata", [], |row| {
@@ -177,7 +177,7 @@ pub fn now() -> i64 {
 /// Makes every metadata `event` (`INSERT` or `DELETE`) fail with `message`
 /// once the table holds `after_rows` rows: a failure injected exactly where
 /// the storage hook writes, for atomicity tests.
-pub fn fail_metadata<C: Codec>(
+pub fn fail_metadata<C: PoolCodec>(
     storage: &PoolStorage<C>,
     event: &str,
     after_rows: usize,
