@@ -28,6 +28,7 @@ use crate::{
     codec::PoolCodec,
     codec_marker::{self, Marker},
     error::{Error, Result},
+    options::StorageOptions,
 };
 
 /// This crate's migrations, in order: (version, name, SQL).
@@ -58,14 +59,22 @@ pub(crate) const LATEST_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 /// When the schema is current and the codec recorded, this only reads. A
 /// database whose pool schema is newer than this build is
 /// [`Error::SchemaTooNew`], and one stored with another codec
-/// [`Error::CodecMismatch`], both before anything is written. `wait` bounds
-/// the wait for another process's migration.
-pub(crate) fn bring_up_to_date<C: PoolCodec>(conn: &mut Connection, wait: Duration) -> Result<()> {
+/// [`Error::CodecMismatch`], both before anything is written. `options` are
+/// applied to the connection on the way; their busy timeout also bounds the
+/// wait for another process's migration.
+pub(crate) fn bring_up_to_date<C: PoolCodec>(
+    conn: &mut Connection,
+    options: &StorageOptions,
+) -> Result<()> {
     check_not_newer(conn)?;
     if codec_marker::check::<C>(conn)? == Marker::Recorded && is_current::<C>(conn)? {
-        return Ok(());
+        return options.apply(conn);
     }
-    let _lock = MigrationLock::acquire(conn, wait)?;
+    let _lock = MigrationLock::acquire(conn, options.busy_timeout)?;
+    // A new file gets its journal mode here too: switching to WAL needs an
+    // exclusive lock that SQLite does not wait for when another connection
+    // is switching the same file at that moment.
+    options.apply(conn)?;
     // Another process may have migrated, or recorded its codec, while this
     // one waited.
     check_not_newer(conn)?;

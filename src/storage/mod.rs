@@ -163,7 +163,8 @@ impl<C: PoolCodec> PoolStorage<C> {
 
     /// Takes over an open connection with codec `C` and `options` (replacing
     /// the connection's busy timeout, journal mode and sync level), and runs
-    /// `openmls_sqlite_storage`'s migrations and this crate's.
+    /// whatever `openmls_sqlite_storage`'s migrations and this crate's have
+    /// not yet applied.
     ///
     /// When the schema is current this only reads: no write lock is taken,
     /// so opening does not wait for another process's long transaction.
@@ -205,8 +206,7 @@ impl<C: PoolCodec> PoolStorage<C> {
         // journal mode) is written to the file.
         schema::check_not_newer(&conn)?;
         codec_marker::check::<C>(&conn)?;
-        options.apply(&conn)?;
-        schema::bring_up_to_date::<C>(&mut conn, options.busy_timeout)?;
+        schema::bring_up_to_date::<C>(&mut conn, options)?;
         Ok(Self {
             conn,
             scope_depth: Cell::new(0),
