@@ -76,6 +76,7 @@ mod bundles;
 mod clock;
 pub mod codec;
 mod codec_marker;
+mod erasure;
 mod error;
 mod identity;
 mod keypackage_ref;
@@ -90,6 +91,7 @@ mod storage;
 mod storage_methods;
 mod verify;
 
+pub use erasure::ErasurePolicy;
 pub use error::{Error, RefBytes, Result};
 pub use keypackage_ref::{key_package_ref_from_bytes, MAX_REF_LEN};
 pub use metadata::{KeyPackageMetadata, PoolEntry};

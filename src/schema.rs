@@ -48,6 +48,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "codec_marker",
         include_str!("../migrations/V3__codec_marker.sql"),
     ),
+    (
+        4,
+        "erase_pending",
+        include_str!("../migrations/V4__erase_pending.sql"),
+    ),
 ];
 
 /// The newest schema version this build knows.

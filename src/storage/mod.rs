@@ -15,6 +15,7 @@ use crate::{
     clock::unix_now,
     codec::{DefaultCodec, PoolCodec},
     codec_marker,
+    erasure::{self, ErasurePolicy, Leftover, Pending},
     error::{Error, RefBytes, Result},
     identity,
     keypackage_ref::{check_ref, key_package_ref_from_bytes},
@@ -53,9 +54,11 @@ pub struct PoolStorage<C: PoolCodec = DefaultCodec> {
     conn: Connection,
     /// How many [`WriteScope`]s are open on `conn`.
     scope_depth: Cell<u32>,
-    /// Set when key material was deleted and its old copies have not yet
-    /// been erased from the write-ahead log.
-    erase_pending: Cell<bool>,
+    /// An erasure of old copies of secrets from the write-ahead log that
+    /// this storage knows to be due; the database records it as well.
+    pending: Cell<Option<Pending>>,
+    /// When pending erasures run.
+    erasure: ErasurePolicy,
     /// The busy timeout the options set, restored after checkpoints.
     busy_timeout: Duration,
     // `fn() -> C` keeps `PoolStorage` `Send` whatever the codec type is.
@@ -207,13 +210,21 @@ impl<C: PoolCodec> PoolStorage<C> {
         schema::check_not_newer(&conn)?;
         codec_marker::check::<C>(&conn)?;
         schema::bring_up_to_date::<C>(&mut conn, options)?;
-        Ok(Self {
+        let storage = Self {
             conn,
             scope_depth: Cell::new(0),
-            erase_pending: Cell::new(false),
+            pending: Cell::new(None),
+            erasure: options.erasure,
             busy_timeout: options.busy_timeout,
             _codec: PhantomData,
-        })
+        };
+        // Finish an erasure that another storage left pending (a reader was
+        // in its way, or it was killed). Best effort: the open has succeeded
+        // either way, and the next commit tries again.
+        if matches!(erasure::recorded(&storage.conn), Ok(Some(_))) {
+            let _ = storage.erase_now();
+        }
+        Ok(storage)
     }
 
     /// The underlying connection, for reads of the application's own.
@@ -262,23 +273,88 @@ impl<C: PoolCodec> PoolStorage<C> {
         WriteScope::begin(&self.conn, &self.scope_depth)
     }
 
-    /// Commits a write scope; when that commit reached the database and key
-    /// material was deleted in it, erases the old copies (best effort: the
-    /// deletion itself has succeeded either way).
+    /// Commits a write scope; when that commit reached the database, runs
+    /// what the erasure policy wants after a commit.
     pub(crate) fn finish(&self, scope: WriteScope<'_>) -> Result<()> {
         if scope.commit()? {
-            self.erase_if_idle();
+            self.after_commit();
         }
         Ok(())
     }
 
-    /// Erases deleted key material if some is pending and no transaction is
-    /// open; a checkpoint that could not complete is retried after the next
-    /// commit.
-    pub(crate) fn erase_if_idle(&self) {
-        if self.erase_pending.get() && matches!(self.erase_deleted_key_material(), Ok(true)) {
-            self.erase_pending.set(false);
+    /// After a write outside any write scope: when it committed on its own,
+    /// runs what the erasure policy wants after a commit.
+    pub(crate) fn after_write(&self) {
+        if self.scope_depth.get() == 0 && self.conn.is_autocommit() {
+            self.after_commit();
         }
+    }
+
+    /// Counts a commit against the pending erasure (adopting one the
+    /// database records, left by another storage), and erases when the
+    /// policy says it is due. Best effort: the commit has succeeded either
+    /// way, and an erasure that could not finish stays pending.
+    fn after_commit(&self) {
+        let pending = match self.pending.get() {
+            Some(pending) => Some(pending.after_commit()),
+            None => erasure::recorded(&self.conn)
+                .ok()
+                .flatten()
+                .map(|(pending, _)| pending),
+        };
+        self.pending.set(pending);
+        if pending.is_some_and(|p| p.is_due(self.erasure)) {
+            let _ = self.erase_now();
+        }
+    }
+
+    /// Notes, inside the open write scope, that its commit leaves old copies
+    /// of secrets in the log: in the database, so that any later open or
+    /// commit finishes the erasure, and here. Overwrites count only under a
+    /// policy that erases them.
+    pub(crate) fn left_behind(&self, leftover: Leftover) -> Result<()> {
+        if leftover == Leftover::Overwritten && self.erasure == ErasurePolicy::Deletions {
+            return Ok(());
+        }
+        erasure::record(&self.conn)?;
+        self.pending.set(Some(match self.pending.get() {
+            Some(pending) => pending.and(leftover),
+            None => Pending::new(leftover),
+        }));
+        Ok(())
+    }
+
+    /// Whether overwrites of secrets must go through a write scope to be
+    /// recorded.
+    pub(crate) fn erases_overwrites(&self) -> bool {
+        self.erasure != ErasurePolicy::Deletions
+    }
+
+    /// Checkpoints and truncates the log without waiting for anyone, and on
+    /// success clears the pending erasure, here and in the database.
+    fn erase_now(&self) -> Result<bool> {
+        if self.scope_depth.get() > 0 || !self.conn.is_autocommit() {
+            return Ok(false);
+        }
+        // Read before the checkpoint: a leftover recorded after it bumps the
+        // generation, and clearing then leaves it pending.
+        let generation = erasure::recorded(&self.conn)?.map(|(_, generation)| generation);
+        // Never wait for other connections here: this runs right after
+        // commits (in the middle of processing a message, say), and a reader
+        // elsewhere must not stall it. What cannot be done now is retried.
+        self.conn.busy_timeout(Duration::ZERO)?;
+        let erased = erasure::checkpoint(&self.conn);
+        if matches!(erased, Ok(true)) {
+            self.pending.set(None);
+            if let Some(generation) = generation {
+                // The log is empty; if clearing the record fails (another
+                // writer, a read-only file), a later commit only checkpoints
+                // once more.
+                let _ = erasure::clear(&self.conn, generation);
+            }
+        }
+        self.conn.busy_timeout(self.busy_timeout)?;
+        erased
     }
 
     /// Refuses to write when SQLite has rolled back, by itself, the
@@ -288,53 +364,51 @@ impl<C: PoolCodec> PoolStorage<C> {
         write_scope::ensure_not_lost(&self.conn, &self.scope_depth)
     }
 
-    /// Notes that the open write scope deletes key material.
-    pub(crate) fn key_material_deleted(&self) {
-        self.erase_pending.set(true);
-    }
-
-    /// Removes old copies of deleted rows from the database's files, so that
-    /// the private keys of spent and pruned KeyPackages cannot be read back
-    /// from them.
+    /// Removes old copies of deleted and overwritten rows from the
+    /// database's files, so that the private keys of spent and pruned
+    /// KeyPackages, and the secrets OpenMLS has replaced, cannot be read
+    /// back from them.
     ///
     /// With `secure_delete` on (the default, see [`StorageOptions`]) SQLite
     /// overwrites deleted content in the database pages; in WAL mode the
     /// pages as they were before still sit in the `-wal` file until a
     /// checkpoint copies the new ones back and the log is truncated. This
     /// runs that checkpoint, without waiting for other connections. It runs
-    /// by itself after each commit of this storage that deleted key material
-    /// (a KeyPackage's bundle, or OpenMLS's epoch, encryption, signature or
-    /// PSK secrets); when another connection's reader is in the way it is
-    /// retried after the next commit. Call it directly at start-up, after
-    /// committing a transaction the application began on the raw
-    /// connection, or once another connection has finished reading.
+    /// by itself as the [`ErasurePolicy`] says: by default after each commit
+    /// of this storage that deleted key material (a KeyPackage's bundle, or
+    /// OpenMLS's epoch, encryption, signature or PSK secrets), and within 16
+    /// commits or 2 seconds of one that overwrote secrets (every message
+    /// OpenMLS decrypts rewrites its message secrets). A pending erasure is
+    /// recorded in the database; when a reader is in the way it is retried
+    /// at the next commit of any storage on the file, at the next open, and
+    /// when this storage is dropped. Call it directly after committing a
+    /// transaction the application began on the raw connection, or once
+    /// another connection has finished reading.
     ///
     /// This erases the content of the files; what the file system keeps of
     /// truncated or deleted blocks is beyond SQLite's reach. In the rollback
     /// journal modes there is no log to empty and it returns `Ok(true)`.
     ///
     /// Returns `Ok(true)` when the log was emptied, `Ok(false)` when another
-    /// connection's reader kept part of it (or a transaction of this one is
-    /// open), so that the erasure is incomplete for now.
+    /// connection (or a statement of this one still being stepped) kept
+    /// part of it, or a transaction of this one is open, so that the
+    /// erasure is incomplete for now.
+    ///
+    /// ```
+    /// use openmls_keypackage_pool::PoolStorage;
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let storage = PoolStorage::open(dir.path().join("pool.db"))?;
+    /// let mut stmt = storage.connection().prepare("SELECT 1 UNION ALL SELECT 2")?;
+    /// let mut rows = stmt.query([])?;
+    /// rows.next()?; // a statement in progress holds a read snapshot
+    /// assert!(!storage.erase_deleted_key_material()?);
+    /// drop(rows);
+    /// assert!(storage.erase_deleted_key_material()?);
+    /// # Ok::<(), openmls_keypackage_pool::Error>(())
+    /// ```
     pub fn erase_deleted_key_material(&self) -> Result<bool> {
-        if self.scope_depth.get() > 0 || !self.conn.is_autocommit() {
-            return Ok(false);
-        }
-        // Never wait for other connections here: this runs right after
-        // deletes (in the middle of joining a group, say), and a reader
-        // elsewhere must not stall it. What cannot be done now is retried.
-        self.conn.busy_timeout(Duration::ZERO)?;
-        let checkpoint = self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
-                row.get::<_, i64>(0)
-            });
-        self.conn.busy_timeout(self.busy_timeout)?;
-        match checkpoint {
-            Ok(busy) => Ok(busy == 0),
-            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        self.erase_now()
     }
 
     /// Checks that every KeyPackageBundle has a metadata row and every row
@@ -394,7 +468,9 @@ impl<C: PoolCodec> PoolStorage<C> {
             not_after,
             last_resort: false,
         };
-        metadata::insert(&self.conn, &entry, KeyPackageStatus::Created, unix_now()?)
+        let result = metadata::insert(&self.conn, &entry, KeyPackageStatus::Created, unix_now()?);
+        self.after_write();
+        result
     }
 
     /// Moves a KeyPackage to `status`, stamping `uploaded_at`, `reserved_at`
@@ -409,13 +485,15 @@ impl<C: PoolCodec> PoolStorage<C> {
         status: KeyPackageStatus,
     ) -> Result<()> {
         self.guard()?;
-        metadata::transition(
+        let result = metadata::transition(
             &self.conn,
             keypackage_ref,
             status,
             unix_now()?,
             TransitionDetails::None,
-        )
+        );
+        self.after_write();
+        result
     }
 
     /// How many KeyPackages are in `status`.
@@ -444,7 +522,9 @@ impl<C: PoolCodec> PoolStorage<C> {
     pub fn delete_pool_metadata(&self, keypackage_ref: &[u8]) -> Result<()> {
         self.guard()?;
         check_ref(keypackage_ref)?;
-        if metadata::delete(&self.conn, keypackage_ref)? {
+        let deleted = metadata::delete(&self.conn, keypackage_ref);
+        self.after_write();
+        if deleted? {
             Ok(())
         } else {
             Err(Error::not_found(keypackage_ref))
@@ -463,7 +543,7 @@ impl<C: PoolCodec> PoolStorage<C> {
         expires_at: i64,
     ) -> Result<()> {
         self.guard()?;
-        metadata::transition(
+        let result = metadata::transition(
             &self.conn,
             keypackage_ref,
             KeyPackageStatus::Reserved,
@@ -473,7 +553,9 @@ impl<C: PoolCodec> PoolStorage<C> {
                 reserved_by,
                 expires_at,
             },
-        )
+        );
+        self.after_write();
+        result
     }
 
     /// Marks a KeyPackage `spent`, recording who used it in which group.
@@ -482,13 +564,15 @@ impl<C: PoolCodec> PoolStorage<C> {
     /// record.
     pub fn mark_spent(&self, keypackage_ref: &[u8], spent_by: &str, group_id: &[u8]) -> Result<()> {
         self.guard()?;
-        metadata::transition(
+        let result = metadata::transition(
             &self.conn,
             keypackage_ref,
             KeyPackageStatus::Spent,
             unix_now()?,
             TransitionDetails::Spend { spent_by, group_id },
-        )
+        );
+        self.after_write();
+        result
     }
 
     /// The metadata of one KeyPackage, if it has a row.
@@ -554,11 +638,25 @@ impl<C: PoolCodec> PoolStorage<C> {
     /// one.
     pub fn save_identity(&self, username: &str, signature_public_key: &[u8]) -> Result<()> {
         self.guard()?;
-        identity::save(&self.conn, username, signature_public_key, unix_now()?)
+        let result = identity::save(&self.conn, username, signature_public_key, unix_now()?);
+        self.after_write();
+        result
     }
 
     /// The signature public key saved for `username`, if any.
     pub fn load_public_key(&self, username: &str) -> Result<Option<Vec<u8>>> {
         identity::load_public_key(&self.conn, username)
+    }
+}
+
+impl<C: PoolCodec> Drop for PoolStorage<C> {
+    /// Finishes a pending erasure before the connection closes (best
+    /// effort: what a reader still blocks stays recorded in the database for
+    /// the next open or commit).
+    fn drop(&mut self) {
+        let recorded = || matches!(erasure::recorded(&self.conn), Ok(Some(_)));
+        if self.pending.get().is_some() || recorded() {
+            let _ = self.erase_now();
+        }
     }
 }

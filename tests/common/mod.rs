@@ -4,6 +4,7 @@
 
 pub mod lifecycle_model;
 pub mod plain_sqlite;
+pub mod secrets;
 
 use std::path::PathBuf;
 
