@@ -61,8 +61,9 @@
 //! - [`KeyPackageStatus`]: the lifecycle and which moves it allows.
 //! - [`PoolStorage`]: the metadata store, outer transactions, identities, and
 //!   adopting a database written by plain `openmls_sqlite_storage`.
-//! - [`StorageOptions`]: journal mode, sync level, busy timeout and
-//!   `secure_delete`; with the `sqlcipher` feature,
+//! - [`StorageOptions`]: journal mode, sync level, busy timeout,
+//!   `secure_delete` and the [`ErasurePolicy`] for old copies of secrets in
+//!   the write-ahead log; with the `sqlcipher` feature,
 //!   `PoolStorage::open_encrypted` for encryption at rest.
 //! - [`PoolStorage::verify`] and [`PoolStorage::repair`]: checks for
 //!   start-up.
