@@ -50,22 +50,36 @@ fn decode_entry<C: Codec>(stored_key: &[u8], stored_bundle: &[u8]) -> Result<Poo
     PoolEntry::from_ref_and_bundle(&kp_ref, &bundle)
 }
 
-/// The raw refs of every stored bundle, decoded from the keys
-/// `openmls_sqlite_storage` stores them under. A key that does not decode is
-/// returned as `Err` with its stored bytes.
-pub(crate) fn stored_refs<C: Codec>(
-    conn: &Connection,
-) -> Result<Vec<std::result::Result<Vec<u8>, Vec<u8>>>> {
+/// One row of `openmls_key_packages`, as the storage codec reads it.
+pub(crate) enum StoredBundle {
+    /// Key and bundle decode; the raw ref.
+    Decodes(Vec<u8>),
+    /// The key decodes (the raw ref) but the bundle does not.
+    UndecodableBundle(Vec<u8>),
+    /// The key does not decode; its stored bytes.
+    UndecodableKey(Vec<u8>),
+}
+
+/// Every stored bundle, decoded key and bundle both, in storage order.
+pub(crate) fn stored_refs<C: Codec>(conn: &Connection) -> Result<Vec<StoredBundle>> {
     let mut stmt = conn.prepare(
-        "SELECT key_package_ref FROM openmls_key_packages
+        "SELECT key_package_ref, key_package FROM openmls_key_packages
          WHERE provider_version = ?1 ORDER BY rowid",
     )?;
-    let keys = stmt.query_map([PROVIDER_VERSION], |row| row.get::<_, Vec<u8>>(0))?;
-    keys.map(|key| {
-        let key = key?;
+    let rows = stmt.query_map([PROVIDER_VERSION], |row| {
+        Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, Vec<u8>>(1)?))
+    })?;
+    rows.map(|row| {
+        let (key, bundle) = row?;
         Ok(match C::from_slice::<KeyPackageRef>(&key) {
-            Ok(kp_ref) => Ok(kp_ref.as_slice().to_vec()),
-            Err(_) => Err(key),
+            Err(_) => StoredBundle::UndecodableKey(key),
+            Ok(kp_ref) => {
+                let raw = kp_ref.as_slice().to_vec();
+                match C::from_slice::<KeyPackageBundle>(&bundle) {
+                    Ok(_) => StoredBundle::Decodes(raw),
+                    Err(_) => StoredBundle::UndecodableBundle(raw),
+                }
+            }
         })
     })
     .collect()

@@ -18,6 +18,11 @@
 //! Non-self-describing formats such as postcard or bincode cannot decode a
 //! stored `MlsGroupJoinConfig`, so they cannot serve as an OpenMLS storage
 //! codec; the crate's codec tests prove this for postcard.
+//!
+//! Each database records the [`PoolCodec::NAME`] of the codec its entities
+//! are stored with, and refuses to open with another one
+//! ([`Error::CodecMismatch`](crate::Error::CodecMismatch)): read with the
+//! wrong codec, every stored entity would look damaged.
 
 pub use openmls_sqlite_storage::Codec;
 use serde::{de::DeserializeOwned, Serialize};
@@ -26,9 +31,33 @@ use serde::{de::DeserializeOwned, Serialize};
 /// [`PoolProvider`](crate::PoolProvider) use when none is named.
 pub type DefaultCodec = MessagePackCodec;
 
+/// A [`Codec`] with a stable name, which a database records so that it is
+/// never read with another codec.
+///
+/// `Codec` belongs to `openmls_sqlite_storage`; this trait adds what the
+/// pool needs on top. To use a codec of your own, implement both, and give it
+/// a name no other codec uses.
+///
+/// ```
+/// use openmls_keypackage_pool::codec::{JsonCodec, MessagePackCodec, PoolCodec};
+///
+/// assert_eq!(JsonCodec::NAME, "json");
+/// assert_eq!(MessagePackCodec::NAME, "messagepack");
+/// ```
+pub trait PoolCodec: Codec {
+    /// The name recorded in the database. It must never change once
+    /// databases written with the codec exist: a database whose recorded
+    /// name differs is refused.
+    const NAME: &'static str;
+}
+
 /// Stores entities as JSON text (in BLOB columns).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct JsonCodec;
+
+impl PoolCodec for JsonCodec {
+    const NAME: &'static str = "json";
+}
 
 impl Codec for JsonCodec {
     type Error = serde_json::Error;
@@ -45,6 +74,10 @@ impl Codec for JsonCodec {
 /// Stores entities as MessagePack, structs as arrays.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct MessagePackCodec;
+
+impl PoolCodec for MessagePackCodec {
+    const NAME: &'static str = "messagepack";
+}
 
 /// An error from [`MessagePackCodec`].
 #[derive(Debug, thiserror::Error)]

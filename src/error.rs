@@ -225,6 +225,33 @@ pub enum Error {
         supported: i64,
     },
 
+    /// The database's OpenMLS entities are stored with another codec than
+    /// the one it was opened with. Nothing was written.
+    #[error(
+        "the database's OpenMLS entities are stored with the {found:?} codec, not {expected:?}; open it with the codec it was written with"
+    )]
+    CodecMismatch {
+        /// The codec the database records, or, for a database written
+        /// before codecs were recorded, the shipped codec its entities decode
+        /// with (`"unknown"` when none does).
+        found: String,
+        /// The [`PoolCodec::NAME`](crate::codec::PoolCodec::NAME) of the
+        /// codec it was opened with.
+        expected: &'static str,
+    },
+
+    /// [`PoolStorage::repair`](crate::PoolStorage::repair) removed nothing
+    /// because stored KeyPackageBundles (or their keys) do not decode: the
+    /// database may be read with the wrong codec, or be damaged, and
+    /// pairing bundles with metadata rows would then be guesswork.
+    #[error(
+        "repair removed nothing: {undecodable} stored KeyPackage bundles or bundle keys cannot be decoded with this codec"
+    )]
+    RepairRefused {
+        /// How many bundles or bundle keys did not decode.
+        undecodable: usize,
+    },
+
     /// An encrypted database could not be read with the key given (or the
     /// file is not an encrypted pool database at all).
     #[error("the database cannot be decrypted with this key, or is not an encrypted database")]

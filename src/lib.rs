@@ -61,8 +61,9 @@
 //! - [`KeyPackageStatus`]: the lifecycle and which moves it allows.
 //! - [`PoolStorage`]: the metadata store, outer transactions, identities, and
 //!   adopting a database written by plain `openmls_sqlite_storage`.
-//! - [`StorageOptions`]: journal mode, sync level, busy timeout and
-//!   `secure_delete`; with the `sqlcipher` feature,
+//! - [`StorageOptions`]: journal mode, sync level, busy timeout,
+//!   `secure_delete` and the [`ErasurePolicy`] for old copies of secrets in
+//!   the write-ahead log; with the `sqlcipher` feature,
 //!   `PoolStorage::open_encrypted` for encryption at rest.
 //! - [`PoolStorage::verify`] and [`PoolStorage::repair`]: checks for
 //!   start-up.
@@ -75,6 +76,8 @@
 mod bundles;
 mod clock;
 pub mod codec;
+mod codec_marker;
+mod erasure;
 mod error;
 mod identity;
 mod keypackage_ref;
@@ -89,6 +92,7 @@ mod storage;
 mod storage_methods;
 mod verify;
 
+pub use erasure::ErasurePolicy;
 pub use error::{Error, RefBytes, Result};
 pub use keypackage_ref::{key_package_ref_from_bytes, MAX_REF_LEN};
 pub use metadata::{KeyPackageMetadata, PoolEntry};

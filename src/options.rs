@@ -4,7 +4,10 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-use crate::error::{Error, Result};
+use crate::{
+    erasure::ErasurePolicy,
+    error::{Error, Result},
+};
 
 /// SQLite's journal mode for the database file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +85,10 @@ pub struct StorageOptions {
     /// free space. On by default; turning it off makes deletes a little
     /// cheaper and leaves key material recoverable from the file.
     pub secure_delete: bool,
+    /// When old copies of deleted and overwritten secrets are erased from
+    /// the write-ahead log; by default within 16 commits or 2 seconds of
+    /// their overwrite, and right after their deletion.
+    pub erasure: ErasurePolicy,
 }
 
 impl Default for StorageOptions {
@@ -91,6 +98,7 @@ impl Default for StorageOptions {
             synchronous: Synchronous::Full,
             busy_timeout: Duration::from_secs(5),
             secure_delete: true,
+            erasure: ErasurePolicy::default(),
         }
     }
 }

@@ -6,7 +6,7 @@ use openmls_rust_crypto::RustCrypto;
 use openmls_traits::{crypto::OpenMlsCrypto, random::OpenMlsRand, OpenMlsProvider};
 
 use crate::{
-    codec::{Codec, DefaultCodec},
+    codec::{DefaultCodec, PoolCodec},
     error::Result,
     options::StorageOptions,
     storage::PoolStorage,
@@ -61,7 +61,7 @@ impl<T: OpenMlsCrypto + OpenMlsRand> PoolCrypto for T {}
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
-pub struct PoolProvider<C: Codec = DefaultCodec, P = RustCrypto> {
+pub struct PoolProvider<C: PoolCodec = DefaultCodec, P = RustCrypto> {
     crypto: P,
     storage: PoolStorage<C>,
 }
@@ -91,7 +91,7 @@ impl PoolProvider<DefaultCodec> {
     }
 }
 
-impl<C: Codec> PoolProvider<C> {
+impl<C: PoolCodec> PoolProvider<C> {
     /// A provider over storage opened some other way (another codec, an
     /// existing connection), with `openmls_rust_crypto`.
     pub fn new(storage: PoolStorage<C>) -> Self {
@@ -100,7 +100,7 @@ impl<C: Codec> PoolProvider<C> {
 }
 
 #[cfg(feature = "libcrux")]
-impl<C: Codec> PoolProvider<C, crate::LibcruxCrypto> {
+impl<C: PoolCodec> PoolProvider<C, crate::LibcruxCrypto> {
     /// A provider over `storage` with `openmls_libcrux_crypto`, the one
     /// OpenMLS crypto provider that implements the X-Wing post-quantum
     /// ciphersuite. Its random generator is seeded from the operating
@@ -120,7 +120,7 @@ impl<C: Codec> PoolProvider<C, crate::LibcruxCrypto> {
     }
 }
 
-impl<C: Codec, P: PoolCrypto> PoolProvider<C, P> {
+impl<C: PoolCodec, P: PoolCrypto> PoolProvider<C, P> {
     /// A provider over `storage` with the crypto and randomness provider
     /// `crypto`.
     pub fn with_crypto(storage: PoolStorage<C>, crypto: P) -> Self {
@@ -138,7 +138,7 @@ impl<C: Codec, P: PoolCrypto> PoolProvider<C, P> {
     }
 }
 
-impl<C: Codec, P: PoolCrypto> OpenMlsProvider for PoolProvider<C, P> {
+impl<C: PoolCodec, P: PoolCrypto> OpenMlsProvider for PoolProvider<C, P> {
     type CryptoProvider = P;
     type RandProvider = P;
     type StorageProvider = PoolStorage<C>;

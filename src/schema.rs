@@ -4,11 +4,32 @@
 //! recorded in their own history table (`openmls_keypackage_pool_migrations`)
 //! so they never touch the one `openmls_sqlite_storage` keeps. A schema change
 //! is always a new file, never an edit of an applied one.
+//!
+//! Opening a database whose schema is current takes no write lock: it only
+//! reads both histories (and the codec marker). When something must be
+//! written, the opener takes the migration lock, checks again under it, and
+//! migrates. `openmls_sqlite_storage` runs its migrations through refinery,
+//! one transaction per migration, each planned from a history read in an
+//! earlier one; two processes running it at once both try to apply the same
+//! migration, and one fails. SQLite's own locks cannot span those separate
+//! transactions (an exclusive locking mode would need every other
+//! connection closed), so the lock is an advisory file lock on
+//! `<database>-migration-lock`, a file that stays empty beside the database.
 
-use openmls_sqlite_storage::{Codec, SqliteStorageProvider};
+use std::{
+    fs::{File, OpenOptions, TryLockError},
+    time::{Duration, Instant},
+};
+
+use openmls_sqlite_storage::SqliteStorageProvider;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use crate::error::{Error, Result};
+use crate::{
+    codec::PoolCodec,
+    codec_marker::{self, Marker},
+    error::{Error, Result},
+    options::StorageOptions,
+};
 
 /// This crate's migrations, in order: (version, name, SQL).
 const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -22,21 +43,56 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "pool_counts",
         include_str!("../migrations/V2__pool_counts.sql"),
     ),
+    (
+        3,
+        "codec_marker",
+        include_str!("../migrations/V3__codec_marker.sql"),
+    ),
+    (
+        4,
+        "erase_pending",
+        include_str!("../migrations/V4__erase_pending.sql"),
+    ),
 ];
 
 /// The newest schema version this build knows.
 pub(crate) const LATEST_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 
-/// Brings `conn` up to date: OpenMLS's tables first, then the pool's.
+/// Brings `conn` up to date (OpenMLS's tables first, then the pool's) and
+/// records codec `C` if the database has no codec record yet.
 ///
-/// A database whose pool schema is newer than this build is refused with
-/// [`Error::SchemaTooNew`] before anything is written.
-pub(crate) fn migrate<C: Codec>(conn: &mut Connection) -> Result<()> {
+/// When the schema is current and the codec recorded, this only reads. A
+/// database whose pool schema is newer than this build is
+/// [`Error::SchemaTooNew`], and one stored with another codec
+/// [`Error::CodecMismatch`], both before anything is written. `options` are
+/// applied to the connection on the way; their busy timeout also bounds the
+/// wait for another process's migration.
+pub(crate) fn bring_up_to_date<C: PoolCodec>(
+    conn: &mut Connection,
+    options: &StorageOptions,
+) -> Result<()> {
     check_not_newer(conn)?;
+    if codec_marker::check::<C>(conn)? == Marker::Recorded && is_current::<C>(conn)? {
+        return options.apply(conn);
+    }
+    let _lock = MigrationLock::acquire(conn, options.busy_timeout)?;
+    // A new file gets its journal mode here too: switching to WAL needs an
+    // exclusive lock that SQLite does not wait for when another connection
+    // is switching the same file at that moment.
+    options.apply(conn)?;
+    // Another process may have migrated, or recorded its codec, while this
+    // one waited.
+    check_not_newer(conn)?;
+    let marker = codec_marker::check::<C>(conn)?;
     SqliteStorageProvider::<C, &mut Connection>::new(conn)
         .run_migrations()
         .map_err(|e| Error::Migration(format!("openmls_sqlite_storage: {e}")))?;
+    apply_own::<C>(conn, marker)
+}
 
+/// Applies this crate's missing migrations and records the codec, in one
+/// transaction.
+fn apply_own<C: PoolCodec>(conn: &mut Connection, marker: Marker) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute_batch(
         "CREATE TABLE IF NOT EXISTS openmls_keypackage_pool_migrations (
@@ -45,8 +101,6 @@ pub(crate) fn migrate<C: Codec>(conn: &mut Connection) -> Result<()> {
              applied_at INTEGER NOT NULL
          )",
     )?;
-    // Read again under the write lock: another process may have migrated
-    // since the first check.
     let applied = applied_version(&tx)?.unwrap_or(0);
     if applied > LATEST_VERSION {
         return Err(Error::SchemaTooNew {
@@ -64,19 +118,72 @@ pub(crate) fn migrate<C: Codec>(conn: &mut Connection) -> Result<()> {
             params![version, name, now],
         )?;
     }
+    if marker == Marker::Missing {
+        codec_marker::record::<C>(&tx, now)?;
+    }
     tx.commit()?;
     Ok(())
 }
 
+/// Whether both schemas are current, found by reading only.
+fn is_current<C: PoolCodec>(conn: &mut Connection) -> Result<bool> {
+    if !history_exists(conn)? || applied_version(conn)? != Some(LATEST_VERSION) {
+        return Ok(false);
+    }
+    // openmls_sqlite_storage does not publish its list of migrations, only a
+    // runner that applies whatever is missing. Run with the connection unable
+    // to write, it succeeds exactly when nothing is missing (creating its
+    // history table "if not exists" writes nothing when it exists).
+    let query_only: bool = conn.query_row("PRAGMA query_only", [], |row| row.get(0))?;
+    conn.pragma_update(None, "query_only", true)?;
+    let dry_run = SqliteStorageProvider::<C, &mut Connection>::new(conn).run_migrations();
+    conn.pragma_update(None, "query_only", query_only)?;
+    Ok(dry_run.is_ok())
+}
+
+/// Serialises migrations between processes: an exclusive advisory lock on
+/// `<database>-migration-lock`, held until dropped (or the process ends).
+/// An in-memory database is private to its connection and needs none.
+struct MigrationLock {
+    _held: Option<File>,
+}
+
+impl MigrationLock {
+    fn acquire(conn: &Connection, wait: Duration) -> Result<Self> {
+        let Some(path) = conn.path().filter(|p| !p.is_empty()) else {
+            return Ok(Self { _held: None });
+        };
+        let lock_path = format!("{path}-migration-lock");
+        let io_error = |e: std::io::Error| Error::Migration(format!("{lock_path}: {e}"));
+        // Never deleted: a process waiting on the old file would otherwise
+        // hold a lock nobody else sees.
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_error)?;
+        let deadline = Instant::now() + wait;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(Self { _held: Some(file) }),
+                Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    return Err(Error::Migration(format!(
+                        "another process held {lock_path} for longer than the busy timeout"
+                    )))
+                }
+                Err(TryLockError::Error(e)) => return Err(io_error(e)),
+            }
+        }
+    }
+}
+
 /// Refuses a database whose pool schema is newer than this build.
 pub(crate) fn check_not_newer(conn: &Connection) -> Result<()> {
-    let history_exists: bool = conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master
-                        WHERE type = 'table' AND name = 'openmls_keypackage_pool_migrations')",
-        [],
-        |row| row.get(0),
-    )?;
-    if !history_exists {
+    if !history_exists(conn)? {
         return Ok(());
     }
     match applied_version(conn)? {
@@ -97,4 +204,13 @@ fn applied_version(conn: &Connection) -> Result<Option<i64>> {
         )
         .optional()?
         .flatten())
+}
+
+fn history_exists(conn: &Connection) -> Result<bool> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master
+                        WHERE type = 'table' AND name = 'openmls_keypackage_pool_migrations')",
+        [],
+        |row| row.get(0),
+    )?)
 }

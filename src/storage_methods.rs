@@ -2,9 +2,12 @@
 //! forwards to `openmls_sqlite_storage`, listed once.
 //!
 //! `storage_methods!(callback)` hands every method but the two KeyPackage
-//! writes to `callback!`, each marked `plain`, `atomic` (several statements
-//! that must land together) or `erasing` (deletes key material). The forwarding implementation and the scratch
-//! storage of generation workers are both written from this one list.
+//! writes to `callback!`, each marked `read`, `plain` (a write), `atomic`
+//! (several statements that must land together), `erasing` (deletes key
+//! material) or `superseding` (overwrites an entity that holds secrets, so
+//! that the secrets it held are destroyed). The forwarding implementation
+//! and the scratch storage of generation workers are both written from this
+//! one list.
 
 macro_rules! storage_methods {
     ($callback:ident) => {
@@ -42,11 +45,11 @@ macro_rules! storage_methods {
                 GroupState: traits::GroupState<V>,
                 GroupId: traits::GroupId<V>,
             >(&self, group_id: &GroupId, group_state: &GroupState) -> ();
-            plain fn write_message_secrets<
+            superseding fn write_message_secrets<
                 GroupId: traits::GroupId<V>,
                 MessageSecrets: traits::MessageSecrets<V>,
             >(&self, group_id: &GroupId, message_secrets: &MessageSecrets) -> ();
-            plain fn write_resumption_psk_store<
+            superseding fn write_resumption_psk_store<
                 GroupId: traits::GroupId<V>,
                 ResumptionPskStore: traits::ResumptionPskStore<V>,
             >(&self, group_id: &GroupId, resumption_psk_store: &ResumptionPskStore) -> ();
@@ -54,17 +57,17 @@ macro_rules! storage_methods {
                 GroupId: traits::GroupId<V>,
                 LeafNodeIndex: traits::LeafNodeIndex<V>,
             >(&self, group_id: &GroupId, own_leaf_index: &LeafNodeIndex) -> ();
-            plain fn write_group_epoch_secrets<
+            superseding fn write_group_epoch_secrets<
                 GroupId: traits::GroupId<V>,
                 GroupEpochSecrets: traits::GroupEpochSecrets<V>,
             >(&self, group_id: &GroupId, group_epoch_secrets: &GroupEpochSecrets) -> ();
             #[cfg(feature = "extensions-draft")]
-            plain fn write_application_export_tree<
+            superseding fn write_application_export_tree<
                 GroupId: traits::GroupId<V>,
                 ApplicationExportTree: traits::ApplicationExportTree<V>,
             >(&self, group_id: &GroupId, application_export_tree: &ApplicationExportTree) -> ();
             #[cfg(feature = "virtual-clients-draft")]
-            plain fn write_vc_emulation_epoch_state<
+            superseding fn write_vc_emulation_epoch_state<
                 EpochId: traits::VcEpochId<V>,
                 VcEmulationEpochState: traits::VcEmulationEpochState<V>,
             >(&self, epoch_id: &EpochId, vc_emulation_epoch_state: &VcEmulationEpochState) -> ();
@@ -79,7 +82,7 @@ macro_rules! storage_methods {
                 RegisteredVcEmulationEpoch: traits::RegisteredVcEmulationEpoch<V>,
             >(&self, group_id: &GroupId, registered: &RegisteredVcEmulationEpoch) -> ();
             #[cfg(feature = "virtual-clients-draft")]
-            plain fn write_vc_operation_tree<
+            superseding fn write_vc_operation_tree<
                 EpochId: traits::VcEpochId<V>,
                 VcOperationTree: traits::VcOperationTree<V>,
             >(&self, epoch_id: &EpochId, vc_operation_tree: &VcOperationTree) -> ();
@@ -91,7 +94,7 @@ macro_rules! storage_methods {
                 EncryptionKey: traits::EncryptionKey<V>,
                 HpkeKeyPair: traits::HpkeKeyPair<V>,
             >(&self, public_key: &EncryptionKey, key_pair: &HpkeKeyPair) -> ();
-            plain fn write_encryption_epoch_key_pairs<
+            superseding fn write_encryption_epoch_key_pairs<
                 GroupId: traits::GroupId<V>,
                 EpochKey: traits::EpochKey<V>,
                 HpkeKeyPair: traits::HpkeKeyPair<V>,
@@ -102,116 +105,116 @@ macro_rules! storage_methods {
                 leaf_index: u32,
                 key_pairs: &[HpkeKeyPair],
             ) -> ();
-            plain fn write_psk<
+            superseding fn write_psk<
                 PskId: traits::PskId<V>,
                 PskBundle: traits::PskBundle<V>,
             >(&self, psk_id: &PskId, psk: &PskBundle) -> ();
-            plain fn mls_group_join_config<
+            read fn mls_group_join_config<
                 GroupId: traits::GroupId<V>,
                 MlsGroupJoinConfig: traits::MlsGroupJoinConfig<V>,
             >(&self, group_id: &GroupId) -> Option<MlsGroupJoinConfig>;
-            plain fn own_leaf_nodes<
+            read fn own_leaf_nodes<
                 GroupId: traits::GroupId<V>,
                 LeafNode: traits::LeafNode<V>,
             >(&self, group_id: &GroupId) -> Vec<LeafNode>;
-            plain fn queued_proposal_refs<
+            read fn queued_proposal_refs<
                 GroupId: traits::GroupId<V>,
                 ProposalRef: traits::ProposalRef<V>,
             >(&self, group_id: &GroupId) -> Vec<ProposalRef>;
-            plain fn queued_proposals<
+            read fn queued_proposals<
                 GroupId: traits::GroupId<V>,
                 ProposalRef: traits::ProposalRef<V>,
                 QueuedProposal: traits::QueuedProposal<V>,
             >(&self, group_id: &GroupId) -> Vec<(ProposalRef, QueuedProposal)>;
-            plain fn tree<
+            read fn tree<
                 GroupId: traits::GroupId<V>,
                 TreeSync: traits::TreeSync<V>,
             >(&self, group_id: &GroupId) -> Option<TreeSync>;
-            plain fn group_context<
+            read fn group_context<
                 GroupId: traits::GroupId<V>,
                 GroupContext: traits::GroupContext<V>,
             >(&self, group_id: &GroupId) -> Option<GroupContext>;
-            plain fn interim_transcript_hash<
+            read fn interim_transcript_hash<
                 GroupId: traits::GroupId<V>,
                 InterimTranscriptHash: traits::InterimTranscriptHash<V>,
             >(&self, group_id: &GroupId) -> Option<InterimTranscriptHash>;
-            plain fn confirmation_tag<
+            read fn confirmation_tag<
                 GroupId: traits::GroupId<V>,
                 ConfirmationTag: traits::ConfirmationTag<V>,
             >(&self, group_id: &GroupId) -> Option<ConfirmationTag>;
-            plain fn group_state<
+            read fn group_state<
                 GroupState: traits::GroupState<V>,
                 GroupId: traits::GroupId<V>,
             >(&self, group_id: &GroupId) -> Option<GroupState>;
-            plain fn message_secrets<
+            read fn message_secrets<
                 GroupId: traits::GroupId<V>,
                 MessageSecrets: traits::MessageSecrets<V>,
             >(&self, group_id: &GroupId) -> Option<MessageSecrets>;
-            plain fn resumption_psk_store<
+            read fn resumption_psk_store<
                 GroupId: traits::GroupId<V>,
                 ResumptionPskStore: traits::ResumptionPskStore<V>,
             >(&self, group_id: &GroupId) -> Option<ResumptionPskStore>;
-            plain fn own_leaf_index<
+            read fn own_leaf_index<
                 GroupId: traits::GroupId<V>,
                 LeafNodeIndex: traits::LeafNodeIndex<V>,
             >(&self, group_id: &GroupId) -> Option<LeafNodeIndex>;
-            plain fn group_epoch_secrets<
+            read fn group_epoch_secrets<
                 GroupId: traits::GroupId<V>,
                 GroupEpochSecrets: traits::GroupEpochSecrets<V>,
             >(&self, group_id: &GroupId) -> Option<GroupEpochSecrets>;
-            plain fn signature_key_pair<
+            read fn signature_key_pair<
                 SignaturePublicKey: traits::SignaturePublicKey<V>,
                 SignatureKeyPair: traits::SignatureKeyPair<V>,
             >(&self, public_key: &SignaturePublicKey) -> Option<SignatureKeyPair>;
-            plain fn encryption_key_pair<
+            read fn encryption_key_pair<
                 HpkeKeyPair: traits::HpkeKeyPair<V>,
                 EncryptionKey: traits::EncryptionKey<V>,
             >(&self, public_key: &EncryptionKey) -> Option<HpkeKeyPair>;
-            plain fn encryption_epoch_key_pairs<
+            read fn encryption_epoch_key_pairs<
                 GroupId: traits::GroupId<V>,
                 EpochKey: traits::EpochKey<V>,
                 HpkeKeyPair: traits::HpkeKeyPair<V>,
             >(&self, group_id: &GroupId, epoch: &EpochKey, leaf_index: u32) -> Vec<HpkeKeyPair>;
-            plain fn key_package<
+            read fn key_package<
                 KeyPackageRef: traits::HashReference<V>,
                 KeyPackage: traits::KeyPackage<V>,
             >(&self, hash_ref: &KeyPackageRef) -> Option<KeyPackage>;
-            plain fn psk<
+            read fn psk<
                 PskBundle: traits::PskBundle<V>,
                 PskId: traits::PskId<V>,
             >(&self, psk_id: &PskId) -> Option<PskBundle>;
             #[cfg(feature = "extensions-draft")]
-            plain fn application_export_tree<
+            read fn application_export_tree<
                 GroupId: traits::GroupId<V>,
                 ApplicationExportTree: traits::ApplicationExportTree<V>,
             >(&self, group_id: &GroupId) -> Option<ApplicationExportTree>;
             #[cfg(feature = "virtual-clients-draft")]
-            plain fn vc_emulation_epoch_state<
+            read fn vc_emulation_epoch_state<
                 EpochId: traits::VcEpochId<V>,
                 VcEmulationEpochState: traits::VcEmulationEpochState<V>,
             >(&self, epoch_id: &EpochId) -> Option<VcEmulationEpochState>;
             #[cfg(feature = "virtual-clients-draft")]
-            plain fn vc_emulation_bindings<
+            read fn vc_emulation_bindings<
                 GroupId: traits::GroupId<V>,
                 VcEmulationBindings: traits::VcEmulationBindings<V>,
             >(&self, group_id: &GroupId) -> Option<VcEmulationBindings>;
             #[cfg(feature = "virtual-clients-draft")]
-            plain fn registered_vc_emulation_epoch<
+            read fn registered_vc_emulation_epoch<
                 GroupId: traits::GroupId<V>,
                 RegisteredVcEmulationEpoch: traits::RegisteredVcEmulationEpoch<V>,
             >(&self, group_id: &GroupId) -> Option<RegisteredVcEmulationEpoch>;
             #[cfg(feature = "virtual-clients-draft")]
-            plain fn vc_operation_tree<
+            read fn vc_operation_tree<
                 EpochId: traits::VcEpochId<V>,
                 VcOperationTree: traits::VcOperationTree<V>,
             >(&self, epoch_id: &EpochId) -> Option<VcOperationTree>;
             #[cfg(feature = "virtual-clients-draft")]
-            plain fn retained_key_package_material<
+            read fn retained_key_package_material<
                 KeyPackageRef: traits::HashReference<V>,
                 RetainedKeyPackageMaterial: traits::RetainedKeyPackageMaterial<V>,
             >(&self, hash_ref: &KeyPackageRef) -> Option<RetainedKeyPackageMaterial>;
             #[cfg(feature = "virtual-clients-draft")]
-            plain fn has_retained_key_package_material_for_epoch<
+            read fn has_retained_key_package_material_for_epoch<
                 EpochId: traits::VcEpochId<V>,
             >(&self, epoch_id: &EpochId) -> bool;
             plain fn remove_proposal<
@@ -247,7 +250,7 @@ macro_rules! storage_methods {
             >(&self, group_id: &GroupId, epoch: &EpochKey, leaf_index: u32) -> ();
             erasing fn delete_psk<PskKey: traits::PskId<V>>(&self, psk_id: &PskKey) -> ();
             #[cfg(feature = "extensions-draft")]
-            plain fn delete_application_export_tree<
+            erasing fn delete_application_export_tree<
                 GroupId: traits::GroupId<V>,
                 ApplicationExportTree: traits::ApplicationExportTree<V>,
             >(&self, group_id: &GroupId) -> ();
@@ -258,11 +261,11 @@ macro_rules! storage_methods {
                 GroupId: traits::GroupId<V>,
             >(&self, group_id: &GroupId) -> ();
             #[cfg(feature = "virtual-clients-draft")]
-            plain fn delete_retained_key_package_material<
+            erasing fn delete_retained_key_package_material<
                 KeyPackageRef: traits::HashReference<V>,
             >(&self, hash_ref: &KeyPackageRef) -> ();
             #[cfg(feature = "virtual-clients-draft")]
-            atomic fn write_retained_key_package_material_batch<
+            superseding fn write_retained_key_package_material_batch<
                 EpochId: traits::VcEpochId<V>,
                 VcOperationTree: traits::VcOperationTree<V>,
                 KeyPackageRef: traits::HashReference<V>,
@@ -274,7 +277,7 @@ macro_rules! storage_methods {
                 materials: &[(KeyPackageRef, RetainedKeyPackageMaterial)],
             ) -> ();
             #[cfg(feature = "virtual-clients-draft")]
-            atomic fn delete_vc_emulation_state_if_unreferenced<
+            erasing fn delete_vc_emulation_state_if_unreferenced<
                 EpochId: traits::VcEpochId<V>,
             >(&self, epoch_id: &EpochId) -> bool;
         }

@@ -6,7 +6,11 @@ use std::collections::HashSet;
 use openmls_sqlite_storage::Codec;
 use rusqlite::Connection;
 
-use crate::{bundles, error::Result, metadata};
+use crate::{
+    bundles::{self, StoredBundle},
+    error::Result,
+    metadata,
+};
 
 /// What [`PoolStorage::verify`](crate::PoolStorage::verify) found, or what
 /// [`PoolStorage::repair`](crate::PoolStorage::repair) removed.
@@ -22,6 +26,9 @@ pub struct ConsistencyReport {
     /// storage codec (written with another codec, or damaged). Reported,
     /// never removed.
     pub undecodable_bundle_keys: Vec<Vec<u8>>,
+    /// Refs of bundles whose stored KeyPackageBundle cannot be decoded with
+    /// the storage codec. Reported, never removed.
+    pub undecodable_bundles: Vec<Vec<u8>>,
     /// Whether the per-status counts the pool keeps (and reads for
     /// `count_by_status`, `health`, the hard cap and `replenish`) disagree
     /// with the rows, as they can after writes that bypass this crate.
@@ -36,6 +43,7 @@ impl ConsistencyReport {
         self.bundles_without_metadata.is_empty()
             && self.metadata_without_bundle.is_empty()
             && self.undecodable_bundle_keys.is_empty()
+            && self.undecodable_bundles.is_empty()
             && !self.counts_out_of_date
             && self.integrity_errors.is_empty()
     }
@@ -59,10 +67,14 @@ fn check_in_snapshot<C: Codec>(conn: &Connection) -> Result<ConsistencyReport> {
     let mut bundle_refs = HashSet::new();
     for stored in bundles::stored_refs::<C>(conn)? {
         match stored {
-            Ok(kp_ref) => {
+            StoredBundle::Decodes(kp_ref) => {
                 bundle_refs.insert(kp_ref);
             }
-            Err(key) => report.undecodable_bundle_keys.push(key),
+            StoredBundle::UndecodableBundle(kp_ref) => {
+                bundle_refs.insert(kp_ref.clone());
+                report.undecodable_bundles.push(kp_ref);
+            }
+            StoredBundle::UndecodableKey(key) => report.undecodable_bundle_keys.push(key),
         }
     }
     let metadata_refs: HashSet<Vec<u8>> = metadata::all_refs(conn)?.into_iter().collect();

@@ -9,12 +9,12 @@ use std::path::Path;
 use common::{build_key_package, into_protocol_message, join, Identity, PlainClient};
 use openmls::prelude::*;
 use openmls_keypackage_pool::{
-    codec::{Codec, JsonCodec, MessagePackCodec},
+    codec::{JsonCodec, MessagePackCodec, PoolCodec},
     KeyPackageStatus, PoolProvider, PoolStorage,
 };
 use openmls_traits::signatures::Signer;
 
-fn open<C: Codec>(path: &Path) -> PoolProvider<C> {
+fn open<C: PoolCodec>(path: &Path) -> PoolProvider<C> {
     PoolProvider::new(PoolStorage::<C>::open_with_codec(path).unwrap())
 }
 
@@ -49,7 +49,7 @@ fn apply_commit(receiver: &mut MlsGroup, provider: &impl OpenMlsProvider, commit
     }
 }
 
-fn full_lifecycle<C: Codec>() {
+fn full_lifecycle<C: PoolCodec>() {
     let (_dir, path) = common::temp_db();
     let bob = Identity::new("bob");
     let alice = PlainClient::new("alice");

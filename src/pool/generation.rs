@@ -13,7 +13,7 @@ use super::{KeyPackagePool, PoolConfig};
 use crate::{
     provider::PoolCrypto,
     clock::unix_now,
-    codec::Codec,
+    codec::PoolCodec,
     error::{Error, RefBytes, Result},
     metadata,
     scratch::ScratchProvider,
@@ -26,7 +26,7 @@ pub const MAX_THREADS: usize = 64;
 /// How far `not_before` is set into the past, for peers whose clocks lag.
 const CLOCK_SKEW_SECS: u64 = 60 * 60;
 
-impl<S: Signer, C: Codec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
+impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
     /// Builds `n` one-time KeyPackages in one transaction (one commit for the
     /// batch) and returns their refs.
     ///
@@ -205,7 +205,7 @@ impl<S: Signer, C: Codec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
 
 /// Stores a built KeyPackage, bundle and metadata row together; a failure
 /// names the KeyPackage.
-fn store<C: Codec>(
+fn store<C: PoolCodec>(
     storage: &PoolStorage<C>,
     kp_ref: &KeyPackageRef,
     bundle: &KeyPackageBundle,

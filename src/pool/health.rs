@@ -6,7 +6,7 @@ use openmls_traits::signatures::Signer;
 use super::{KeyPackagePool, PoolConfig};
 use crate::{
     provider::PoolCrypto,
-    codec::Codec,
+    codec::PoolCodec,
     error::Result,
     metadata::{self, LastResortCounts, OneTimeCounts},
     status::KeyPackageStatus,
@@ -172,7 +172,7 @@ fn actions(
     actions
 }
 
-impl<S: Signer, C: Codec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
+impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
     /// Counts, expiry, and what the pool needs, in one SQL statement.
     ///
     /// [`actions`](PoolHealth::actions) lists, in the order to carry them

@@ -6,7 +6,7 @@ use openmls_traits::signatures::Signer;
 use super::KeyPackagePool;
 use crate::{
     provider::PoolCrypto,
-    codec::Codec,
+    codec::PoolCodec,
     error::Result,
     metadata::{self, LastResortRow, TransitionDetails},
     status::KeyPackageStatus,
@@ -37,7 +37,7 @@ fn is_live(status: KeyPackageStatus) -> bool {
     status == KeyPackageStatus::Created || is_published(status)
 }
 
-impl<S: Signer, C: Codec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
+impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
     /// Keeps one valid last-resort KeyPackage at `now`, replaced before it
     /// expires, and removes the rest.
     ///

@@ -25,7 +25,7 @@ pub use upload::{PendingUpload, PendingUploads, UnreadableKeyPackage};
 
 use crate::{
     clock::unix_now,
-    codec::{Codec, DefaultCodec},
+    codec::{DefaultCodec, PoolCodec},
     error::{Error, Result},
     metadata,
     provider::{PoolCrypto, PoolProvider},
@@ -89,14 +89,14 @@ use crate::{
 /// assert_eq!(pool.health(1_700_000_000)?.usable, 4);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub struct KeyPackagePool<'a, S: Signer, C: Codec = DefaultCodec, P: PoolCrypto = RustCrypto> {
+pub struct KeyPackagePool<'a, S: Signer, C: PoolCodec = DefaultCodec, P: PoolCrypto = RustCrypto> {
     provider: &'a PoolProvider<C, P>,
     signer: &'a S,
     credential: CredentialWithKey,
     config: PoolConfig,
 }
 
-impl<'a, S: Signer, C: Codec, P: PoolCrypto> KeyPackagePool<'a, S, C, P> {
+impl<'a, S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'a, S, C, P> {
     /// A pool that builds KeyPackages on `provider`, signed by `signer` for
     /// `credential`. Fails, before anything is written, if `config` does not
     /// [validate](PoolConfig::validate) or the provider's crypto does not

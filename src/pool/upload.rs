@@ -7,7 +7,7 @@ use super::KeyPackagePool;
 use crate::{
     provider::PoolCrypto,
     clock::unix_now,
-    codec::Codec,
+    codec::PoolCodec,
     error::{Error, RefBytes, Result},
     metadata::{self, KeyPackageMetadata, TransitionDetails},
     status::KeyPackageStatus,
@@ -63,7 +63,7 @@ impl PendingUploads {
     }
 }
 
-impl<S: Signer, C: Codec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
+impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
     /// The unexpired `created` KeyPackages (last-resort ones included),
     /// oldest first, TLS-encoded for the server.
     ///

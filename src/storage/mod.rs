@@ -13,7 +13,9 @@ use rusqlite::Connection;
 use crate::{
     bundles,
     clock::unix_now,
-    codec::{Codec, DefaultCodec},
+    codec::{DefaultCodec, PoolCodec},
+    codec_marker,
+    erasure::{self, ErasurePolicy, Leftover, Pending},
     error::{Error, RefBytes, Result},
     identity,
     keypackage_ref::{check_ref, key_package_ref_from_bytes},
@@ -48,20 +50,22 @@ pub(crate) use write_scope::WriteScope;
 /// assert_eq!(storage.count_by_status(KeyPackageStatus::Created)?, 1);
 /// # Ok::<(), openmls_keypackage_pool::Error>(())
 /// ```
-pub struct PoolStorage<C: Codec = DefaultCodec> {
+pub struct PoolStorage<C: PoolCodec = DefaultCodec> {
     conn: Connection,
     /// How many [`WriteScope`]s are open on `conn`.
     scope_depth: Cell<u32>,
-    /// Set when key material was deleted and its old copies have not yet
-    /// been erased from the write-ahead log.
-    erase_pending: Cell<bool>,
+    /// An erasure of old copies of secrets from the write-ahead log that
+    /// this storage knows to be due; the database records it as well.
+    pending: Cell<Option<Pending>>,
+    /// When pending erasures run.
+    erasure: ErasurePolicy,
     /// The busy timeout the options set, restored after checkpoints.
     busy_timeout: Duration,
     // `fn() -> C` keeps `PoolStorage` `Send` whatever the codec type is.
     _codec: PhantomData<fn() -> C>,
 }
 
-impl<C: Codec> std::fmt::Debug for PoolStorage<C> {
+impl<C: PoolCodec> std::fmt::Debug for PoolStorage<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PoolStorage")
             .field("path", &self.conn.path())
@@ -131,7 +135,7 @@ impl PoolStorage<DefaultCodec> {
     }
 }
 
-impl<C: Codec> PoolStorage<C> {
+impl<C: PoolCodec> PoolStorage<C> {
     /// Opens (creating if needed) the database file at `path` with codec `C`
     /// and the default [`StorageOptions`].
     ///
@@ -164,28 +168,65 @@ impl<C: Codec> PoolStorage<C> {
 
     /// Takes over an open connection with codec `C` and `options` (replacing
     /// the connection's busy timeout, journal mode and sync level), and runs
-    /// `openmls_sqlite_storage`'s migrations and this crate's.
+    /// whatever `openmls_sqlite_storage`'s migrations and this crate's have
+    /// not yet applied.
+    ///
+    /// When the schema is current this only reads: no write lock is taken,
+    /// so opening does not wait for another process's long transaction.
+    /// Several processes may create or upgrade one file at once; one
+    /// migrates while the others wait (up to the busy timeout) and then find
+    /// the schema current.
+    ///
+    /// The database records the [codec](crate::codec) it is stored with: a
+    /// database written with another codec is [`Error::CodecMismatch`], and
+    /// a pool schema newer than this build [`Error::SchemaTooNew`], both
+    /// before anything (even the journal mode) is written to the file.
     ///
     /// A database written by a plain `openmls_sqlite_storage`
     /// `SqliteStorageProvider` keeps all its data; its KeyPackages are listed
     /// by [`unpooled_key_packages`](Self::unpooled_key_packages) until
-    /// adopted. Open it with the codec it was written with.
+    /// adopted. Open it with the codec it was written with: its codec is
+    /// recorded once a stored entity decodes with the one given, and a
+    /// database whose entities do not is refused.
+    ///
+    /// ```
+    /// use openmls_keypackage_pool::{codec::JsonCodec, Error, PoolStorage};
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("pool.db");
+    /// drop(PoolStorage::<JsonCodec>::open_with_codec(&path)?);
+    /// match PoolStorage::open(&path) {
+    ///     Err(Error::CodecMismatch { found, expected }) => {
+    ///         assert_eq!((found.as_str(), expected), ("json", "messagepack"));
+    ///     }
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn from_connection_with_codec(
         mut conn: Connection,
         options: &StorageOptions,
     ) -> Result<Self> {
-        // Refuse a newer schema before anything (even the journal mode) is
-        // written to the file.
+        // Refuse a newer schema, or another codec, before anything (even the
+        // journal mode) is written to the file.
         schema::check_not_newer(&conn)?;
-        options.apply(&conn)?;
-        schema::migrate::<C>(&mut conn)?;
-        Ok(Self {
+        codec_marker::check::<C>(&conn)?;
+        schema::bring_up_to_date::<C>(&mut conn, options)?;
+        let storage = Self {
             conn,
             scope_depth: Cell::new(0),
-            erase_pending: Cell::new(false),
+            pending: Cell::new(None),
+            erasure: options.erasure,
             busy_timeout: options.busy_timeout,
             _codec: PhantomData,
-        })
+        };
+        // Finish an erasure that another storage left pending (a reader was
+        // in its way, or it was killed). Best effort: the open has succeeded
+        // either way, and the next commit tries again.
+        if matches!(erasure::recorded(&storage.conn), Ok(Some(_))) {
+            let _ = storage.erase_now();
+        }
+        Ok(storage)
     }
 
     /// The underlying connection, for reads of the application's own.
@@ -234,23 +275,88 @@ impl<C: Codec> PoolStorage<C> {
         WriteScope::begin(&self.conn, &self.scope_depth)
     }
 
-    /// Commits a write scope; when that commit reached the database and key
-    /// material was deleted in it, erases the old copies (best effort: the
-    /// deletion itself has succeeded either way).
+    /// Commits a write scope; when that commit reached the database, runs
+    /// what the erasure policy wants after a commit.
     pub(crate) fn finish(&self, scope: WriteScope<'_>) -> Result<()> {
         if scope.commit()? {
-            self.erase_if_idle();
+            self.after_commit();
         }
         Ok(())
     }
 
-    /// Erases deleted key material if some is pending and no transaction is
-    /// open; a checkpoint that could not complete is retried after the next
-    /// commit.
-    pub(crate) fn erase_if_idle(&self) {
-        if self.erase_pending.get() && matches!(self.erase_deleted_key_material(), Ok(true)) {
-            self.erase_pending.set(false);
+    /// After a write outside any write scope: when it committed on its own,
+    /// runs what the erasure policy wants after a commit.
+    pub(crate) fn after_write(&self) {
+        if self.scope_depth.get() == 0 && self.conn.is_autocommit() {
+            self.after_commit();
         }
+    }
+
+    /// Counts a commit against the pending erasure (adopting one the
+    /// database records, left by another storage), and erases when the
+    /// policy says it is due. Best effort: the commit has succeeded either
+    /// way, and an erasure that could not finish stays pending.
+    fn after_commit(&self) {
+        let pending = match self.pending.get() {
+            Some(pending) => Some(pending.after_commit()),
+            None => erasure::recorded(&self.conn)
+                .ok()
+                .flatten()
+                .map(|(pending, _)| pending),
+        };
+        self.pending.set(pending);
+        if pending.is_some_and(|p| p.is_due(self.erasure)) {
+            let _ = self.erase_now();
+        }
+    }
+
+    /// Notes, inside the open write scope, that its commit leaves old copies
+    /// of secrets in the log: in the database, so that any later open or
+    /// commit finishes the erasure, and here. Overwrites count only under a
+    /// policy that erases them.
+    pub(crate) fn left_behind(&self, leftover: Leftover) -> Result<()> {
+        if leftover == Leftover::Overwritten && self.erasure == ErasurePolicy::Deletions {
+            return Ok(());
+        }
+        erasure::record(&self.conn)?;
+        self.pending.set(Some(match self.pending.get() {
+            Some(pending) => pending.and(leftover),
+            None => Pending::new(leftover),
+        }));
+        Ok(())
+    }
+
+    /// Whether overwrites of secrets must go through a write scope to be
+    /// recorded.
+    pub(crate) fn erases_overwrites(&self) -> bool {
+        self.erasure != ErasurePolicy::Deletions
+    }
+
+    /// Checkpoints and truncates the log without waiting for anyone, and on
+    /// success clears the pending erasure, here and in the database.
+    fn erase_now(&self) -> Result<bool> {
+        if self.scope_depth.get() > 0 || !self.conn.is_autocommit() {
+            return Ok(false);
+        }
+        // Read before the checkpoint: a leftover recorded after it bumps the
+        // generation, and clearing then leaves it pending.
+        let generation = erasure::recorded(&self.conn)?.map(|(_, generation)| generation);
+        // Never wait for other connections here: this runs right after
+        // commits (in the middle of processing a message, say), and a reader
+        // elsewhere must not stall it. What cannot be done now is retried.
+        self.conn.busy_timeout(Duration::ZERO)?;
+        let erased = erasure::checkpoint(&self.conn);
+        if matches!(erased, Ok(true)) {
+            self.pending.set(None);
+            if let Some(generation) = generation {
+                // The log is empty; if clearing the record fails (another
+                // writer, a read-only file), a later commit only checkpoints
+                // once more.
+                let _ = erasure::clear(&self.conn, generation);
+            }
+        }
+        self.conn.busy_timeout(self.busy_timeout)?;
+        erased
     }
 
     /// Refuses to write when SQLite has rolled back, by itself, the
@@ -260,53 +366,51 @@ impl<C: Codec> PoolStorage<C> {
         write_scope::ensure_not_lost(&self.conn, &self.scope_depth)
     }
 
-    /// Notes that the open write scope deletes key material.
-    pub(crate) fn key_material_deleted(&self) {
-        self.erase_pending.set(true);
-    }
-
-    /// Removes old copies of deleted rows from the database's files, so that
-    /// the private keys of spent and pruned KeyPackages cannot be read back
-    /// from them.
+    /// Removes old copies of deleted and overwritten rows from the
+    /// database's files, so that the private keys of spent and pruned
+    /// KeyPackages, and the secrets OpenMLS has replaced, cannot be read
+    /// back from them.
     ///
     /// With `secure_delete` on (the default, see [`StorageOptions`]) SQLite
     /// overwrites deleted content in the database pages; in WAL mode the
     /// pages as they were before still sit in the `-wal` file until a
     /// checkpoint copies the new ones back and the log is truncated. This
     /// runs that checkpoint, without waiting for other connections. It runs
-    /// by itself after each commit of this storage that deleted key material
-    /// (a KeyPackage's bundle, or OpenMLS's epoch, encryption, signature or
-    /// PSK secrets); when another connection's reader is in the way it is
-    /// retried after the next commit. Call it directly at start-up, after
-    /// committing a transaction the application began on the raw
-    /// connection, or once another connection has finished reading.
+    /// by itself as the [`ErasurePolicy`] says: by default after each commit
+    /// of this storage that deleted key material (a KeyPackage's bundle, or
+    /// OpenMLS's epoch, encryption, signature or PSK secrets), and within 16
+    /// commits or 2 seconds of one that overwrote secrets (every message
+    /// OpenMLS decrypts rewrites its message secrets). A pending erasure is
+    /// recorded in the database; when a reader is in the way it is retried
+    /// at the next commit of any storage on the file, at the next open, and
+    /// when this storage is dropped. Call it directly after committing a
+    /// transaction the application began on the raw connection, or once
+    /// another connection has finished reading.
     ///
     /// This erases the content of the files; what the file system keeps of
     /// truncated or deleted blocks is beyond SQLite's reach. In the rollback
     /// journal modes there is no log to empty and it returns `Ok(true)`.
     ///
     /// Returns `Ok(true)` when the log was emptied, `Ok(false)` when another
-    /// connection's reader kept part of it (or a transaction of this one is
-    /// open), so that the erasure is incomplete for now.
+    /// connection (or a statement of this one still being stepped) kept
+    /// part of it, or a transaction of this one is open, so that the
+    /// erasure is incomplete for now.
+    ///
+    /// ```
+    /// use openmls_keypackage_pool::PoolStorage;
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let storage = PoolStorage::open(dir.path().join("pool.db"))?;
+    /// let mut stmt = storage.connection().prepare("SELECT 1 UNION ALL SELECT 2")?;
+    /// let mut rows = stmt.query([])?;
+    /// rows.next()?; // a statement in progress holds a read snapshot
+    /// assert!(!storage.erase_deleted_key_material()?);
+    /// drop(rows);
+    /// assert!(storage.erase_deleted_key_material()?);
+    /// # Ok::<(), openmls_keypackage_pool::Error>(())
+    /// ```
     pub fn erase_deleted_key_material(&self) -> Result<bool> {
-        if self.scope_depth.get() > 0 || !self.conn.is_autocommit() {
-            return Ok(false);
-        }
-        // Never wait for other connections here: this runs right after
-        // deletes (in the middle of joining a group, say), and a reader
-        // elsewhere must not stall it. What cannot be done now is retried.
-        self.conn.busy_timeout(Duration::ZERO)?;
-        let checkpoint = self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
-                row.get::<_, i64>(0)
-            });
-        self.conn.busy_timeout(self.busy_timeout)?;
-        match checkpoint {
-            Ok(busy) => Ok(busy == 0),
-            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        self.erase_now()
     }
 
     /// Checks that every KeyPackageBundle has a metadata row and every row
@@ -323,14 +427,24 @@ impl<C: Codec> PoolStorage<C> {
 
     /// Removes, in one transaction, every bundle without a metadata row and
     /// every metadata row without a bundle, recounts the per-status counts if
-    /// they disagree, and returns what it found. Bundles whose ref cannot be
-    /// decoded and integrity errors are reported but left alone.
+    /// they disagree, and returns what it found. Integrity errors are
+    /// reported but left alone.
+    ///
+    /// When any stored bundle, or the ref it is stored under, does not
+    /// decode with this storage's codec, repair removes nothing and returns
+    /// [`Error::RepairRefused`]: the database is then misread (another codec)
+    /// or damaged, and every row paired with such a bundle would look
+    /// orphaned. [`verify`](Self::verify) lists them.
     ///
     /// To keep bundles written before this crate managed the database, adopt
     /// them first ([`adopt_unpooled_key_packages`](Self::adopt_unpooled_key_packages)).
     pub fn repair(&self) -> Result<ConsistencyReport> {
         self.transaction(|storage| {
             let found = verify::check::<C>(&storage.conn)?;
+            let undecodable = found.undecodable_bundle_keys.len() + found.undecodable_bundles.len();
+            if undecodable > 0 {
+                return Err(Error::RepairRefused { undecodable });
+            }
             for keypackage_ref in &found.bundles_without_metadata {
                 storage.remove_key_package(keypackage_ref)?;
             }
@@ -356,7 +470,9 @@ impl<C: Codec> PoolStorage<C> {
             not_after,
             last_resort: false,
         };
-        metadata::insert(&self.conn, &entry, KeyPackageStatus::Created, unix_now()?)
+        let result = metadata::insert(&self.conn, &entry, KeyPackageStatus::Created, unix_now()?);
+        self.after_write();
+        result
     }
 
     /// Moves a KeyPackage to `status`, stamping `uploaded_at`, `reserved_at`
@@ -371,13 +487,15 @@ impl<C: Codec> PoolStorage<C> {
         status: KeyPackageStatus,
     ) -> Result<()> {
         self.guard()?;
-        metadata::transition(
+        let result = metadata::transition(
             &self.conn,
             keypackage_ref,
             status,
             unix_now()?,
             TransitionDetails::None,
-        )
+        );
+        self.after_write();
+        result
     }
 
     /// How many KeyPackages are in `status`.
@@ -406,7 +524,9 @@ impl<C: Codec> PoolStorage<C> {
     pub fn delete_pool_metadata(&self, keypackage_ref: &[u8]) -> Result<()> {
         self.guard()?;
         check_ref(keypackage_ref)?;
-        if metadata::delete(&self.conn, keypackage_ref)? {
+        let deleted = metadata::delete(&self.conn, keypackage_ref);
+        self.after_write();
+        if deleted? {
             Ok(())
         } else {
             Err(Error::not_found(keypackage_ref))
@@ -425,7 +545,7 @@ impl<C: Codec> PoolStorage<C> {
         expires_at: i64,
     ) -> Result<()> {
         self.guard()?;
-        metadata::transition(
+        let result = metadata::transition(
             &self.conn,
             keypackage_ref,
             KeyPackageStatus::Reserved,
@@ -435,7 +555,9 @@ impl<C: Codec> PoolStorage<C> {
                 reserved_by,
                 expires_at,
             },
-        )
+        );
+        self.after_write();
+        result
     }
 
     /// Marks a KeyPackage `spent`, recording who used it in which group.
@@ -444,13 +566,15 @@ impl<C: Codec> PoolStorage<C> {
     /// record.
     pub fn mark_spent(&self, keypackage_ref: &[u8], spent_by: &str, group_id: &[u8]) -> Result<()> {
         self.guard()?;
-        metadata::transition(
+        let result = metadata::transition(
             &self.conn,
             keypackage_ref,
             KeyPackageStatus::Spent,
             unix_now()?,
             TransitionDetails::Spend { spent_by, group_id },
-        )
+        );
+        self.after_write();
+        result
     }
 
     /// The metadata of one KeyPackage, if it has a row.
@@ -516,11 +640,25 @@ impl<C: Codec> PoolStorage<C> {
     /// one.
     pub fn save_identity(&self, username: &str, signature_public_key: &[u8]) -> Result<()> {
         self.guard()?;
-        identity::save(&self.conn, username, signature_public_key, unix_now()?)
+        let result = identity::save(&self.conn, username, signature_public_key, unix_now()?);
+        self.after_write();
+        result
     }
 
     /// The signature public key saved for `username`, if any.
     pub fn load_public_key(&self, username: &str) -> Result<Option<Vec<u8>>> {
         identity::load_public_key(&self.conn, username)
+    }
+}
+
+impl<C: PoolCodec> Drop for PoolStorage<C> {
+    /// Finishes a pending erasure before the connection closes (best
+    /// effort: what a reader still blocks stays recorded in the database for
+    /// the next open or commit).
+    fn drop(&mut self) {
+        let recorded = || matches!(erasure::recorded(&self.conn), Ok(Some(_)));
+        if self.pending.get().is_some() || recorded() {
+            let _ = self.erase_now();
+        }
     }
 }

@@ -3,21 +3,22 @@
 //! keep the pool's metadata row in the same transaction.
 
 use openmls::prelude::{KeyPackageBundle, KeyPackageRef};
-use openmls_sqlite_storage::{Codec, SqliteStorageProvider};
+use openmls_sqlite_storage::SqliteStorageProvider;
 use openmls_traits::storage::{traits, StorageProvider, CURRENT_VERSION as V};
 use rusqlite::Connection;
 
 use super::PoolStorage;
 use crate::{
     clock::unix_now,
-    codec::transcode,
+    codec::{transcode, PoolCodec},
+    erasure::Leftover,
     error::{Error, Result},
     keypackage_ref::raw_ref_of,
     metadata::{self, PoolEntry},
     status::KeyPackageStatus,
 };
 
-impl<C: Codec> PoolStorage<C> {
+impl<C: PoolCodec> PoolStorage<C> {
     /// `openmls_sqlite_storage`'s provider as a view over this connection;
     /// free to make, so one is made per call.
     pub(super) fn delegate(&self) -> SqliteStorageProvider<C, &Connection> {
@@ -95,20 +96,22 @@ impl<C: Codec> PoolStorage<C> {
 
 /// Writes trait methods that forward to `openmls_sqlite_storage` and turn its
 /// error into this crate's. Each first refuses to run in a transaction SQLite
-/// has rolled back by itself. `atomic` methods run in a write scope: they
-/// issue several statements that openmls_sqlite_storage asks callers to keep
-/// in one transaction. `erasing` methods delete key material, whose old
-/// copies are then erased from the write-ahead log.
+/// has rolled back by itself. `read` methods only read. `plain` writes that
+/// commit on their own count as commits for the erasure policy. `atomic`
+/// methods run in a write scope: they issue several statements that
+/// openmls_sqlite_storage asks callers to keep in one transaction.
+/// `erasing` methods delete key material and `superseding` ones overwrite
+/// secrets: both run in a write scope that records, in the same commit,
+/// that old copies wait in the write-ahead log to be erased.
 macro_rules! delegate {
-    (@call plain, $storage:ident, $call:expr) => {{
+    (@call read, $storage:ident, $call:expr) => {{
         $storage.guard()?;
         $call.map_err(Error::from)
     }};
-    (@call erasing, $storage:ident, $call:expr) => {{
+    (@call plain, $storage:ident, $call:expr) => {{
         $storage.guard()?;
         let value = $call?;
-        $storage.key_material_deleted();
-        $storage.erase_if_idle();
+        $storage.after_write();
         Ok(value)
     }};
     (@call atomic, $storage:ident, $call:expr) => {{
@@ -116,6 +119,24 @@ macro_rules! delegate {
         let value = $call?;
         $storage.finish(scope)?;
         Ok(value)
+    }};
+    (@call erasing, $storage:ident, $call:expr) => {{
+        let scope = $storage.write_scope()?;
+        let value = $call?;
+        $storage.left_behind(Leftover::Deleted)?;
+        $storage.finish(scope)?;
+        Ok(value)
+    }};
+    (@call superseding, $storage:ident, $call:expr) => {{
+        if $storage.erases_overwrites() {
+            let scope = $storage.write_scope()?;
+            let value = $call?;
+            $storage.left_behind(Leftover::Overwritten)?;
+            $storage.finish(scope)?;
+            Ok(value)
+        } else {
+            delegate!(@call plain, $storage, $call)
+        }
     }};
     ($(
         $(#[$attr:meta])*
@@ -128,7 +149,7 @@ macro_rules! delegate {
     )*};
 }
 
-impl<C: Codec> StorageProvider<V> for PoolStorage<C> {
+impl<C: PoolCodec> StorageProvider<V> for PoolStorage<C> {
     type Error = Error;
 
     /// Stores the bundle and inserts its `created` metadata row in one
@@ -159,7 +180,7 @@ impl<C: Codec> StorageProvider<V> for PoolStorage<C> {
         // A bundle written before the pool managed this database has no row;
         // deleting it is still a success.
         metadata::delete(&self.conn, &keypackage_ref)?;
-        self.key_material_deleted();
+        self.left_behind(Leftover::Deleted)?;
         self.finish(scope)
     }
 

@@ -4,13 +4,14 @@
 
 pub mod lifecycle_model;
 pub mod plain_sqlite;
+pub mod secrets;
 
 use std::path::PathBuf;
 
 use openmls::prelude::*;
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_keypackage_pool::{
-    codec::Codec, KeyPackagePool, KeyPackageStatus, PoolConfig, PoolProvider, PoolStorage,
+    codec::PoolCodec, KeyPackagePool, KeyPackageStatus, PoolConfig, PoolProvider, PoolStorage,
 };
 use openmls_rust_crypto::OpenMlsRustCrypto;
 use tempfile::TempDir;
@@ -141,7 +142,7 @@ pub fn join<P: OpenMlsProvider>(provider: &P, welcome: Welcome) -> Result<MlsGro
 }
 
 /// How many KeyPackageBundles OpenMLS's own table holds.
-pub fn bundle_count<C: Codec>(storage: &PoolStorage<C>) -> i64 {
+pub fn bundle_count<C: PoolCodec>(storage: &PoolStorage<C>) -> i64 {
     storage
         .connection()
         .query_row("SELECT COUNT(*) FROM openmls_key_packages", [], |row| {
@@ -151,7 +152,7 @@ pub fn bundle_count<C: Codec>(storage: &PoolStorage<C>) -> i64 {
 }
 
 /// How many metadata rows the pool holds.
-pub fn metadata_count<C: Codec>(storage: &PoolStorage<C>) -> i64 {
+pub fn metadata_count<C: PoolCodec>(storage: &PoolStorage<C>) -> i64 {
     storage
         .connection()
         .query_row("SELECT COUNT(*) FROM keypackage_pool_metadata", [], |row| {
@@ -179,7 +180,7 @@ pub fn now() -> i64 {
 /// Makes every metadata `event` (`INSERT` or `DELETE`) fail with `message`
 /// once the table holds `after_rows` rows: a failure injected exactly where
 /// the storage hook writes, for atomicity tests.
-pub fn fail_metadata<C: Codec>(
+pub fn fail_metadata<C: PoolCodec>(
     storage: &PoolStorage<C>,
     event: &str,
     after_rows: usize,
@@ -264,7 +265,7 @@ pub fn lifetime_days(days: u64) -> PoolConfig {
 
 /// Damages the most recently stored KeyPackageBundle so that it no longer
 /// decodes; every other bundle is left as it was.
-pub fn corrupt_latest_bundle<C: Codec>(storage: &PoolStorage<C>) {
+pub fn corrupt_latest_bundle<C: PoolCodec>(storage: &PoolStorage<C>) {
     let changed = storage
         .connection()
         .execute(

@@ -1,0 +1,153 @@
+//! The codec marker: which codec a database's OpenMLS entities are stored
+//! with, recorded in `openmls_keypackage_pool_codec`.
+//!
+//! A database this crate created records its codec from the start. One
+//! written by plain `openmls_sqlite_storage` (or by an earlier version of
+//! this crate) has no record; it is probed instead, by decoding a few stored
+//! entities, and gets its record only when they decode with the codec it is
+//! opened with (or when it holds nothing to decode).
+
+use openmls::prelude::{GroupId, KeyPackageBundle, KeyPackageRef};
+use openmls_traits::types::HpkeKeyPair;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::de::DeserializeOwned;
+
+use crate::{
+    codec::{JsonCodec, MessagePackCodec, PoolCodec},
+    error::{Error, Result},
+};
+
+/// What a database says about its codec, once checked against `C`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Marker {
+    /// The database records `C`.
+    Recorded,
+    /// No record yet, but nothing stored contradicts `C`: it may be
+    /// recorded.
+    Missing,
+}
+
+/// Checks the database's codec against `C` without writing anything.
+///
+/// A recorded codec other than `C`, or (with no record) stored entities of
+/// which none decodes with `C`, is [`Error::CodecMismatch`].
+pub(crate) fn check<C: PoolCodec>(conn: &Connection) -> Result<Marker> {
+    if let Some(found) = recorded(conn)? {
+        return if found == C::NAME {
+            Ok(Marker::Recorded)
+        } else {
+            Err(mismatch::<C>(found))
+        };
+    }
+    let samples = samples(conn)?;
+    if samples.is_empty() || samples.iter().any(Sample::decodes::<C>) {
+        return Ok(Marker::Missing);
+    }
+    // Name the codec that wrote it, if it is one of the shipped ones, so the
+    // error says what to open it with.
+    let found = if samples.iter().any(Sample::decodes::<JsonCodec>) {
+        JsonCodec::NAME
+    } else if samples.iter().any(Sample::decodes::<MessagePackCodec>) {
+        MessagePackCodec::NAME
+    } else {
+        "unknown"
+    };
+    Err(mismatch::<C>(found.to_owned()))
+}
+
+/// Records `C` as the database's codec. Called under the migration lock,
+/// after [`check`] returned [`Marker::Missing`] there.
+pub(crate) fn record<C: PoolCodec>(conn: &Connection, now: i64) -> Result<()> {
+    conn.execute(
+        "INSERT INTO openmls_keypackage_pool_codec (id, name, recorded_at) VALUES (1, ?1, ?2)",
+        params![C::NAME, now],
+    )?;
+    Ok(())
+}
+
+fn mismatch<C: PoolCodec>(found: String) -> Error {
+    Error::CodecMismatch {
+        found,
+        expected: C::NAME,
+    }
+}
+
+/// The recorded codec name, if the table exists and holds one.
+fn recorded(conn: &Connection) -> Result<Option<String>> {
+    if !table_exists(conn, "openmls_keypackage_pool_codec")? {
+        return Ok(None);
+    }
+    Ok(conn
+        .query_row(
+            "SELECT name FROM openmls_keypackage_pool_codec WHERE id = 1",
+            [],
+            |row| row.get(0),
+        )
+        .optional()?)
+}
+
+fn table_exists(conn: &Connection, name: &str) -> Result<bool> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
+        [name],
+        |row| row.get(0),
+    )?)
+}
+
+/// A stored value whose type is known from the table it sits in.
+enum Sample {
+    KeyPackage { key: Vec<u8>, bundle: Vec<u8> },
+    GroupId(Vec<u8>),
+    HpkeKeyPair(Vec<u8>),
+}
+
+impl Sample {
+    fn decodes<C: PoolCodec>(&self) -> bool {
+        fn ok<C: PoolCodec, T: DeserializeOwned>(bytes: &[u8]) -> bool {
+            C::from_slice::<T>(bytes).is_ok()
+        }
+        match self {
+            Self::KeyPackage { key, bundle } => {
+                ok::<C, KeyPackageRef>(key) && ok::<C, KeyPackageBundle>(bundle)
+            }
+            Self::GroupId(bytes) => ok::<C, GroupId>(bytes),
+            Self::HpkeKeyPair(bytes) => ok::<C, HpkeKeyPair>(bytes),
+        }
+    }
+}
+
+/// The first row of each `openmls_sqlite_storage` table whose stored type
+/// this crate can name: a KeyPackage (key and bundle), a group's id, an
+/// encryption key pair. Typed decoding matters: a MessagePack decoder reads
+/// the first byte of a JSON text as a small integer and stops, so only a
+/// whole value of the right type tells the codecs apart.
+fn samples(conn: &Connection) -> Result<Vec<Sample>> {
+    let mut samples = Vec::new();
+    let first = |table: &str, sql: &str| -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        if !table_exists(conn, table)? {
+            return Ok(None);
+        }
+        Ok(conn
+            .query_row(sql, [], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()?)
+    };
+    if let Some((key, bundle)) = first(
+        "openmls_key_packages",
+        "SELECT key_package_ref, key_package FROM openmls_key_packages ORDER BY rowid LIMIT 1",
+    )? {
+        samples.push(Sample::KeyPackage { key, bundle });
+    }
+    if let Some((group_id, _)) = first(
+        "openmls_group_data",
+        "SELECT group_id, group_data FROM openmls_group_data ORDER BY rowid LIMIT 1",
+    )? {
+        samples.push(Sample::GroupId(group_id));
+    }
+    if let Some((_, key_pair)) = first(
+        "openmls_encryption_keys",
+        "SELECT public_key, key_pair FROM openmls_encryption_keys ORDER BY rowid LIMIT 1",
+    )? {
+        samples.push(Sample::HpkeKeyPair(key_pair));
+    }
+    Ok(samples)
+}
