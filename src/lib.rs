@@ -96,17 +96,17 @@ pub use erasure::ErasurePolicy;
 pub use error::{Error, RefBytes, Result};
 pub use keypackage_ref::{key_package_ref_from_bytes, MAX_REF_LEN};
 pub use metadata::{KeyPackageMetadata, PoolEntry};
+/// `openmls_libcrux_crypto`'s crypto and randomness provider, the one that
+/// implements the X-Wing post-quantum ciphersuite (with the
+/// `draft-ietf-mls-pq-ciphersuites` feature).
+#[cfg(feature = "libcrux")]
+pub use openmls_libcrux_crypto::CryptoProvider as LibcruxCrypto;
 pub use options::{JournalMode, StorageOptions, Synchronous, MAX_BUSY_TIMEOUT};
 pub use pool::{
     KeyPackagePool, LastResortReport, PendingUpload, PendingUploads, PoolAction, PoolConfig,
     PoolHealth, UnreadableKeyPackage, MAX_LIFETIME_SECS, MAX_THREADS,
 };
 pub use provider::{PoolCrypto, PoolProvider};
-/// `openmls_libcrux_crypto`'s crypto and randomness provider, the one that
-/// implements the X-Wing post-quantum ciphersuite (with the
-/// `draft-ietf-mls-pq-ciphersuites` feature).
-#[cfg(feature = "libcrux")]
-pub use openmls_libcrux_crypto::CryptoProvider as LibcruxCrypto;
 pub use status::KeyPackageStatus;
 pub use storage::PoolStorage;
 pub use verify::ConsistencyReport;

@@ -11,11 +11,11 @@ use openmls_traits::{signatures::Signer, OpenMlsProvider};
 
 use super::{KeyPackagePool, PoolConfig};
 use crate::{
-    provider::PoolCrypto,
     clock::unix_now,
     codec::PoolCodec,
     error::{Error, RefBytes, Result},
     metadata,
+    provider::PoolCrypto,
     scratch::ScratchProvider,
     storage::PoolStorage,
 };

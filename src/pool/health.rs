@@ -5,10 +5,10 @@ use openmls_traits::signatures::Signer;
 
 use super::{KeyPackagePool, PoolConfig};
 use crate::{
-    provider::PoolCrypto,
     codec::PoolCodec,
     error::Result,
     metadata::{self, LastResortCounts, OneTimeCounts},
+    provider::PoolCrypto,
     status::KeyPackageStatus,
 };
 

@@ -5,10 +5,10 @@ use openmls_traits::signatures::Signer;
 
 use super::KeyPackagePool;
 use crate::{
-    provider::PoolCrypto,
     codec::PoolCodec,
     error::Result,
     metadata::{self, LastResortRow, TransitionDetails},
+    provider::PoolCrypto,
     status::KeyPackageStatus,
 };
 

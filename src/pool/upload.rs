@@ -5,11 +5,11 @@ use tls_codec::Serialize as _;
 
 use super::KeyPackagePool;
 use crate::{
-    provider::PoolCrypto,
     clock::unix_now,
     codec::PoolCodec,
     error::{Error, RefBytes, Result},
     metadata::{self, KeyPackageMetadata, TransitionDetails},
+    provider::PoolCrypto,
     status::KeyPackageStatus,
 };
 
