@@ -86,6 +86,7 @@ mod options;
 mod pool;
 mod provider;
 mod schema;
+mod scope;
 mod scratch;
 mod status;
 mod storage;
@@ -107,6 +108,7 @@ pub use pool::{
     PoolHealth, UnreadableKeyPackage, MAX_LIFETIME_SECS, MAX_THREADS,
 };
 pub use provider::{PoolCrypto, PoolProvider};
+pub use scope::{PoolScope, ScopeSummary};
 pub use status::KeyPackageStatus;
 pub use storage::PoolStorage;
 pub use verify::ConsistencyReport;

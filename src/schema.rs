@@ -53,7 +53,15 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "erase_pending",
         include_str!("../migrations/V4__erase_pending.sql"),
     ),
+    (
+        5,
+        "pool_scopes",
+        include_str!("../migrations/V5__pool_scopes.sql"),
+    ),
 ];
+
+/// The migration that adds each KeyPackage's scope.
+const SCOPES_VERSION: i64 = 5;
 
 /// The newest schema version this build knows.
 pub(crate) const LATEST_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
@@ -112,6 +120,12 @@ fn apply_own<C: PoolCodec>(conn: &mut Connection, marker: Marker) -> Result<()> 
     for (version, name, sql) in MIGRATIONS.iter().filter(|(v, ..)| *v > applied) {
         tx.execute_batch(sql)
             .map_err(|e| Error::Migration(format!("V{version}__{name}: {e}")))?;
+        if *version == SCOPES_VERSION {
+            // The new columns are filled in from the bundles already stored,
+            // in the same transaction: no pool ever sees a row without its
+            // scope that could have one.
+            crate::scope::backfill::<C>(&tx)?;
+        }
         tx.execute(
             "INSERT INTO openmls_keypackage_pool_migrations (version, name, applied_at)
              VALUES (?1, ?2, ?3)",

@@ -145,6 +145,9 @@ fn extreme_timestamps_are_stored_and_compared_without_overflow() {
         PoolConfig::default(),
     )
     .unwrap();
+    for r in [[1; 32], [2; 32]] {
+        common::assign_scope(storage, &r, pool.scope());
+    }
     // The reserved one never expires; the created one has expired at any
     // moment after i64::MIN.
     for (now, live) in [(i64::MIN, 2), (-1, 1), (0, 1), (i64::MAX, 1)] {

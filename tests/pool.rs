@@ -179,6 +179,7 @@ fn expired_key_packages_do_not_count_as_usable_even_before_pruning() {
     for n in 0..5u8 {
         let r = [n; 32];
         fx.storage().create_pool_metadata(&r, now() - 60).unwrap();
+        common::assign_scope(fx.storage(), &r, pool.scope());
         fx.storage()
             .update_pool_metadata_status(&r, KeyPackageStatus::Uploaded)
             .unwrap();
@@ -714,8 +715,10 @@ fn ensure_last_resort_never_deletes_a_reserved_one() {
 #[test]
 fn of_two_expired_last_resort_key_packages_with_one_expiry_the_later_written_stays() {
     let fx = Fixture::new();
+    let pool = fx.pool(PoolConfig::default());
     for n in 1..=2u8 {
         fx.storage().create_pool_metadata(&[n; 32], 100).unwrap();
+        common::assign_scope(fx.storage(), &[n; 32], pool.scope());
         fx.storage()
             .connection()
             .execute(
@@ -724,7 +727,6 @@ fn of_two_expired_last_resort_key_packages_with_one_expiry_the_later_written_sta
             )
             .unwrap();
     }
-    let pool = fx.pool(PoolConfig::default());
     assert_eq!(pool.prune_expired(1_000).unwrap(), vec![vec![1; 32]]);
     assert!(pool.prune_expired(1_000).unwrap().is_empty());
 }

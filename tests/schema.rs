@@ -69,7 +69,7 @@ fn a_version_1_pool_schema_is_upgraded_and_its_counts_backfilled() {
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    assert_eq!(versions, vec![1, 2, 3, 4]);
+    assert_eq!(versions, vec![1, 2, 3, 4, 5]);
 }
 
 #[test]
@@ -162,7 +162,7 @@ fn opening_twice_applies_nothing_twice() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(applied, 4);
+    assert_eq!(applied, 5);
     assert!(
         upstream >= 1,
         "openmls_sqlite_storage keeps its own history"

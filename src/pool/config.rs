@@ -1,7 +1,7 @@
 //! [`PoolConfig`]: how a pool sizes and ages its KeyPackages, and the checks
 //! that keep those settings workable.
 
-use openmls::prelude::Ciphersuite;
+use openmls::prelude::{Capabilities, Ciphersuite, Extensions, KeyPackage};
 
 use crate::error::{Error, Result};
 
@@ -18,7 +18,7 @@ pub const MAX_LIFETIME_SECS: u64 = 84 * DAY;
 /// The defaults: keep 32 published, top up when fewer than 8 remain, never
 /// hold more than 64 one-time KeyPackages on disk, 14-day lifetimes, and
 /// replace KeyPackages 2 days before they expire.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PoolConfig {
     /// How many KeyPackages [`replenish`](crate::KeyPackagePool::replenish)
     /// brings the pool back to, counting usable and pending ones that are
@@ -43,8 +43,17 @@ pub struct PoolConfig {
     /// [`ensure_last_resort`](crate::KeyPackagePool::ensure_last_resort))
     /// while it is still valid. Shorter than `lifetime_secs`.
     pub expiry_horizon_secs: u64,
-    /// The ciphersuite of every KeyPackage built.
+    /// The ciphersuite of every KeyPackage built. With the signer's key it
+    /// makes the pool's [scope](crate::PoolScope).
     pub ciphersuite: Ciphersuite,
+    /// The leaf-node capabilities every KeyPackage advertises. `None` keeps
+    /// OpenMLS's defaults, which list only the Basic credential type: set
+    /// them to use X.509 or custom credentials, or to join groups whose
+    /// required capabilities go beyond the defaults.
+    pub capabilities: Option<Capabilities>,
+    /// Extensions carried by every KeyPackage (the last-resort extension is
+    /// added where it belongs). Empty by default.
+    pub extensions: Extensions<KeyPackage>,
 }
 
 impl Default for PoolConfig {
@@ -56,6 +65,8 @@ impl Default for PoolConfig {
             lifetime_secs: 14 * DAY,
             expiry_horizon_secs: 2 * DAY,
             ciphersuite: Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519,
+            capabilities: None,
+            extensions: Extensions::default(),
         }
     }
 }

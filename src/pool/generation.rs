@@ -191,7 +191,7 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
     /// Refuses a batch of `n` that would take the one-time KeyPackages on
     /// disk past the hard cap.
     fn check_cap(&self, n: usize) -> Result<()> {
-        let held = metadata::held_one_time(self.provider.storage().connection())?;
+        let held = metadata::held_one_time(self.provider.storage().connection(), &self.scope)?;
         if held.saturating_add(n) > self.config.hard_cap {
             return Err(Error::HardCapExceeded {
                 requested: n,
@@ -235,7 +235,12 @@ fn build_key_package(
         now.saturating_sub(CLOCK_SKEW_SECS),
         now.saturating_add(config.lifetime_secs),
     );
-    let mut builder = KeyPackage::builder().key_package_lifetime(lifetime);
+    let mut builder = KeyPackage::builder()
+        .key_package_lifetime(lifetime)
+        .key_package_extensions(config.extensions.clone());
+    if let Some(capabilities) = &config.capabilities {
+        builder = builder.leaf_node_capabilities(capabilities.clone());
+    }
     if last_resort {
         builder = builder.mark_as_last_resort();
     }

@@ -216,6 +216,7 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
     pub fn health(&self, now: i64) -> Result<PoolHealth> {
         let summary = metadata::summary(
             self.provider.storage().connection(),
+            &self.scope,
             now,
             self.config.horizon_end(now),
         )?;

@@ -29,6 +29,7 @@ use crate::{
     error::{Error, Result},
     metadata,
     provider::{PoolCrypto, PoolProvider},
+    scope::PoolScope,
 };
 
 /// A managed pool of one-time KeyPackages on a [`PoolProvider`].
@@ -94,6 +95,7 @@ pub struct KeyPackagePool<'a, S: Signer, C: PoolCodec = DefaultCodec, P: PoolCry
     signer: &'a S,
     credential: CredentialWithKey,
     config: PoolConfig,
+    scope: PoolScope,
 }
 
 impl<'a, S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'a, S, C, P> {
@@ -119,9 +121,17 @@ impl<'a, S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'a, S, C, P> {
         Ok(Self {
             provider,
             signer,
+            scope: PoolScope::new(&credential, ciphersuite),
             credential,
             config,
         })
+    }
+
+    /// The KeyPackages this pool manages: those signed with its
+    /// credential's key in its ciphersuite. Every operation of the pool sees
+    /// only these; other pools on the same database are invisible to it.
+    pub fn scope(&self) -> &PoolScope {
+        &self.scope
     }
 
     /// The configuration in force.
@@ -160,9 +170,9 @@ impl<'a, S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'a, S, C, P> {
             let conn = storage.connection();
             let now = unix_now()?;
             let horizon_end = self.config.horizon_end(now);
-            let counts = metadata::one_time_counts(conn, now, horizon_end)?;
+            let counts = metadata::one_time_counts(conn, &self.scope, now, horizon_end)?;
             let plan = Plan::for_counts(&self.config, &counts);
-            let mut refs = metadata::retry_failed(conn, plan.retry, horizon_end)?;
+            let mut refs = metadata::retry_failed(conn, &self.scope, plan.retry, horizon_end)?;
             refs.extend(self.build_batch(plan.build, |done| progress(done, plan.build))?);
             Ok(refs)
         })
@@ -176,7 +186,7 @@ impl<'a, S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'a, S, C, P> {
     /// last-resort one exists, so the client always keeps a fallback.
     pub fn prune_expired(&self, now: i64) -> Result<Vec<Vec<u8>>> {
         self.provider.storage().transaction(|storage| {
-            let refs = metadata::prunable_refs(storage.connection(), now)?;
+            let refs = metadata::prunable_refs(storage.connection(), &self.scope, now)?;
             for keypackage_ref in &refs {
                 storage.remove_key_package(keypackage_ref)?;
             }
@@ -189,6 +199,6 @@ impl<'a, S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'a, S, C, P> {
     pub fn expire_lapsed_reservations(&self, now: i64) -> Result<Vec<Vec<u8>>> {
         let storage = self.provider.storage();
         storage.guard()?;
-        metadata::release_lapsed_reservations(storage.connection(), now)
+        metadata::release_lapsed_reservations(storage.connection(), &self.scope, now)
     }
 }

@@ -8,7 +8,7 @@ use crate::{
     clock::unix_now,
     codec::PoolCodec,
     error::{Error, RefBytes, Result},
-    metadata::{self, KeyPackageMetadata, TransitionDetails},
+    metadata::{self, KeyPackageMetadata},
     provider::PoolCrypto,
     status::KeyPackageStatus,
 };
@@ -84,7 +84,7 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
             None
         };
         let mut pending = PendingUploads::default();
-        for row in metadata::uploadable(conn, unix_now()?)? {
+        for row in metadata::uploadable(conn, &self.scope, unix_now()?)? {
             match self.encode_for_upload(&row) {
                 Ok(key_package) => pending.ready.push(PendingUpload {
                     keypackage_ref: row.keypackage_ref,
@@ -150,12 +150,12 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
         self.provider.storage().transaction(|storage| {
             let now = unix_now()?;
             refs.iter().try_for_each(|r| {
-                metadata::transition(
+                metadata::transition_in_scope(
                     storage.connection(),
+                    &self.scope,
                     r.as_ref(),
                     to,
                     now,
-                    TransitionDetails::None,
                 )
             })
         })

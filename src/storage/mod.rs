@@ -462,14 +462,11 @@ impl<C: PoolCodec> PoolStorage<C> {
 
     /// Adds a `created` metadata row for a KeyPackage with no last-resort
     /// extension. Rows for KeyPackages built through OpenMLS are added by
-    /// the storage hook; this is for bookkeeping done by hand.
+    /// the storage hook; this is for bookkeeping done by hand. With no bundle
+    /// to read it from, the row belongs to no pool scope.
     pub fn create_pool_metadata(&self, keypackage_ref: &[u8], not_after: i64) -> Result<()> {
         self.guard()?;
-        let entry = PoolEntry {
-            keypackage_ref: keypackage_ref.to_vec(),
-            not_after,
-            last_resort: false,
-        };
+        let entry = PoolEntry::by_hand(keypackage_ref.to_vec(), not_after);
         let result = metadata::insert(&self.conn, &entry, KeyPackageStatus::Created, unix_now()?);
         self.after_write();
         result

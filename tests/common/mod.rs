@@ -276,3 +276,21 @@ pub fn corrupt_latest_bundle<C: PoolCodec>(storage: &PoolStorage<C>) {
         .expect("damage a bundle");
     assert_eq!(changed, 1);
 }
+
+/// Puts a row made by hand (`create_pool_metadata`, which has no bundle to
+/// read a scope from) into a pool's scope, so that the pool sees it.
+pub fn assign_scope<C: PoolCodec>(
+    storage: &PoolStorage<C>,
+    keypackage_ref: &[u8],
+    scope: &openmls_keypackage_pool::PoolScope,
+) {
+    let changed = storage
+        .connection()
+        .execute(
+            "UPDATE keypackage_pool_metadata SET signature_key = ?2, ciphersuite = ?3
+             WHERE keypackage_ref = ?1",
+            rusqlite::params![keypackage_ref, scope.signature_key, scope.ciphersuite],
+        )
+        .expect("assign a scope");
+    assert_eq!(changed, 1);
+}

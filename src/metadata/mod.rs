@@ -1,0 +1,430 @@
+//! The `keypackage_pool_metadata` table: one row per pooled KeyPackage.
+//!
+//! This module owns the table's SQL. It decides what a row holds when a
+//! bundle enters the pool ([`PoolEntry::from_bundle`]) and how rows move
+//! through the lifecycle ([`transition`]); the storage hook, bulk generation
+//! and adoption of existing bundles all go through these two. The queries a
+//! pool runs on its own scope are in [`pool_queries`].
+
+mod pool_queries;
+
+pub(crate) use pool_queries::*;
+
+use openmls::prelude::{KeyPackageBundle, KeyPackageRef};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use crate::{
+    error::{Error, RefBytes, Result},
+    keypackage_ref::check_ref,
+    scope::PoolScope,
+    status::KeyPackageStatus,
+};
+
+/// Everything the pool knows about one KeyPackage.
+///
+/// Timestamps are Unix seconds. The private keys are not here: they stay in
+/// OpenMLS's own table, and are deleted from it in the same transaction as
+/// this row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPackageMetadata {
+    /// The raw KeyPackageRef ([`KeyPackageRef::as_slice`]), as a server sees it.
+    pub keypackage_ref: Vec<u8>,
+    /// Where the KeyPackage is in its lifecycle.
+    pub status: KeyPackageStatus,
+    /// When the row was created.
+    pub created_at: i64,
+    /// When it was last marked uploaded.
+    pub uploaded_at: Option<i64>,
+    /// When it was last reserved.
+    pub reserved_at: Option<i64>,
+    /// When it was marked spent.
+    pub spent_at: Option<i64>,
+    /// The end of the KeyPackage's lifetime.
+    pub not_after: i64,
+    /// The server's id for the latest reservation.
+    pub reservation_id: Option<String>,
+    /// When the latest reservation lapses.
+    pub reservation_expires_at: Option<i64>,
+    /// Who holds the latest reservation.
+    pub reserved_by: Option<String>,
+    /// The group the KeyPackage was used to join.
+    pub spent_group_id: Option<Vec<u8>>,
+    /// Who used it.
+    pub spent_by: Option<String>,
+    /// Whether it carries the last-resort extension (OpenMLS never deletes
+    /// those on join).
+    pub last_resort: bool,
+    /// The pool it belongs to: its leaf node's signature key and its
+    /// ciphersuite. `None` for rows made by hand without a bundle.
+    pub scope: Option<PoolScope>,
+    /// Its leaf node's credential type (the u16 code point), when known.
+    pub credential_type: Option<u16>,
+}
+
+/// What a stored KeyPackageBundle tells the pool: the facts its metadata
+/// row is made from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolEntry {
+    /// The raw KeyPackageRef.
+    pub keypackage_ref: Vec<u8>,
+    /// The end of the KeyPackage's lifetime, in Unix seconds.
+    pub not_after: i64,
+    /// Whether it carries the last-resort extension.
+    pub last_resort: bool,
+    /// The ciphersuite's code point (0 when unknown).
+    pub ciphersuite: u16,
+    /// The leaf node's signature public key (empty when unknown).
+    pub signature_key: Vec<u8>,
+    /// The leaf node's credential type code point (0 when unknown).
+    pub credential_type: u16,
+}
+
+impl PoolEntry {
+    /// A row for a ref with no bundle to read from (bookkeeping by hand):
+    /// no scope, no credential type.
+    pub(crate) fn by_hand(keypackage_ref: Vec<u8>, not_after: i64) -> Self {
+        Self {
+            keypackage_ref,
+            not_after,
+            last_resort: false,
+            ciphersuite: 0,
+            signature_key: Vec::new(),
+            credential_type: 0,
+        }
+    }
+
+    /// Reads a bundle's expiry, last-resort flag, scope and credential type;
+    /// `keypackage_ref` is the ref OpenMLS stores it under.
+    pub(crate) fn from_bundle(keypackage_ref: Vec<u8>, bundle: &KeyPackageBundle) -> Result<Self> {
+        let key_package = bundle.key_package();
+        let not_after = key_package.life_time().not_after();
+        let not_after = i64::try_from(not_after).map_err(|_| Error::TimestampOverflow {
+            keypackage_ref: RefBytes::of(&keypackage_ref),
+            value: not_after,
+        })?;
+        let leaf_node = key_package.leaf_node();
+        Ok(Self {
+            keypackage_ref,
+            not_after,
+            last_resort: key_package.last_resort(),
+            ciphersuite: u16::from(key_package.ciphersuite()),
+            signature_key: leaf_node.signature_key().as_slice().to_vec(),
+            credential_type: u16::from(leaf_node.credential().credential_type()),
+        })
+    }
+
+    /// Like [`from_bundle`](Self::from_bundle), with the ref as OpenMLS's type.
+    pub(crate) fn from_ref_and_bundle(
+        kp_ref: &KeyPackageRef,
+        bundle: &KeyPackageBundle,
+    ) -> Result<Self> {
+        Self::from_bundle(kp_ref.as_slice().to_vec(), bundle)
+    }
+}
+
+pub(crate) const COLUMNS: &str =
+    "keypackage_ref, status, created_at, uploaded_at, reserved_at, spent_at, \
+     not_after, reservation_id, reservation_expires_at, reserved_by, spent_group_id, spent_by, \
+     last_resort, signature_key, ciphersuite, credential_type";
+
+/// Inserts a new row in `status`; a second row for the same ref is
+/// [`Error::DuplicateRef`].
+pub(crate) fn insert(
+    conn: &Connection,
+    entry: &PoolEntry,
+    status: KeyPackageStatus,
+    now: i64,
+) -> Result<()> {
+    check_ref(&entry.keypackage_ref)?;
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO keypackage_pool_metadata
+             (keypackage_ref, status, created_at, not_after, last_resort,
+              signature_key, ciphersuite, credential_type)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    match stmt.execute(params![
+        entry.keypackage_ref,
+        status.as_str(),
+        now,
+        entry.not_after,
+        entry.last_resort,
+        entry.signature_key,
+        entry.ciphersuite,
+        entry.credential_type
+    ]) {
+        Ok(_) => Ok(()),
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+        {
+            Err(Error::DuplicateRef {
+                keypackage_ref: RefBytes::of(&entry.keypackage_ref),
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The row for `keypackage_ref`, if there is one.
+pub(crate) fn get(conn: &Connection, keypackage_ref: &[u8]) -> Result<Option<KeyPackageMetadata>> {
+    check_ref(keypackage_ref)?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM keypackage_pool_metadata WHERE keypackage_ref = ?1"
+    ))?;
+    stmt.query_row([keypackage_ref], RawRow::read)
+        .optional()?
+        .map(RawRow::parse)
+        .transpose()
+}
+
+/// Every row in `status`, oldest first.
+pub(crate) fn by_status(
+    conn: &Connection,
+    status: KeyPackageStatus,
+) -> Result<Vec<KeyPackageMetadata>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM keypackage_pool_metadata
+         WHERE status = ?1 ORDER BY created_at, rowid"
+    ))?;
+    let rows = stmt.query_map([status.as_str()], RawRow::read)?;
+    rows.map(|row| row?.parse()).collect()
+}
+
+/// How many rows are in `status`, from the trigger-kept counts.
+pub(crate) fn count_by_status(conn: &Connection, status: KeyPackageStatus) -> Result<usize> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT COALESCE(SUM(count), 0) FROM keypackage_pool_counts WHERE status = ?1",
+    )?;
+    let count: i64 = stmt.query_row([status.as_str()], |row| row.get(0))?;
+    Ok(non_negative(count))
+}
+
+/// A count read back from SQLite as `usize`; counts are never negative.
+pub(crate) fn non_negative(count: i64) -> usize {
+    usize::try_from(count).unwrap_or_default()
+}
+
+/// Refs whose `not_after` is strictly before `now`.
+pub(crate) fn expired_refs(conn: &Connection, now: i64) -> Result<Vec<Vec<u8>>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT keypackage_ref FROM keypackage_pool_metadata
+         WHERE not_after < ?1 ORDER BY not_after, rowid",
+    )?;
+    let rows = stmt.query_map([now], |row| row.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Deletes the row; returns whether there was one.
+pub(crate) fn delete(conn: &Connection, keypackage_ref: &[u8]) -> Result<bool> {
+    let mut stmt =
+        conn.prepare_cached("DELETE FROM keypackage_pool_metadata WHERE keypackage_ref = ?1")?;
+    Ok(stmt.execute([keypackage_ref])? > 0)
+}
+
+/// What a transition records besides the status and its timestamp.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) enum TransitionDetails<'a> {
+    #[default]
+    None,
+    Reservation {
+        reservation_id: &'a str,
+        reserved_by: &'a str,
+        expires_at: i64,
+    },
+    Spend {
+        spent_by: &'a str,
+        group_id: &'a [u8],
+    },
+}
+
+/// Moves a row to `to`, stamping the transition's timestamp with `now`.
+///
+/// One conditional `UPDATE` does the move, so no other writer can slip in
+/// between checking the current status and changing it. When it changes
+/// nothing, the row is read to tell the caller why: no row is
+/// [`Error::NotFound`], a row already in `to` is an idempotent success, and
+/// anything else is [`Error::InvalidTransition`].
+pub(crate) fn transition(
+    conn: &Connection,
+    keypackage_ref: &[u8],
+    to: KeyPackageStatus,
+    now: i64,
+    details: TransitionDetails<'_>,
+) -> Result<()> {
+    check_ref(keypackage_ref)?;
+    // The status names are this crate's own constants, so inlining them is safe.
+    let from_list = to
+        .predecessors()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (reservation_id, reserved_by, expires_at, spent_by, group_id) = match details {
+        TransitionDetails::None => (None, None, None, None, None),
+        TransitionDetails::Reservation {
+            reservation_id,
+            reserved_by,
+            expires_at,
+        } => (
+            Some(reservation_id),
+            Some(reserved_by),
+            Some(expires_at),
+            None,
+            None,
+        ),
+        TransitionDetails::Spend { spent_by, group_id } => {
+            (None, None, None, Some(spent_by), Some(group_id))
+        }
+    };
+    // Timestamps are only ever set, never cleared: a column keeps its old
+    // value unless this transition is the one that writes it. Reservation and
+    // spend details describe the latest reservation or spend, so a move to
+    // `reserved` or `spent` replaces all of them (with NULL where not given):
+    // a lapsed reservation's expiry must not cut a new one short.
+    let sql = format!(
+        "UPDATE keypackage_pool_metadata SET
+             status = ?2,
+             uploaded_at = CASE WHEN ?2 = 'uploaded' THEN ?3 ELSE uploaded_at END,
+             reserved_at = CASE WHEN ?2 = 'reserved' THEN ?3 ELSE reserved_at END,
+             spent_at = CASE WHEN ?2 = 'spent' THEN ?3 ELSE spent_at END,
+             reservation_id = CASE WHEN ?2 = 'reserved' THEN ?4 ELSE reservation_id END,
+             reserved_by = CASE WHEN ?2 = 'reserved' THEN ?5 ELSE reserved_by END,
+             reservation_expires_at =
+                 CASE WHEN ?2 = 'reserved' THEN ?6 ELSE reservation_expires_at END,
+             spent_by = CASE WHEN ?2 = 'spent' THEN ?7 ELSE spent_by END,
+             spent_group_id = CASE WHEN ?2 = 'spent' THEN ?8 ELSE spent_group_id END
+         WHERE keypackage_ref = ?1 AND status IN ({from_list})"
+    );
+    let changed = conn.prepare_cached(&sql)?.execute(params![
+        keypackage_ref,
+        to.as_str(),
+        now,
+        reservation_id,
+        reserved_by,
+        expires_at,
+        spent_by,
+        group_id
+    ])?;
+    if changed > 0 {
+        return Ok(());
+    }
+    match get(conn, keypackage_ref)? {
+        None => Err(Error::not_found(keypackage_ref)),
+        Some(row) if row.status == to => Ok(()),
+        Some(row) => Err(Error::InvalidTransition {
+            keypackage_ref: RefBytes::of(keypackage_ref),
+            from: row.status,
+            to,
+        }),
+    }
+}
+
+/// [`transition`] for a pool: a row of another scope is [`Error::NotFound`],
+/// as if it were not there.
+pub(crate) fn transition_in_scope(
+    conn: &Connection,
+    scope: &PoolScope,
+    keypackage_ref: &[u8],
+    to: KeyPackageStatus,
+    now: i64,
+) -> Result<()> {
+    match get(conn, keypackage_ref)? {
+        Some(row) if row.scope.as_ref() == Some(scope) => {
+            transition(conn, keypackage_ref, to, now, TransitionDetails::None)
+        }
+        _ => Err(Error::not_found(keypackage_ref)),
+    }
+}
+
+/// A row as SQLite returns it, before its status text is parsed.
+///
+/// Parsing happens outside rusqlite's row callback so that a bad status is
+/// this crate's [`Error::InvalidStatus`] naming the ref, not a generic
+/// conversion error.
+pub(crate) struct RawRow {
+    metadata: KeyPackageMetadata,
+    status_text: String,
+}
+
+impl RawRow {
+    pub(crate) fn read(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            status_text: row.get(1)?,
+            metadata: KeyPackageMetadata {
+                keypackage_ref: row.get(0)?,
+                // Replaced by the parsed text in `parse`.
+                status: KeyPackageStatus::Created,
+                created_at: row.get(2)?,
+                uploaded_at: row.get(3)?,
+                reserved_at: row.get(4)?,
+                spent_at: row.get(5)?,
+                not_after: row.get(6)?,
+                reservation_id: row.get(7)?,
+                reservation_expires_at: row.get(8)?,
+                reserved_by: row.get(9)?,
+                spent_group_id: row.get(10)?,
+                spent_by: row.get(11)?,
+                last_resort: row.get(12)?,
+                scope: PoolScope::from_columns(row.get(13)?, row.get(14)?),
+                credential_type: Some(row.get::<_, u16>(15)?).filter(|t| *t != 0),
+            },
+        })
+    }
+
+    pub(crate) fn parse(self) -> Result<KeyPackageMetadata> {
+        Ok(KeyPackageMetadata {
+            status: parse_status(self.status_text, &self.metadata.keypackage_ref)?,
+            ..self.metadata
+        })
+    }
+}
+
+/// A status read from the row of `keypackage_ref`; unknown text is
+/// [`Error::InvalidStatus`] naming the ref.
+pub(crate) fn parse_status(text: String, keypackage_ref: &[u8]) -> Result<KeyPackageStatus> {
+    text.parse().map_err(|_| Error::InvalidStatus {
+        text,
+        keypackage_ref: Some(RefBytes::of(keypackage_ref)),
+    })
+}
+
+/// Every ref with a metadata row.
+pub(crate) fn all_refs(conn: &Connection) -> Result<Vec<Vec<u8>>> {
+    let mut stmt = conn.prepare("SELECT keypackage_ref FROM keypackage_pool_metadata")?;
+    let rows = stmt.query_map([], |row| row.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Whether the trigger-kept count table matches the rows.
+pub(crate) fn counts_agree(conn: &Connection) -> Result<bool> {
+    let disagreements: i64 = conn.query_row(
+        "SELECT (SELECT COUNT(*) FROM (
+                     SELECT status, last_resort, signature_key, ciphersuite, COUNT(*)
+                     FROM keypackage_pool_metadata
+                     GROUP BY status, last_resort, signature_key, ciphersuite
+                     EXCEPT
+                     SELECT status, last_resort, signature_key, ciphersuite, count
+                     FROM keypackage_pool_counts WHERE count != 0))
+              + (SELECT COUNT(*) FROM (
+                     SELECT status, last_resort, signature_key, ciphersuite, count
+                     FROM keypackage_pool_counts WHERE count != 0
+                     EXCEPT
+                     SELECT status, last_resort, signature_key, ciphersuite, COUNT(*)
+                     FROM keypackage_pool_metadata
+                     GROUP BY status, last_resort, signature_key, ciphersuite))",
+        [],
+        |row| row.get(0),
+    )?;
+    Ok(disagreements == 0)
+}
+
+/// Recounts the count table from the rows.
+pub(crate) fn rebuild_counts(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "DELETE FROM keypackage_pool_counts;
+         INSERT INTO keypackage_pool_counts
+             (status, last_resort, signature_key, ciphersuite, count)
+         SELECT status, last_resort, signature_key, ciphersuite, COUNT(*)
+         FROM keypackage_pool_metadata
+         GROUP BY status, last_resort, signature_key, ciphersuite;",
+    )?;
+    Ok(())
+}

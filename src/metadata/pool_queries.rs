@@ -1,0 +1,455 @@
+//! The queries a [`KeyPackagePool`](crate::KeyPackagePool) runs on its own
+//! scope: counts, health, pruning, the last-resort KeyPackages, uploads,
+//! retries and reservations.
+//!
+//! Every statement here names one scope (`:key`, `:suite`) and reads it
+//! through the scope's expiry index or the trigger-kept count table, so its
+//! cost follows how many of that pool's KeyPackages are expired or
+//! expiring, not the database's size. Times are `:now` and `:horizon_end`.
+
+use rusqlite::{named_params, Connection, Row};
+
+use super::{non_negative, parse_status, KeyPackageMetadata, RawRow, COLUMNS};
+use crate::{error::Result, scope::PoolScope, status::KeyPackageStatus};
+
+/// Statuses whose KeyPackages are still in play: their private keys may yet
+/// be needed for a Welcome.
+const LIVE: &str = "'created', 'uploaded', 'available', 'reserved'";
+
+/// Statuses whose one-time KeyPackages a server can hand out.
+const USABLE: &str = "'uploaded', 'available'";
+
+/// Statuses of a last-resort KeyPackage the server holds.
+const PUBLISHED: &str = "'uploaded', 'available', 'reserved'";
+
+/// The scope's expiry index, named because the planner may otherwise pick
+/// the whole-database one.
+const BY_SCOPE: &str = "INDEXED BY keypackage_pool_metadata_scope_expiry";
+
+/// `table`'s rows (columns prefixed with `table`, such as `"m."`) in the
+/// scope `:key`, `:suite`.
+fn in_scope(table: &str) -> String {
+    format!("{table}signature_key = :key AND {table}ciphersuite = :suite")
+}
+
+/// Whether a row is free to prune once expired at `:now`: a reserved
+/// KeyPackage is held until its reservation has lapsed too, so a Welcome
+/// built from it can still be processed.
+fn not_held(table: &str) -> String {
+    format!(
+        "NOT ({table}status = 'reserved'
+              AND COALESCE({table}reservation_expires_at, {table}not_after) >= :now)"
+    )
+}
+
+/// A one-row CTE `soon` over the scope's one-time KeyPackages that are not
+/// valid past `:horizon_end`: per role, how many have expired at `:now`
+/// (`*_expired`) and how many in all, expired or expiring (`*_soon`), and
+/// how many expired ones may be pruned.
+fn soon_cte() -> String {
+    format!(
+        "soon AS (
+             SELECT COALESCE(SUM(not_after < :now AND status = 'created'), 0) AS created_expired,
+                    COALESCE(SUM(not_after < :now AND status IN ({USABLE})), 0) AS usable_expired,
+                    COALESCE(SUM(not_after < :now AND status IN ({LIVE})), 0) AS live_expired,
+                    COALESCE(SUM(status = 'created'), 0) AS created_soon,
+                    COALESCE(SUM(status IN ({USABLE})), 0) AS usable_soon,
+                    COALESCE(SUM(status = 'failed'), 0) AS failed_soon,
+                    COALESCE(SUM(not_after < :now AND {}), 0) AS prunable
+             FROM keypackage_pool_metadata {BY_SCOPE}
+             WHERE {} AND last_resort = 0 AND not_after < :horizon_end)",
+        not_held(""),
+        in_scope("")
+    )
+}
+
+/// How many of the scope's one-time KeyPackages are in `statuses` (every
+/// status when `None`), from the count table.
+fn one_time_total(statuses: Option<&str>) -> String {
+    let filter = statuses.map_or(String::new(), |s| format!(" AND status IN ({s})"));
+    format!(
+        "(SELECT COALESCE(SUM(count), 0) FROM keypackage_pool_counts
+          WHERE {} AND last_resort = 0{filter})",
+        in_scope("")
+    )
+}
+
+/// The [`OneTimeCounts`] columns, in field order, over the `soon` CTE.
+fn one_time_columns() -> [String; 7] {
+    let created = one_time_total(Some("'created'"));
+    let usable = one_time_total(Some(USABLE));
+    [
+        format!("{created} - soon.created_expired"),
+        format!("{usable} - soon.usable_expired"),
+        format!("{} - soon.live_expired", one_time_total(Some(LIVE))),
+        one_time_total(None),
+        format!("{created} - soon.created_soon"),
+        format!("{usable} - soon.usable_soon"),
+        format!("{} - soon.failed_soon", one_time_total(Some("'failed'"))),
+    ]
+}
+
+/// `FROM … WHERE …` selecting, as alias `m`, the scope's rows
+/// [`prunable_refs`] removes at `:now`, among one-time (`last_resort` false)
+/// or last-resort (true) KeyPackages.
+///
+/// Expired means `not_after` before `:now`, and a reserved KeyPackage is
+/// held (see [`not_held`]). An expired last-resort KeyPackage only goes once
+/// a newer live one of the scope exists (later `not_after`, or the same and
+/// written later), so the client never lacks a fallback.
+fn prunable(last_resort: bool) -> String {
+    let expired = format!(
+        "{} AND m.not_after < :now AND {}",
+        in_scope("m."),
+        not_held("m.")
+    );
+    if last_resort {
+        format!(
+            "FROM keypackage_pool_metadata m {BY_SCOPE}
+             WHERE m.last_resort = 1 AND {expired} AND EXISTS (
+                 SELECT 1 FROM keypackage_pool_metadata n {BY_SCOPE}
+                 WHERE {} AND n.last_resort = 1 AND +n.status IN ({LIVE})
+                   AND (n.not_after > m.not_after
+                        OR (n.not_after = m.not_after AND n.rowid > m.rowid)))",
+            in_scope("n.")
+        )
+    } else {
+        format!("FROM keypackage_pool_metadata m {BY_SCOPE} WHERE m.last_resort = 0 AND {expired}")
+    }
+}
+
+/// The figures behind a pool health report, read in one statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Summary {
+    pub by_status: [usize; KeyPackageStatus::ALL.len()],
+    pub counts: OneTimeCounts,
+    pub last_resort: LastResortCounts,
+    pub expiring_soon: usize,
+    pub next_expiry: Option<i64>,
+    pub prunable: usize,
+}
+
+/// One-time KeyPackages of a scope by role, at a moment `now` and a
+/// horizon's end.
+///
+/// "Fresh" ones are still valid at the horizon's end: only they count
+/// towards the pool's target, so that KeyPackages about to expire are
+/// replaced before they do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct OneTimeCounts {
+    /// Unexpired and built, not yet uploaded.
+    pub pending: usize,
+    /// Unexpired and uploaded or available.
+    pub usable: usize,
+    /// Unexpired and created, uploaded, available or reserved.
+    pub live: usize,
+    /// Every one-time KeyPackage with a row (and so its private keys on
+    /// disk), whatever its status or expiry: what the hard cap bounds.
+    pub held: usize,
+    /// Pending and still valid at the horizon's end.
+    pub fresh_pending: usize,
+    /// Usable and still valid at the horizon's end.
+    pub fresh_usable: usize,
+    /// Failed and still valid at the horizon's end: worth retrying.
+    pub fresh_failed: usize,
+}
+
+impl OneTimeCounts {
+    fn read(row: &Row<'_>, first: usize) -> rusqlite::Result<Self> {
+        let count = |i: usize| row.get::<_, i64>(first + i).map(non_negative);
+        Ok(Self {
+            pending: count(0)?,
+            usable: count(1)?,
+            live: count(2)?,
+            held: count(3)?,
+            fresh_pending: count(4)?,
+            fresh_usable: count(5)?,
+            fresh_failed: count(6)?,
+        })
+    }
+}
+
+/// Last-resort KeyPackages of a scope by role, at a moment `now` and a
+/// horizon's end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct LastResortCounts {
+    /// Unexpired and live (created, uploaded, available or reserved).
+    pub valid: usize,
+    /// Unexpired and held by the server (uploaded, available or reserved).
+    pub published: usize,
+    /// Not yet uploaded and still valid at the horizon's end (one that
+    /// expires sooner is replaced rather than uploaded).
+    pub pending: usize,
+    /// Live and still valid at the horizon's end.
+    pub fresh: usize,
+}
+
+/// The scope's one-time KeyPackages at `now`, with the horizon ending at
+/// `horizon_end`, in one statement.
+pub(crate) fn one_time_counts(
+    conn: &Connection,
+    scope: &PoolScope,
+    now: i64,
+    horizon_end: i64,
+) -> Result<OneTimeCounts> {
+    let sql = format!(
+        "WITH {} SELECT {} FROM soon",
+        soon_cte(),
+        one_time_columns().join(", ")
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    Ok(stmt.query_row(
+        named_params! {
+            ":key": scope.signature_key,
+            ":suite": scope.ciphersuite,
+            ":now": now,
+            ":horizon_end": horizon_end,
+        },
+        |row| OneTimeCounts::read(row, 0),
+    )?)
+}
+
+/// How many of the scope's one-time KeyPackages have a row, whatever their
+/// status or expiry: what the hard cap bounds.
+pub(crate) fn held_one_time(conn: &Connection, scope: &PoolScope) -> Result<usize> {
+    let count: i64 = conn
+        .prepare_cached(&format!("SELECT {}", one_time_total(None)))?
+        .query_row(
+            named_params! {":key": scope.signature_key, ":suite": scope.ciphersuite},
+            |row| row.get(0),
+        )?;
+    Ok(non_negative(count))
+}
+
+/// Reads every health figure of the scope at once. `horizon_end` bounds
+/// "expiring soon": live rows with `now <= not_after < horizon_end`.
+pub(crate) fn summary(
+    conn: &Connection,
+    scope: &PoolScope,
+    now: i64,
+    horizon_end: i64,
+) -> Result<Summary> {
+    let mut columns: Vec<String> = KeyPackageStatus::ALL
+        .iter()
+        .map(|s| {
+            format!(
+                "(SELECT COALESCE(SUM(count), 0) FROM keypackage_pool_counts
+                  WHERE {} AND status = '{}')",
+                in_scope(""),
+                s.as_str()
+            )
+        })
+        .collect();
+    columns.extend(one_time_columns());
+    columns
+        .extend(["valid", "published", "pending", "fresh"].map(|c| format!("COALESCE(lr.{c}, 0)")));
+    columns.push(format!(
+        "(SELECT COUNT(*) FROM keypackage_pool_metadata {BY_SCOPE}
+          WHERE {} AND last_resort IN (0, 1) AND not_after >= :now AND not_after < :horizon_end
+            AND +status IN ({LIVE}))",
+        in_scope("")
+    ));
+    columns.push(format!(
+        "(SELECT MIN(not_after) FROM keypackage_pool_metadata {BY_SCOPE}
+          WHERE {} AND last_resort IN (0, 1) AND not_after >= :now AND +status IN ({LIVE}))",
+        in_scope("")
+    ));
+    columns.push(format!(
+        "soon.prunable + (SELECT COUNT(*) {})",
+        prunable(true)
+    ));
+    let sql = format!(
+        "WITH {}, lr AS (
+             SELECT SUM(status IN ({LIVE})) AS valid,
+                    SUM(status IN ({PUBLISHED})) AS published,
+                    SUM(status = 'created' AND not_after >= :horizon_end) AS pending,
+                    SUM(status IN ({LIVE}) AND not_after >= :horizon_end) AS fresh
+             FROM keypackage_pool_metadata {BY_SCOPE}
+             WHERE {} AND last_resort = 1 AND not_after >= :now)
+         SELECT {} FROM soon, lr",
+        soon_cte(),
+        in_scope(""),
+        columns.join(",\n       ")
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    Ok(stmt.query_row(
+        named_params! {
+            ":key": scope.signature_key,
+            ":suite": scope.ciphersuite,
+            ":now": now,
+            ":horizon_end": horizon_end,
+        },
+        |row| {
+            let count = |i: usize| row.get::<_, i64>(i).map(non_negative);
+            let n = KeyPackageStatus::ALL.len();
+            let mut by_status = [0; KeyPackageStatus::ALL.len()];
+            for (i, slot) in by_status.iter_mut().enumerate() {
+                *slot = count(i)?;
+            }
+            let lr = n + 7;
+            Ok(Summary {
+                by_status,
+                counts: OneTimeCounts::read(row, n)?,
+                last_resort: LastResortCounts {
+                    valid: count(lr)?,
+                    published: count(lr + 1)?,
+                    pending: count(lr + 2)?,
+                    fresh: count(lr + 3)?,
+                },
+                expiring_soon: count(lr + 4)?,
+                next_expiry: row.get(lr + 5)?,
+                prunable: count(lr + 6)?,
+            })
+        },
+    )?)
+}
+
+/// The refs [`prunable`] selects in the scope at `now`, soonest expired
+/// first.
+pub(crate) fn prunable_refs(
+    conn: &Connection,
+    scope: &PoolScope,
+    now: i64,
+) -> Result<Vec<Vec<u8>>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT keypackage_ref FROM (
+             SELECT m.keypackage_ref, m.not_after, m.rowid AS id {}
+             UNION ALL
+             SELECT m.keypackage_ref, m.not_after, m.rowid {})
+         ORDER BY not_after, id",
+        prunable(false),
+        prunable(true)
+    ))?;
+    let rows = stmt.query_map(
+        named_params! {":key": scope.signature_key, ":suite": scope.ciphersuite, ":now": now},
+        |row| row.get(0),
+    )?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// A last-resort KeyPackage as [`last_resort_rows`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LastResortRow {
+    pub keypackage_ref: Vec<u8>,
+    pub status: KeyPackageStatus,
+    pub not_after: i64,
+}
+
+/// The scope's last-resort KeyPackages still valid at `now` that are live,
+/// failed or spent, longest-lived first (the later written first among
+/// equals).
+pub(crate) fn last_resort_rows(
+    conn: &Connection,
+    scope: &PoolScope,
+    now: i64,
+) -> Result<Vec<LastResortRow>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT keypackage_ref, status, not_after FROM keypackage_pool_metadata {BY_SCOPE}
+         WHERE {} AND last_resort = 1 AND not_after >= :now
+           AND +status IN ({LIVE}, 'failed', 'spent')
+         ORDER BY not_after DESC, rowid DESC",
+        in_scope("")
+    ))?;
+    let rows = stmt.query_map(
+        named_params! {":key": scope.signature_key, ":suite": scope.ciphersuite, ":now": now},
+        |row| {
+            Ok((
+                row.get::<_, Vec<u8>>(0)?,
+                row.get::<_, String>(1)?,
+                row.get(2)?,
+            ))
+        },
+    )?;
+    rows.map(|row| {
+        let (keypackage_ref, status_text, not_after) = row?;
+        Ok(LastResortRow {
+            status: parse_status(status_text, &keypackage_ref)?,
+            keypackage_ref,
+            not_after,
+        })
+    })
+    .collect()
+}
+
+/// The scope's `created` KeyPackages (last-resort ones included) still
+/// valid at `now`, oldest first: what may be uploaded.
+pub(crate) fn uploadable(
+    conn: &Connection,
+    scope: &PoolScope,
+    now: i64,
+) -> Result<Vec<KeyPackageMetadata>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM keypackage_pool_metadata {BY_SCOPE}
+         WHERE {} AND last_resort IN (0, 1) AND not_after >= :now AND status = 'created'
+         ORDER BY created_at, rowid",
+        in_scope("")
+    ))?;
+    let rows = stmt.query_map(
+        named_params! {":key": scope.signature_key, ":suite": scope.ciphersuite, ":now": now},
+        RawRow::read,
+    )?;
+    rows.map(|row| row?.parse()).collect()
+}
+
+// The statement below moves failed rows back to created without going
+// through `transition`; the lifecycle must allow that move.
+const _: () = assert!(KeyPackageStatus::Failed.can_transition_to(KeyPackageStatus::Created));
+
+/// Moves up to `limit` of the scope's failed one-time KeyPackages still
+/// valid at `valid_at` back to `created`, the longest-lived first, so they
+/// are uploaded again rather than replaced; returns their refs.
+pub(crate) fn retry_failed(
+    conn: &Connection,
+    scope: &PoolScope,
+    limit: usize,
+    valid_at: i64,
+) -> Result<Vec<Vec<u8>>> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn.prepare_cached(&format!(
+        "UPDATE keypackage_pool_metadata SET status = 'created'
+         WHERE keypackage_ref IN (
+             SELECT keypackage_ref FROM keypackage_pool_metadata {BY_SCOPE}
+             WHERE {} AND last_resort = 0 AND not_after >= :now AND status = 'failed'
+             ORDER BY not_after DESC, rowid DESC LIMIT :limit)
+         RETURNING keypackage_ref",
+        in_scope("")
+    ))?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = stmt.query_map(
+        named_params! {
+            ":key": scope.signature_key,
+            ":suite": scope.ciphersuite,
+            ":now": valid_at,
+            ":limit": limit,
+        },
+        |row| row.get(0),
+    )?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+// The statement below moves reserved rows to available without going through
+// `transition`; the lifecycle must allow that move.
+const _: () = assert!(KeyPackageStatus::Reserved.can_transition_to(KeyPackageStatus::Available));
+
+/// Puts the scope's reserved rows whose reservation lapsed before `now`
+/// back to `available`; returns their refs. A reservation recorded without
+/// an expiry never lapses.
+pub(crate) fn release_lapsed_reservations(
+    conn: &Connection,
+    scope: &PoolScope,
+    now: i64,
+) -> Result<Vec<Vec<u8>>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "UPDATE keypackage_pool_metadata SET status = 'available'
+         WHERE {} AND status = 'reserved' AND reservation_expires_at < :now
+         RETURNING keypackage_ref",
+        in_scope("")
+    ))?;
+    let rows = stmt.query_map(
+        named_params! {":key": scope.signature_key, ":suite": scope.ciphersuite, ":now": now},
+        |row| row.get(0),
+    )?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}

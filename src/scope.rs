@@ -1,0 +1,240 @@
+//! Pool scopes: which signature key and ciphersuite each KeyPackage is for.
+//!
+//! A messaging client publishes KeyPackages per identity and per
+//! ciphersuite, so a database holds one pool per (signature key,
+//! ciphersuite) pair, its [`PoolScope`]. Every
+//! [`KeyPackagePool`](crate::KeyPackagePool) operation sees only its own
+//! scope. This module lists the scopes present, removes a scope or a whole
+//! signature key (credential rotation), and fills in the scope of rows
+//! written before the database knew about scopes.
+
+use openmls::prelude::{Ciphersuite, CredentialWithKey, KeyPackageBundle, KeyPackageRef};
+use openmls_sqlite_storage::SqliteStorageProvider;
+use openmls_traits::storage::StorageProvider as _;
+use rusqlite::{named_params, params, Connection};
+
+use crate::{
+    codec::PoolCodec, error::Result, keypackage_ref::key_package_ref_from_bytes,
+    metadata::PoolEntry, storage::PoolStorage,
+};
+
+/// The KeyPackages one pool manages: those whose leaf node carries
+/// `signature_key` and whose ciphersuite is `ciphersuite`.
+///
+/// ```
+/// use openmls::prelude::*;
+/// use openmls_basic_credential::SignatureKeyPair;
+/// use openmls_keypackage_pool::PoolScope;
+///
+/// let suite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
+/// let signer = SignatureKeyPair::new(suite.signature_algorithm())?;
+/// let credential = CredentialWithKey {
+///     credential: BasicCredential::new(b"ivy".to_vec()).into(),
+///     signature_key: signer.public().into(),
+/// };
+/// let scope = PoolScope::new(&credential, suite);
+/// assert_eq!(scope.signature_key, signer.public());
+/// assert_eq!(scope.ciphersuite, 0x0001);
+/// assert_eq!(scope.ciphersuite(), Some(suite));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PoolScope {
+    /// The leaf node's signature public key, as raw bytes.
+    pub signature_key: Vec<u8>,
+    /// The ciphersuite's code point.
+    pub ciphersuite: u16,
+}
+
+impl PoolScope {
+    /// The scope of a pool signing for `credential` in `ciphersuite`.
+    pub fn new(credential: &CredentialWithKey, ciphersuite: Ciphersuite) -> Self {
+        Self {
+            signature_key: credential.signature_key.as_slice().to_vec(),
+            ciphersuite: u16::from(ciphersuite),
+        }
+    }
+
+    /// The ciphersuite as OpenMLS's type, if this build knows its code point
+    /// (the post-quantum ones need the `draft-ietf-mls-pq-ciphersuites`
+    /// feature).
+    pub fn ciphersuite(&self) -> Option<Ciphersuite> {
+        Ciphersuite::try_from(self.ciphersuite).ok()
+    }
+
+    /// The scope stored in a row: `None` for 0 and the empty key, which mark
+    /// rows made by hand without a bundle, or whose bundle could not be read.
+    pub(crate) fn from_columns(signature_key: Vec<u8>, ciphersuite: u16) -> Option<Self> {
+        (!signature_key.is_empty() && ciphersuite != 0).then_some(Self {
+            signature_key,
+            ciphersuite,
+        })
+    }
+}
+
+/// One scope present in the database, with its counts, as
+/// [`PoolStorage::scopes`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopeSummary {
+    /// Which pool.
+    pub scope: PoolScope,
+    /// One-time KeyPackages with their keys on disk, whatever their status:
+    /// what that pool's hard cap bounds.
+    pub held: usize,
+    /// Unexpired one-time KeyPackages waiting for upload.
+    pub pending: usize,
+    /// Unexpired one-time KeyPackages a server can hand out (uploaded or
+    /// available).
+    pub usable: usize,
+    /// Whether a server holds a valid last-resort KeyPackage of the scope.
+    pub has_last_resort: bool,
+    /// The earliest `not_after` among its unexpired live KeyPackages.
+    pub next_expiry: Option<i64>,
+}
+
+const LIVE: &str = "'created', 'uploaded', 'available', 'reserved'";
+const USABLE: &str = "'uploaded', 'available'";
+const PUBLISHED: &str = "'uploaded', 'available', 'reserved'";
+
+/// Every scope with at least one row, in one statement: counts from the
+/// trigger-kept count table, and per scope a range read of its expiry index
+/// for what has expired at `now`.
+pub(crate) fn list(conn: &Connection, now: i64) -> Result<Vec<ScopeSummary>> {
+    // Correlated on the grouped scope; each subquery is a range of the
+    // scope's expiry index.
+    let in_scope = "m.signature_key = c.signature_key AND m.ciphersuite = c.ciphersuite";
+    let sql = format!(
+        "SELECT c.signature_key, c.ciphersuite,
+                SUM(CASE WHEN c.last_resort = 0 THEN c.count ELSE 0 END),
+                SUM(CASE WHEN c.last_resort = 0 AND c.status = 'created' THEN c.count ELSE 0 END)
+                  - (SELECT COUNT(*) FROM keypackage_pool_metadata m
+                     WHERE {in_scope} AND m.last_resort = 0 AND m.not_after < :now
+                       AND m.status = 'created'),
+                SUM(CASE WHEN c.last_resort = 0 AND c.status IN ({USABLE}) THEN c.count ELSE 0 END)
+                  - (SELECT COUNT(*) FROM keypackage_pool_metadata m
+                     WHERE {in_scope} AND m.last_resort = 0 AND m.not_after < :now
+                       AND m.status IN ({USABLE})),
+                EXISTS (SELECT 1 FROM keypackage_pool_metadata m
+                        WHERE {in_scope} AND m.last_resort = 1 AND m.not_after >= :now
+                          AND m.status IN ({PUBLISHED})),
+                (SELECT MIN(m.not_after) FROM keypackage_pool_metadata m
+                 WHERE {in_scope} AND m.last_resort IN (0, 1) AND m.not_after >= :now
+                   AND m.status IN ({LIVE}))
+         FROM keypackage_pool_counts c INDEXED BY keypackage_pool_counts_scope
+         WHERE c.signature_key != x'' AND c.ciphersuite != 0
+         GROUP BY c.signature_key, c.ciphersuite
+         HAVING SUM(c.count) > 0
+         ORDER BY c.signature_key, c.ciphersuite"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(named_params! {":now": now}, |row| {
+        let count = |i: usize| {
+            row.get::<_, i64>(i)
+                .map(|n| usize::try_from(n).unwrap_or_default())
+        };
+        Ok(ScopeSummary {
+            scope: PoolScope {
+                signature_key: row.get(0)?,
+                ciphersuite: row.get(1)?,
+            },
+            held: count(2)?,
+            pending: count(3)?,
+            usable: count(4)?,
+            has_last_resort: row.get(5)?,
+            next_expiry: row.get(6)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The refs of every KeyPackage in `scope`, or of every scope of
+/// `signature_key` when `ciphersuite` is `None`.
+fn refs_of(
+    conn: &Connection,
+    signature_key: &[u8],
+    ciphersuite: Option<u16>,
+) -> Result<Vec<Vec<u8>>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT keypackage_ref FROM keypackage_pool_metadata
+         WHERE signature_key = ?1 AND (?2 IS NULL OR ciphersuite = ?2)
+         ORDER BY ciphersuite, not_after",
+    )?;
+    let rows = stmt.query_map(params![signature_key, ciphersuite], |row| row.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Fills in the scope and credential type of every row that has none, from
+/// its stored bundle; returns how many were filled. A row whose bundle is
+/// missing or cannot be decoded keeps no scope: it is never guessed, and
+/// [`PoolStorage::verify`] reports it.
+pub(crate) fn backfill<C: PoolCodec>(conn: &Connection) -> Result<usize> {
+    let unscoped: Vec<Vec<u8>> = {
+        let mut stmt = conn.prepare(
+            "SELECT keypackage_ref FROM keypackage_pool_metadata WHERE signature_key = x''",
+        )?;
+        let rows = stmt.query_map([], |row| row.get(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let storage = SqliteStorageProvider::<C, &Connection>::new(conn);
+    let mut update = conn.prepare(
+        "UPDATE keypackage_pool_metadata
+         SET signature_key = ?2, ciphersuite = ?3, credential_type = ?4
+         WHERE keypackage_ref = ?1",
+    )?;
+    let mut filled = 0;
+    for raw in unscoped {
+        // Refs that are not a KeyPackageRef, bundles that are gone or do not
+        // decode: left without a scope.
+        let Ok(kp_ref) = key_package_ref_from_bytes(&raw) else {
+            continue;
+        };
+        let Ok(Some(bundle)) = storage.key_package::<KeyPackageRef, KeyPackageBundle>(&kp_ref)
+        else {
+            continue;
+        };
+        let Ok(entry) = PoolEntry::from_bundle(raw, &bundle) else {
+            continue;
+        };
+        update.execute(params![
+            entry.keypackage_ref,
+            entry.signature_key,
+            entry.ciphersuite,
+            entry.credential_type
+        ])?;
+        filled += 1;
+    }
+    Ok(filled)
+}
+
+impl<C: PoolCodec> PoolStorage<C> {
+    /// Every pool scope present in the database (every signature key and
+    /// ciphersuite with KeyPackages), with its counts at `now`, in one
+    /// statement.
+    pub fn scopes(&self, now: i64) -> Result<Vec<ScopeSummary>> {
+        list(self.connection(), now)
+    }
+
+    /// Deletes every KeyPackage of `scope`, bundles and rows, in one
+    /// transaction; returns their refs, to withdraw from the server.
+    pub fn remove_scope(&self, scope: &PoolScope) -> Result<Vec<Vec<u8>>> {
+        self.remove_where(&scope.signature_key, Some(scope.ciphersuite))
+    }
+
+    /// Deletes every KeyPackage whose leaf node carries `signature_key`, in
+    /// every ciphersuite, bundles and rows, in one transaction; returns their
+    /// refs, to withdraw from the server. For a credential rotation: the old
+    /// key's KeyPackages must no longer be handed out.
+    pub fn remove_signature_key(&self, signature_key: &[u8]) -> Result<Vec<Vec<u8>>> {
+        self.remove_where(signature_key, None)
+    }
+
+    fn remove_where(&self, signature_key: &[u8], ciphersuite: Option<u16>) -> Result<Vec<Vec<u8>>> {
+        self.transaction(|storage| {
+            let refs = refs_of(storage.connection(), signature_key, ciphersuite)?;
+            for keypackage_ref in &refs {
+                storage.remove_key_package(keypackage_ref)?;
+            }
+            Ok(refs)
+        })
+    }
+}
