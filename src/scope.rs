@@ -229,6 +229,10 @@ impl<C: PoolCodec> PoolStorage<C> {
     }
 
     fn remove_where(&self, signature_key: &[u8], ciphersuite: Option<u16>) -> Result<Vec<Vec<u8>>> {
+        // The empty key marks rows without a scope; no pool's key is empty.
+        if signature_key.is_empty() {
+            return Ok(Vec::new());
+        }
         self.transaction(|storage| {
             let refs = refs_of(storage.connection(), signature_key, ciphersuite)?;
             for keypackage_ref in &refs {

@@ -11,6 +11,7 @@ use openmls::prelude::*;
 use openmls_keypackage_pool::{
     Error, KeyPackageStatus, PoolAction, PoolConfig, PoolStorage, StorageOptions,
 };
+use tls_codec::Deserialize as _;
 
 /// How many last-resort KeyPackages are on disk, each checked to have its
 /// bundle as well as its row.
@@ -416,4 +417,29 @@ fn a_pool_the_cap_keeps_short_is_not_reported_healthy() {
     assert_eq!((health.usable, health.held), (0, 4));
     assert_eq!(health.actions, [PoolAction::CapReached(4)]);
     assert_eq!(health.recommended, PoolAction::CapReached(4));
+}
+
+#[test]
+fn a_last_resort_key_package_passes_a_peers_checks_and_joins_a_group() {
+    let fx = PoolFixture::new();
+    let pool = fx.pool(PoolConfig::default());
+    let last_resort = pool.ensure_last_resort(now()).unwrap().created.unwrap();
+    let pending = pool.pending_upload().unwrap();
+    assert_eq!(pending.ready_refs(), std::slice::from_ref(&last_resort));
+    assert!(pending.ready[0].last_resort);
+    // What a server or a peer does with the uploaded bytes: its extensions
+    // must be listed in its capabilities, or it is refused.
+    let key_package = KeyPackageIn::tls_deserialize_exact(&pending.ready[0].key_package)
+        .unwrap()
+        .validate(fx.provider.crypto(), ProtocolVersion::Mls10)
+        .unwrap();
+    assert!(key_package.last_resort());
+    let (_group, welcome) = common::PlainClient::new("gail").create_group_with(&key_package);
+    common::join(&fx.provider, welcome).unwrap();
+    // OpenMLS keeps a last-resort KeyPackage after a join.
+    assert!(fx
+        .storage()
+        .key_package_bundle(&last_resort)
+        .unwrap()
+        .is_some());
 }

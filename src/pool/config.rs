@@ -1,7 +1,7 @@
 //! [`PoolConfig`]: how a pool sizes and ages its KeyPackages, and the checks
 //! that keep those settings workable.
 
-use openmls::prelude::{Capabilities, Ciphersuite, Extensions, KeyPackage};
+use openmls::prelude::{Capabilities, Ciphersuite, ExtensionType, Extensions, KeyPackage};
 
 use crate::error::{Error, Result};
 
@@ -130,6 +130,41 @@ impl PoolConfig {
             expiry_horizon_secs: self.expiry_horizon_secs.min(lifetime_secs / 2),
             ..self
         }
+    }
+
+    /// The leaf-node capabilities a KeyPackage of this pool advertises: the
+    /// configured ones (or OpenMLS's defaults), plus the type of every
+    /// KeyPackage extension it carries, the last-resort one included. Peers
+    /// refuse a KeyPackage whose extensions its capabilities do not list.
+    pub(super) fn capabilities_for(&self, last_resort: bool) -> Capabilities {
+        let base = self.capabilities.clone().unwrap_or_default();
+        let mut extensions = base.extensions().to_vec();
+        let carried = self
+            .extensions
+            .iter()
+            .map(|e| e.extension_type())
+            .chain(last_resort.then_some(ExtensionType::LastResort));
+        for extension_type in carried {
+            if !extensions.contains(&extension_type) {
+                extensions.push(extension_type);
+            }
+        }
+        if extensions.len() == base.extensions().len() {
+            return base;
+        }
+        // GREASE values are not ciphersuites and do not survive the rebuild.
+        let ciphersuites: Vec<Ciphersuite> = base
+            .ciphersuites()
+            .iter()
+            .filter_map(|c| Ciphersuite::try_from(*c).ok())
+            .collect();
+        Capabilities::new(
+            Some(base.versions()),
+            Some(&ciphersuites),
+            Some(&extensions),
+            Some(base.proposals()),
+            Some(base.credentials()),
+        )
     }
 
     /// The end of the expiry horizon seen from `now`: KeyPackages valid

@@ -237,10 +237,8 @@ fn build_key_package(
     );
     let mut builder = KeyPackage::builder()
         .key_package_lifetime(lifetime)
-        .key_package_extensions(config.extensions.clone());
-    if let Some(capabilities) = &config.capabilities {
-        builder = builder.leaf_node_capabilities(capabilities.clone());
-    }
+        .key_package_extensions(config.extensions.clone())
+        .leaf_node_capabilities(config.capabilities_for(last_resort));
     if last_resort {
         builder = builder.mark_as_last_resort();
     }

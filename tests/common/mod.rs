@@ -200,7 +200,7 @@ pub const DAY: i64 = 24 * 60 * 60;
 
 /// A pool database file with one signing identity, for the pool tests.
 pub struct PoolFixture {
-    _dir: TempDir,
+    pub dir: TempDir,
     pub path: PathBuf,
     pub provider: PoolProvider,
     pub identity: Identity,
@@ -212,7 +212,7 @@ impl PoolFixture {
         Self {
             provider: PoolProvider::open(&path).expect("open pool database"),
             path,
-            _dir: dir,
+            dir,
             identity: Identity::new("frank"),
         }
     }
