@@ -1,14 +1,22 @@
-//! Keeps a KeyPackage pool database topped up, and shows its health.
+//! Keeps KeyPackage pools in a database topped up, and shows their health.
 //!
 //! ```sh
 //! cargo run --release --example pool_generator -- --db pool.db --count 32
+//! cargo run --release --example pool_generator -- --db pool.db --user bob \
+//!     --ciphersuite 0x0001 --ciphersuite MLS_128_DHKEMX25519_CHACHA20POLY1305_SHA256_Ed25519
+//! cargo run --release --example pool_generator --features libcrux,draft-ietf-mls-pq-ciphersuites \
+//!     -- --db pq.db --ciphersuite MLS_256_XWING_CHACHA20POLY1305_SHA256_Ed25519
 //! ```
 //!
 //! Opens (or creates) the database, creates or reuses the user's signing
-//! identity, prunes expired KeyPackages, keeps one last-resort KeyPackage,
-//! tops the pool up so that usable plus pending KeyPackages reach `--count`,
-//! and prints a health table (or JSON). Running it again reuses the pool
-//! rather than growing it.
+//! identity, and for each `--ciphersuite` (one pool per user and
+//! ciphersuite, side by side on one file) prunes expired KeyPackages, keeps
+//! one last-resort KeyPackage, tops the pool up so that usable plus pending
+//! KeyPackages reach `--count`, and prints a health table (or JSON).
+//! Running it again reuses the pools rather than growing them. Built with
+//! the `libcrux` feature it uses `openmls_libcrux_crypto`, which adds the
+//! X-Wing post-quantum ciphersuite (with `draft-ietf-mls-pq-ciphersuites`);
+//! `--list-ciphersuites` shows what the build supports.
 
 use std::{process::ExitCode, time::SystemTime};
 
@@ -17,8 +25,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use openmls::prelude::*;
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_keypackage_pool::{
-    KeyPackagePool, KeyPackageStatus, LastResortReport, PoolAction, PoolConfig, PoolHealth,
-    PoolProvider, MAX_LIFETIME_SECS,
+    codec::DefaultCodec, KeyPackagePool, KeyPackageStatus, LastResortReport, PoolAction,
+    PoolConfig, PoolHealth, PoolProvider, PoolStorage, MAX_LIFETIME_SECS,
 };
 
 /// Generates one-time MLS KeyPackages into a SQLite pool and reports its
@@ -48,9 +56,39 @@ struct Cli {
     #[arg(long)]
     mark_uploaded: bool,
 
-    /// Print the health report as JSON instead of a table.
+    /// The ciphersuite of a pool, by OpenMLS's name (for example
+    /// MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519) or code point (0x0001).
+    /// Repeat it for one pool per ciphersuite; the default is 0x0001.
+    #[arg(long, value_parser = parse_ciphersuite)]
+    ciphersuite: Vec<Ciphersuite>,
+
+    /// List the ciphersuites this build's crypto provider supports, and
+    /// exit.
+    #[arg(long)]
+    list_ciphersuites: bool,
+
+    /// Print the health report as JSON instead of a table (an array of
+    /// reports when there are several ciphersuites).
     #[arg(long)]
     json: bool,
+}
+
+/// A ciphersuite from OpenMLS's name for it, or its code point in hex
+/// (`0x004D`) or decimal.
+fn parse_ciphersuite(text: &str) -> Result<Ciphersuite, String> {
+    let code = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u16::from_str_radix(hex, 16).ok(),
+        None => text.parse::<u16>().ok(),
+    };
+    let known = match code {
+        Some(code) => Ciphersuite::try_from(code).ok(),
+        None => (1..=u16::MAX)
+            .filter_map(|code| Ciphersuite::try_from(code).ok())
+            .find(|suite| format!("{suite:?}") == text),
+    };
+    known.ok_or_else(|| {
+        format!("unknown ciphersuite {text:?} for this build (--list-ciphersuites shows the supported ones)")
+    })
 }
 
 fn main() -> ExitCode {
@@ -77,9 +115,66 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: &Cli) -> Result<(), String> {
-    let provider = PoolProvider::open(&cli.db)
+/// The crypto provider the example builds with: `openmls_libcrux_crypto`
+/// when built with the `libcrux` feature (it implements X-Wing), otherwise
+/// `openmls_rust_crypto`.
+#[cfg(feature = "libcrux")]
+type Crypto = openmls_keypackage_pool::LibcruxCrypto;
+#[cfg(not(feature = "libcrux"))]
+type Crypto = openmls_rust_crypto::RustCrypto;
+
+type Provider = PoolProvider<DefaultCodec, Crypto>;
+
+fn open(cli: &Cli) -> Result<Provider, String> {
+    let storage = PoolStorage::open(&cli.db)
         .map_err(|e| format!("cannot open pool database {}: {e}", cli.db.display()))?;
+    #[cfg(feature = "libcrux")]
+    let provider = PoolProvider::libcrux(storage).map_err(|e| e.to_string())?;
+    #[cfg(not(feature = "libcrux"))]
+    let provider = PoolProvider::new(storage);
+    Ok(provider)
+}
+
+fn run(cli: &Cli) -> Result<(), String> {
+    let provider = open(cli)?;
+    if cli.list_ciphersuites {
+        for suite in provider.crypto().supported_ciphersuites() {
+            println!("0x{:04X}  {suite:?}", u16::from(suite));
+        }
+        return Ok(());
+    }
+    let suites = if cli.ciphersuite.is_empty() {
+        vec![PoolConfig::default().ciphersuite]
+    } else {
+        cli.ciphersuite.clone()
+    };
+    let mut reports = Vec::new();
+    for ciphersuite in suites {
+        reports.push(run_pool(cli, &provider, ciphersuite)?);
+    }
+    if cli.json {
+        let mut reports: Vec<serde_json::Value> =
+            reports.into_iter().map(|(json, _)| json).collect();
+        // One pool prints one object, several an array of them.
+        let out = match reports.len() {
+            1 => reports.remove(0),
+            _ => serde_json::Value::Array(reports),
+        };
+        println!("{out}");
+    } else {
+        let tables: Vec<String> = reports.into_iter().map(|(_, table)| table).collect();
+        print!("{}", tables.join("\n"));
+    }
+    Ok(())
+}
+
+/// Keeps `cli.user`'s pool in `ciphersuite` topped up; returns its report
+/// as JSON and as a table.
+fn run_pool(
+    cli: &Cli,
+    provider: &Provider,
+    ciphersuite: Ciphersuite,
+) -> Result<(serde_json::Value, String), String> {
     // A watermark at the target: every run tops the pool up to --count.
     // KeyPackages are replaced two days before expiry, or half-way through a
     // shorter life.
@@ -87,16 +182,22 @@ fn run(cli: &Cli) -> Result<(), String> {
         target_size: cli.count as usize,
         low_watermark: cli.count as usize,
         hard_cap: cli.count as usize * 2,
+        ciphersuite,
         ..PoolConfig::default()
     }
     .with_lifetime_secs(cli.lifetime_days * 86_400);
-    let (signer, reused) = identity(&provider, &cli.user, config.ciphersuite)?;
+    // Before an identity is made for it: a signature scheme the provider
+    // lacks would fail there with a less helpful message.
+    provider.crypto().supports(ciphersuite).map_err(|_| {
+        format!("the crypto provider does not support ciphersuite {ciphersuite:?} (--list-ciphersuites)")
+    })?;
+    let (signer, reused) = identity(provider, &cli.user, ciphersuite)?;
     let credential = CredentialWithKey {
         credential: BasicCredential::new(cli.user.as_bytes().to_vec()).into(),
         signature_key: signer.public().into(),
     };
     let pool =
-        KeyPackagePool::new(&provider, &signer, credential, config).map_err(|e| e.to_string())?;
+        KeyPackagePool::new(provider, &signer, credential, config).map_err(|e| e.to_string())?;
 
     let now = unix_now()?;
     let pruned = pool.prune_expired(now).map_err(|e| e.to_string())?;
@@ -115,6 +216,7 @@ fn run(cli: &Cli) -> Result<(), String> {
     let run = Run {
         db: &cli.db.display().to_string(),
         user: &cli.user,
+        ciphersuite,
         identity_reused: reused,
         pruned: pruned.len(),
         last_resort: last_resort_outcome(&last_resort),
@@ -122,23 +224,25 @@ fn run(cli: &Cli) -> Result<(), String> {
         hard_cap: pool.config().hard_cap,
         now,
     };
-    if cli.json {
-        println!("{}", to_json(&run, &health));
-    } else {
-        print_table(&run, &health);
-    }
-    Ok(())
+    Ok((to_json(&run, &health), table(&run, &health)))
 }
 
 /// Reads the user's signature key pair back from OpenMLS storage, or makes
 /// and stores one. Returns whether it was reused.
 fn identity(
-    provider: &PoolProvider,
+    provider: &Provider,
     user: &str,
     ciphersuite: Ciphersuite,
 ) -> Result<(SignatureKeyPair, bool), String> {
     let storage = provider.storage();
     let scheme = ciphersuite.signature_algorithm();
+    // One key pair per user and signature scheme: the Ed25519 one under the
+    // user's name, any other under "name/SCHEME".
+    let name = match scheme {
+        SignatureScheme::ED25519 => user.to_owned(),
+        other => format!("{user}/{other:?}"),
+    };
+    let user = name.as_str();
     if let Some(public_key) = storage.load_public_key(user).map_err(|e| e.to_string())? {
         if let Some(pair) = SignatureKeyPair::read(storage, &public_key, scheme) {
             return Ok((pair, true));
@@ -154,7 +258,10 @@ fn identity(
     Ok((pair, false))
 }
 
-fn replenish(pool: &KeyPackagePool<'_, SignatureKeyPair>, quiet: bool) -> Result<usize, String> {
+fn replenish(
+    pool: &KeyPackagePool<'_, SignatureKeyPair, DefaultCodec, Crypto>,
+    quiet: bool,
+) -> Result<usize, String> {
     let bar = ProgressBar::hidden();
     bar.set_style(
         ProgressStyle::with_template("generating {bar:40} {pos}/{len} KeyPackages ({eta})")
@@ -177,6 +284,7 @@ fn replenish(pool: &KeyPackagePool<'_, SignatureKeyPair>, quiet: bool) -> Result
 struct Run<'a> {
     db: &'a str,
     user: &'a str,
+    ciphersuite: Ciphersuite,
     identity_reused: bool,
     pruned: usize,
     last_resort: &'static str,
@@ -185,59 +293,78 @@ struct Run<'a> {
     now: i64,
 }
 
-fn print_table(run: &Run<'_>, health: &PoolHealth) {
-    println!("pool database  {}", run.db);
-    println!(
+/// The report of one pool, as a table.
+fn table(run: &Run<'_>, health: &PoolHealth) -> String {
+    let mut lines = Vec::new();
+    lines.push(format!("pool database  {}", run.db));
+    lines.push(format!(
         "identity       {} ({})",
         run.user,
         if run.identity_reused { "reused" } else { "new" }
-    );
+    ));
+    lines.push(format!(
+        "ciphersuite    {:?} (0x{:04X})",
+        run.ciphersuite,
+        u16::from(run.ciphersuite)
+    ));
     let generated = match run.generated {
         0 => "nothing needed building".to_owned(),
         n => format!("generated {n}"),
     };
-    println!(
+    lines.push(format!(
         "this run       {generated}, pruned {}, last resort {}",
         run.pruned, run.last_resort
-    );
-    println!();
-    println!("{:<12}{:>8}", "status", "count");
+    ));
+    lines.push(String::new());
+    lines.push(format!("{:<12}{:>8}", "status", "count"));
     for status in KeyPackageStatus::ALL {
-        println!("{:<12}{:>8}", status.as_str(), health.count(status));
+        lines.push(format!(
+            "{:<12}{:>8}",
+            status.as_str(),
+            health.count(status)
+        ));
     }
-    println!();
-    println!("pending upload (created)       {}", health.pending_upload);
-    println!("usable (uploaded + available)  {}", health.usable);
-    println!("live one-time KeyPackages      {}", health.live);
-    println!(
+    lines.push(String::new());
+    lines.push(format!(
+        "pending upload (created)       {}",
+        health.pending_upload
+    ));
+    lines.push(format!("usable (uploaded + available)  {}", health.usable));
+    lines.push(format!("live one-time KeyPackages      {}", health.live));
+    lines.push(format!(
         "one-time keys on disk          {} (hard cap {})",
         health.held, run.hard_cap
-    );
-    println!(
+    ));
+    lines.push(format!(
         "last resort                    {}",
         match (health.has_last_resort, health.last_resort_pending) {
             (true, _) => "on the server",
             (false, true) => "built, waiting for upload",
             (false, false) => "missing",
         }
-    );
-    println!("expiring within horizon        {}", health.expiring_soon);
+    ));
+    lines.push(format!(
+        "expiring within horizon        {}",
+        health.expiring_soon
+    ));
     match health.next_expiry {
-        Some(t) => println!(
+        Some(t) => lines.push(format!(
             "next expiry                    in {:.1} days (unix {t})",
             t.saturating_sub(run.now) as f64 / 86_400.0
-        ),
-        None => println!("next expiry                    -"),
+        )),
+        None => lines.push("next expiry                    -".to_owned()),
     }
     let actions: Vec<String> = health.actions.iter().map(describe).collect();
-    println!(
+    lines.push(format!(
         "next steps                     {}",
         if actions.is_empty() {
             "none: the pool is healthy".to_owned()
         } else {
             actions.join(", then ")
         }
-    );
+    ));
+    lines.push(String::new());
+    lines.join("\n")
 }
 
 fn to_json(run: &Run<'_>, health: &PoolHealth) -> serde_json::Value {
@@ -248,6 +375,8 @@ fn to_json(run: &Run<'_>, health: &PoolHealth) -> serde_json::Value {
     serde_json::json!({
         "db": run.db,
         "user": run.user,
+        "ciphersuite": format!("{:?}", run.ciphersuite),
+        "ciphersuite_code": u16::from(run.ciphersuite),
         "identity_reused": run.identity_reused,
         "generated": run.generated,
         "pruned": run.pruned,

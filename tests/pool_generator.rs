@@ -189,3 +189,65 @@ fn a_smaller_count_than_the_pool_holds_succeeds_and_changes_nothing() {
     assert_eq!(second["generated"], 0);
     assert_eq!(refs(&PoolStorage::open(db).unwrap()), before);
 }
+
+#[test]
+fn each_user_and_ciphersuite_gets_a_pool_of_its_own() {
+    let (_dir, db) = common::temp_db();
+    let db = db.to_str().unwrap();
+    let alice = json(&run(&[
+        "--db", db, "--user", "alice", "--count", "4", "--json",
+    ]));
+    assert_eq!(alice["generated"], 4);
+    let bob = json(&run(&[
+        "--db", db, "--user", "bob", "--count", "4", "--json",
+    ]));
+    assert_eq!(bob["generated"], 4, "bob's pool is not alice's");
+    assert_eq!(bob["last_resort"], "created");
+    // Two ciphersuites for bob: the 0x0001 pool exists, the other is new.
+    let both = json(&run(&[
+        "--db",
+        db,
+        "--user",
+        "bob",
+        "--count",
+        "4",
+        "--ciphersuite",
+        "0x0001",
+        "--ciphersuite",
+        "MLS_128_DHKEMX25519_CHACHA20POLY1305_SHA256_Ed25519",
+        "--json",
+    ]));
+    let pools = both.as_array().expect("one report per ciphersuite");
+    assert_eq!(pools.len(), 2);
+    assert_eq!(pools[0]["ciphersuite_code"], 1);
+    assert_eq!(pools[0]["generated"], 0);
+    assert_eq!(pools[1]["ciphersuite_code"], 3);
+    assert_eq!(pools[1]["generated"], 4);
+    let storage = PoolStorage::open(db).unwrap();
+    let scopes = storage.scopes(common::now()).unwrap();
+    assert_eq!(scopes.len(), 3);
+    assert!(scopes.iter().all(|s| s.held == 4 && s.pending == 4));
+    assert_eq!(common::bundle_count(&storage), 3 * 5);
+}
+
+#[test]
+fn ciphersuites_are_listed_and_unknown_ones_refused() {
+    let listed = run(&["--list-ciphersuites"]);
+    assert!(listed.status.success());
+    let text = String::from_utf8(listed.stdout).unwrap();
+    assert!(
+        text.contains("0x0001  MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519"),
+        "{text}"
+    );
+    assert_one_line_failure(&run(&["--ciphersuite", "MLS_NOT_A_SUITE"]));
+    // Known to OpenMLS but not to the default crypto provider.
+    let (_dir, db) = common::temp_db();
+    let x448 = run(&[
+        "--db",
+        db.to_str().unwrap(),
+        "--ciphersuite",
+        "MLS_256_DHKEMX448_AES256GCM_SHA512_Ed448",
+    ]);
+    assert_one_line_failure(&x448);
+    assert!(String::from_utf8_lossy(&x448.stderr).contains("does not support"));
+}
