@@ -225,8 +225,8 @@ pub fn unbounded_pool<'a>(
     KeyPackagePool::new(provider, &env.signer, env.credential.clone(), config).expect("pool")
 }
 
-/// A pool database for the query benchmarks: `rows` metadata-only rows
-/// spread evenly over the next year (`not_after` from now + 3 days), plus
+/// A pool database for the query benchmarks: `rows` metadata-only rows, all
+/// in the scope of `env`'s default pool, spread evenly over the next year (`not_after` from now + 3 days), plus
 /// `real_expiring` real KeyPackages, with bundles, that expire after one day.
 /// Returns the storage and "now": a moment two days ahead, at which exactly
 /// the real KeyPackages are expired.
@@ -241,13 +241,21 @@ pub fn large_pool(env: &Env, path: &Path, rows: usize, real_expiring: usize) -> 
         .connection()
         .execute(
             "WITH RECURSIVE seq(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM seq WHERE i + 1 < ?1)
-             INSERT INTO keypackage_pool_metadata (keypackage_ref, status, created_at, not_after, last_resort)
+             INSERT INTO keypackage_pool_metadata
+                 (keypackage_ref, status, created_at, not_after, last_resort,
+                  signature_key, ciphersuite, credential_type)
              SELECT randomblob(32),
                     CASE i % 10 WHEN 0 THEN 'created' WHEN 1 THEN 'uploaded' WHEN 2 THEN 'reserved'
                                 WHEN 3 THEN 'spent' ELSE 'available' END,
-                    ?2, ?2 + 3 * 86400 + (i * 365 * 86400) / ?1, 0
+                    ?2, ?2 + 3 * 86400 + (i * 365 * 86400) / ?1, 0, ?3, ?4, 1
              FROM seq",
-            rusqlite::params![rows as i64, start],
+            // All in the benchmarked pool's scope: the worst case for it.
+            rusqlite::params![
+                rows as i64,
+                start,
+                env.credential.signature_key.as_slice(),
+                u16::from(PoolConfig::default().ciphersuite)
+            ],
         )
         .expect("seed rows");
     if real_expiring > 0 {
