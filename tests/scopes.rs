@@ -438,3 +438,46 @@ fn a_custom_credential_pool_is_accepted_by_a_group_that_requires_it() {
     let row = fx.storage().get_metadata(&plain).unwrap().unwrap();
     assert_eq!(row.credential_type, Some(0xF0A1));
 }
+
+#[test]
+fn the_hook_and_adoption_record_the_scope_too() {
+    let (_dir, path) = common::temp_db();
+    let id = Identity::new("hana");
+    let scope = PoolScope::new(&id.credential, common::CIPHERSUITE);
+    // Written before this crate managed the file, by plain
+    // openmls_sqlite_storage (the codec this crate defaults to).
+    let legacy = {
+        let plain = common::plain_sqlite::PlainSqliteProvider::<
+            openmls_keypackage_pool::codec::MessagePackCodec,
+        >::open(&path);
+        let bundle = common::build_key_package(&plain, &id, false);
+        bundle.key_package().hash_ref(plain.crypto()).unwrap()
+    };
+    let provider = PoolProvider::open(&path).unwrap();
+    let adopted = provider
+        .storage()
+        .adopt_unpooled_key_packages(KeyPackageStatus::Uploaded)
+        .unwrap();
+    assert_eq!(adopted, vec![legacy.as_slice().to_vec()]);
+    // Built by OpenMLS itself, through the storage hook.
+    let hooked = common::build_key_package(&provider, &id, true);
+    let hooked = hooked.key_package().hash_ref(provider.crypto()).unwrap();
+    for r in [&legacy, &hooked] {
+        let row = provider
+            .storage()
+            .get_metadata(r.as_slice())
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.scope.as_ref(), Some(&scope));
+        assert_eq!(row.credential_type, Some(u16::from(CredentialType::Basic)));
+    }
+    let pool = KeyPackagePool::new(
+        &provider,
+        &id.signer,
+        id.credential.clone(),
+        PoolConfig::default(),
+    )
+    .unwrap();
+    let health = pool.health(now()).unwrap();
+    assert_eq!((health.usable, health.last_resort_pending), (1, true));
+}
