@@ -44,7 +44,7 @@ struct Cli {
 
     /// The local user whose identity signs the KeyPackages; created on first
     /// use and reused afterwards.
-    #[arg(long, default_value = "pool-generator")]
+    #[arg(long, default_value = "pool-generator", value_parser = parse_user)]
     user: String,
 
     /// Lifetime of new KeyPackages, in days (at most 84).
@@ -67,10 +67,21 @@ struct Cli {
     #[arg(long)]
     list_ciphersuites: bool,
 
-    /// Print the health report as JSON instead of a table (an array of
-    /// reports when there are several ciphersuites).
+    /// Print the health reports as JSON instead of tables: an array with
+    /// one report per pool.
     #[arg(long)]
     json: bool,
+}
+
+/// A user name: anything but `/`, which separates a user from the
+/// signature scheme of its other identities.
+fn parse_user(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.contains('/') {
+        return Err(format!(
+            "invalid user {text:?}: it must be non-empty and contain no '/'"
+        ));
+    }
+    Ok(text.to_owned())
 }
 
 /// A ciphersuite from OpenMLS's name for it, or its code point in hex
@@ -153,14 +164,10 @@ fn run(cli: &Cli) -> Result<(), String> {
         reports.push(run_pool(cli, &provider, ciphersuite)?);
     }
     if cli.json {
-        let mut reports: Vec<serde_json::Value> =
-            reports.into_iter().map(|(json, _)| json).collect();
-        // One pool prints one object, several an array of them.
-        let out = match reports.len() {
-            1 => reports.remove(0),
-            _ => serde_json::Value::Array(reports),
-        };
-        println!("{out}");
+        // Always an array, one report per pool, so that adding a
+        // ciphersuite does not change the shape.
+        let reports: Vec<serde_json::Value> = reports.into_iter().map(|(json, _)| json).collect();
+        println!("{}", serde_json::Value::Array(reports));
     } else {
         let tables: Vec<String> = reports.into_iter().map(|(_, table)| table).collect();
         print!("{}", tables.join("\n"));

@@ -9,10 +9,12 @@ ALTER TABLE keypackage_pool_metadata ADD COLUMN signature_key BLOB NOT NULL DEFA
 ALTER TABLE keypackage_pool_metadata ADD COLUMN credential_type INTEGER NOT NULL DEFAULT 0;
 
 -- Every pool query reads one scope: its expiry ranges, by status and
--- last-resort flag, without touching the rows (covering).
+-- last-resort flag, without touching the rows (covering). It also serves
+-- the last-resort queries V2's partial index was for.
 CREATE INDEX keypackage_pool_metadata_scope_expiry
     ON keypackage_pool_metadata
        (signature_key, ciphersuite, last_resort, not_after, status, reservation_expires_at);
+DROP INDEX keypackage_pool_metadata_last_resort;
 
 -- The counts, kept per scope as well as per status, so that a pool's counts
 -- stay a read of a few rows at any size. Replaces V2's table and triggers.
@@ -21,18 +23,17 @@ DROP TRIGGER keypackage_pool_counts_after_delete;
 DROP TRIGGER keypackage_pool_counts_after_update;
 DROP TABLE keypackage_pool_counts;
 
+-- Keyed by scope first: a pool reads its own few rows, and scope listings
+-- group in key order. Whole-database counts read every row, a handful per
+-- scope.
 CREATE TABLE keypackage_pool_counts (
-    status TEXT NOT NULL,
-    last_resort INTEGER NOT NULL,
     signature_key BLOB NOT NULL,
     ciphersuite INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    last_resort INTEGER NOT NULL,
     count INTEGER NOT NULL,
-    PRIMARY KEY (status, last_resort, signature_key, ciphersuite)
+    PRIMARY KEY (signature_key, ciphersuite, status, last_resort)
 ) WITHOUT ROWID;
-
--- Scope listings group by scope.
-CREATE INDEX keypackage_pool_counts_scope
-    ON keypackage_pool_counts (signature_key, ciphersuite, status, last_resort, count);
 
 INSERT INTO keypackage_pool_counts (status, last_resort, signature_key, ciphersuite, count)
 SELECT status, last_resort, signature_key, ciphersuite, COUNT(*)
@@ -44,7 +45,7 @@ AFTER INSERT ON keypackage_pool_metadata
 BEGIN
     INSERT INTO keypackage_pool_counts (status, last_resort, signature_key, ciphersuite, count)
     VALUES (NEW.status, NEW.last_resort, NEW.signature_key, NEW.ciphersuite, 1)
-    ON CONFLICT (status, last_resort, signature_key, ciphersuite)
+    ON CONFLICT (signature_key, ciphersuite, status, last_resort)
     DO UPDATE SET count = count + 1;
 END;
 
@@ -66,6 +67,6 @@ BEGIN
       AND signature_key = OLD.signature_key AND ciphersuite = OLD.ciphersuite;
     INSERT INTO keypackage_pool_counts (status, last_resort, signature_key, ciphersuite, count)
     VALUES (NEW.status, NEW.last_resort, NEW.signature_key, NEW.ciphersuite, 1)
-    ON CONFLICT (status, last_resort, signature_key, ciphersuite)
+    ON CONFLICT (signature_key, ciphersuite, status, last_resort)
     DO UPDATE SET count = count + 1;
 END;

@@ -14,8 +14,11 @@ use openmls_traits::storage::StorageProvider as _;
 use rusqlite::{named_params, params, Connection};
 
 use crate::{
-    codec::PoolCodec, error::Result, keypackage_ref::key_package_ref_from_bytes,
-    metadata::PoolEntry, storage::PoolStorage,
+    codec::PoolCodec,
+    error::Result,
+    keypackage_ref::key_package_ref_from_bytes,
+    metadata::{self, PoolEntry},
+    storage::PoolStorage,
 };
 
 /// The KeyPackages one pool manages: those whose leaf node carries
@@ -120,7 +123,7 @@ pub(crate) fn list(conn: &Connection, now: i64) -> Result<Vec<ScopeSummary>> {
                 (SELECT MIN(m.not_after) FROM keypackage_pool_metadata m
                  WHERE {in_scope} AND m.last_resort IN (0, 1) AND m.not_after >= :now
                    AND m.status IN ({LIVE}))
-         FROM keypackage_pool_counts c INDEXED BY keypackage_pool_counts_scope
+         FROM keypackage_pool_counts c
          WHERE c.signature_key != x'' AND c.ciphersuite != 0
          GROUP BY c.signature_key, c.ciphersuite
          HAVING SUM(c.count) > 0
@@ -164,44 +167,30 @@ fn refs_of(
 }
 
 /// Fills in the scope and credential type of every row that has none, from
-/// its stored bundle; returns how many were filled. A row whose bundle is
-/// missing or cannot be decoded keeps no scope: it is never guessed, and
-/// [`PoolStorage::verify`] reports it.
-pub(crate) fn backfill<C: PoolCodec>(conn: &Connection) -> Result<usize> {
-    let unscoped: Vec<Vec<u8>> = {
-        let mut stmt = conn.prepare(
-            "SELECT keypackage_ref FROM keypackage_pool_metadata WHERE signature_key = x''",
-        )?;
-        let rows = stmt.query_map([], |row| row.get(0))?;
-        rows.collect::<rusqlite::Result<_>>()?
-    };
+/// its stored bundle; returns the refs filled. A row whose bundle is missing
+/// or cannot be decoded keeps no scope: it is never guessed, and
+/// [`PoolStorage::verify`] reports the bundle. Any other failure (the
+/// database itself) is an error.
+pub(crate) fn backfill<C: PoolCodec>(conn: &Connection) -> Result<Vec<Vec<u8>>> {
     let storage = SqliteStorageProvider::<C, &Connection>::new(conn);
-    let mut update = conn.prepare(
-        "UPDATE keypackage_pool_metadata
-         SET signature_key = ?2, ciphersuite = ?3, credential_type = ?4
-         WHERE keypackage_ref = ?1",
-    )?;
-    let mut filled = 0;
-    for raw in unscoped {
-        // Refs that are not a KeyPackageRef, bundles that are gone or do not
-        // decode: left without a scope.
+    let mut filled = Vec::new();
+    for raw in metadata::unscoped_refs(conn)? {
+        // A ref that is not a KeyPackageRef has no bundle to read.
         let Ok(kp_ref) = key_package_ref_from_bytes(&raw) else {
             continue;
         };
-        let Ok(Some(bundle)) = storage.key_package::<KeyPackageRef, KeyPackageBundle>(&kp_ref)
-        else {
-            continue;
+        let bundle = match storage.key_package::<KeyPackageRef, KeyPackageBundle>(&kp_ref) {
+            Ok(Some(bundle)) => bundle,
+            Ok(None) | Err(rusqlite::Error::FromSqlConversionFailure(..)) => continue,
+            Err(e) => return Err(e.into()),
         };
+        // A lifetime past i64 is refused the same way everywhere else.
         let Ok(entry) = PoolEntry::from_bundle(raw, &bundle) else {
             continue;
         };
-        update.execute(params![
-            entry.keypackage_ref,
-            entry.signature_key,
-            entry.ciphersuite,
-            entry.credential_type
-        ])?;
-        filled += 1;
+        if metadata::fill_scope(conn, &entry)? {
+            filled.push(entry.keypackage_ref);
+        }
     }
     Ok(filled)
 }

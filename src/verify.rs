@@ -15,6 +15,7 @@ use crate::{
 /// What [`PoolStorage::verify`](crate::PoolStorage::verify) found, or what
 /// [`PoolStorage::repair`](crate::PoolStorage::repair) removed.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct ConsistencyReport {
     /// Refs of bundles in OpenMLS storage with no metadata row: private keys
     /// the pool does not track.
@@ -29,6 +30,11 @@ pub struct ConsistencyReport {
     /// Refs of bundles whose stored KeyPackageBundle cannot be decoded with
     /// the storage codec. Reported, never removed.
     pub undecodable_bundles: Vec<Vec<u8>>,
+    /// Refs of metadata rows that belong to no pool scope although their
+    /// bundle is stored and decodes (a row made by hand): no pool counts,
+    /// prunes or uploads them until [`repair`](crate::PoolStorage::repair)
+    /// reads their scope from the bundle.
+    pub metadata_without_scope: Vec<Vec<u8>>,
     /// Whether the per-status counts the pool keeps (and reads for
     /// `count_by_status`, `health`, the hard cap and `replenish`) disagree
     /// with the rows, as they can after writes that bypass this crate.
@@ -44,6 +50,7 @@ impl ConsistencyReport {
             && self.metadata_without_bundle.is_empty()
             && self.undecodable_bundle_keys.is_empty()
             && self.undecodable_bundles.is_empty()
+            && self.metadata_without_scope.is_empty()
             && !self.counts_out_of_date
             && self.integrity_errors.is_empty()
     }
@@ -80,6 +87,12 @@ fn check_in_snapshot<C: Codec>(conn: &Connection) -> Result<ConsistencyReport> {
     let metadata_refs: HashSet<Vec<u8>> = metadata::all_refs(conn)?.into_iter().collect();
     report.bundles_without_metadata = bundle_refs.difference(&metadata_refs).cloned().collect();
     report.metadata_without_bundle = metadata_refs.difference(&bundle_refs).cloned().collect();
+    let undecodable: HashSet<&Vec<u8>> = report.undecodable_bundles.iter().collect();
+    report.metadata_without_scope = metadata::unscoped_refs(conn)?
+        .into_iter()
+        .filter(|r| bundle_refs.contains(r) && !undecodable.contains(r))
+        .collect();
+    report.metadata_without_scope.sort();
     report.bundles_without_metadata.sort();
     report.metadata_without_bundle.sort();
     report.counts_out_of_date = !metadata::counts_agree(conn)?;

@@ -508,6 +508,12 @@ fn invalid_configurations_are_refused() {
             expiry_horizon_secs: u64::MAX,
             ..PoolConfig::default()
         },
+        // The last-resort extension on every KeyPackage.
+        PoolConfig {
+            extensions: Extensions::single(Extension::LastResort(LastResortExtension::default()))
+                .unwrap(),
+            ..PoolConfig::default()
+        },
         // A horizon as long as the lifetime: every KeyPackage is due for
         // replacement as soon as it is built.
         PoolConfig {

@@ -30,13 +30,24 @@ fn run(args: &[&str]) -> Output {
     generator().args(args).output().unwrap()
 }
 
-fn json(output: &Output) -> serde_json::Value {
+/// The reports of a successful `--json` run: one per pool.
+fn reports(output: &Output) -> Vec<serde_json::Value> {
     assert!(
         output.status.success(),
         "stderr: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    serde_json::from_slice(&output.stdout).unwrap()
+    match serde_json::from_slice(&output.stdout).unwrap() {
+        serde_json::Value::Array(reports) => reports,
+        other => panic!("expected an array of reports, got {other}"),
+    }
+}
+
+/// The report of a successful `--json` run of one pool.
+fn json(output: &Output) -> serde_json::Value {
+    let mut reports = reports(output);
+    assert_eq!(reports.len(), 1);
+    reports.remove(0)
 }
 
 #[test]
@@ -204,7 +215,7 @@ fn each_user_and_ciphersuite_gets_a_pool_of_its_own() {
     assert_eq!(bob["generated"], 4, "bob's pool is not alice's");
     assert_eq!(bob["last_resort"], "created");
     // Two ciphersuites for bob: the 0x0001 pool exists, the other is new.
-    let both = json(&run(&[
+    let pools = reports(&run(&[
         "--db",
         db,
         "--user",
@@ -217,7 +228,6 @@ fn each_user_and_ciphersuite_gets_a_pool_of_its_own() {
         "MLS_128_DHKEMX25519_CHACHA20POLY1305_SHA256_Ed25519",
         "--json",
     ]));
-    let pools = both.as_array().expect("one report per ciphersuite");
     assert_eq!(pools.len(), 2);
     assert_eq!(pools[0]["ciphersuite_code"], 1);
     assert_eq!(pools[0]["generated"], 0);
@@ -240,6 +250,7 @@ fn ciphersuites_are_listed_and_unknown_ones_refused() {
         "{text}"
     );
     assert_one_line_failure(&run(&["--ciphersuite", "MLS_NOT_A_SUITE"]));
+    assert_one_line_failure(&run(&["--user", "carol/ECDSA_SECP256R1_SHA256"]));
     // Known to OpenMLS but not to the default crypto provider.
     let (_dir, db) = common::temp_db();
     let x448 = run(&[

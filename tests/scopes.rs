@@ -284,6 +284,8 @@ fn downgrade_to_v4(path: &std::path::Path) {
          ALTER TABLE keypackage_pool_metadata DROP COLUMN signature_key;
          ALTER TABLE keypackage_pool_metadata DROP COLUMN credential_type;
          {v2_counts}
+         CREATE INDEX keypackage_pool_metadata_last_resort
+             ON keypackage_pool_metadata (not_after, status) WHERE last_resort = 1;
          DELETE FROM openmls_keypackage_pool_migrations WHERE version = 5;
          COMMIT;"
     ))
@@ -355,8 +357,10 @@ fn rows_written_before_scopes_get_theirs_from_their_bundles() {
 #[test]
 fn a_custom_credential_pool_is_accepted_by_a_group_that_requires_it() {
     const CUSTOM: CredentialType = CredentialType::Other(0xF0A1);
+    const APP_EXTENSION: ExtensionType = ExtensionType::Unknown(0xF0B2);
     let capabilities = Capabilities::builder()
         .credentials(vec![CredentialType::Basic, CUSTOM])
+        .extensions(vec![APP_EXTENSION])
         .build();
     let fx = PoolFixture::new();
     let signer = SignatureKeyPair::new(SUITE_A.signature_algorithm()).unwrap();
@@ -376,7 +380,8 @@ fn a_custom_credential_pool_is_accepted_by_a_group_that_requires_it() {
         )
         .unwrap()
     };
-    // A group whose members must all support the custom credential type.
+    // A group whose members must all support the custom credential type
+    // and an application extension.
     let creator = common::PlainClient::new("dora");
     let new_group = || {
         let config = MlsGroupCreateConfig::builder()
@@ -385,7 +390,7 @@ fn a_custom_credential_pool_is_accepted_by_a_group_that_requires_it() {
             .capabilities(capabilities.clone())
             .with_group_context_extensions(
                 Extensions::single(Extension::RequiredCapabilities(
-                    RequiredCapabilitiesExtension::new(&[], &[], &[CUSTOM]),
+                    RequiredCapabilitiesExtension::new(&[APP_EXTENSION], &[], &[CUSTOM]),
                 ))
                 .unwrap(),
             )
@@ -407,8 +412,13 @@ fn a_custom_credential_pool_is_accepted_by_a_group_that_requires_it() {
             .clone()
     };
 
-    // With the defaults, the KeyPackage cannot join such a group.
+    // With the defaults, the KeyPackage lists its own credential type (the
+    // pool adds it) but not the extension, so it cannot join such a group.
     let plain = pool_with(None).generate(1).unwrap().remove(0);
+    let listed = key_package(&plain);
+    let listed = listed.leaf_node().capabilities();
+    assert!(listed.credentials().contains(&CUSTOM));
+    assert!(!listed.extensions().contains(&APP_EXTENSION));
     let mut group = new_group();
     assert!(group
         .add_members(
@@ -480,4 +490,39 @@ fn the_hook_and_adoption_record_the_scope_too() {
     .unwrap();
     let health = pool.health(now()).unwrap();
     assert_eq!((health.usable, health.last_resort_pending), (1, true));
+}
+
+#[test]
+fn a_row_made_by_hand_takes_its_scope_from_its_bundle() {
+    let fx = PoolFixture::new();
+    let pool = fx.pool(PoolConfig::default());
+    let r = pool.generate(1).unwrap().remove(0);
+    // Bookkeeping by hand: the row is dropped and made again.
+    fx.storage().delete_pool_metadata(&r).unwrap();
+    fx.storage()
+        .create_pool_metadata(&r, 1_900_000_000)
+        .unwrap();
+    let row = fx.storage().get_metadata(&r).unwrap().unwrap();
+    assert_eq!(
+        row.scope.as_ref(),
+        Some(pool.scope()),
+        "read from the stored bundle"
+    );
+    assert_eq!(row.not_after, 1_900_000_000, "as given");
+
+    // A row whose scope is lost is reported, and repair reads it back.
+    fx.storage()
+        .connection()
+        .execute(
+            "UPDATE keypackage_pool_metadata SET signature_key = x'', ciphersuite = 0",
+            [],
+        )
+        .unwrap();
+    assert_eq!(pool.health(now()).unwrap().held, 0, "invisible to the pool");
+    let report = fx.storage().verify().unwrap();
+    assert_eq!(report.metadata_without_scope, vec![r.clone()]);
+    assert!(!report.is_consistent());
+    fx.storage().repair().unwrap();
+    assert!(fx.storage().verify().unwrap().is_consistent());
+    assert_eq!(pool.health(now()).unwrap().held, 1);
 }

@@ -26,6 +26,7 @@ use crate::{
 /// OpenMLS's own table, and are deleted from it in the same transaction as
 /// this row.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KeyPackageMetadata {
     /// The raw KeyPackageRef ([`KeyPackageRef::as_slice`]), as a server sees it.
     pub keypackage_ref: Vec<u8>,
@@ -64,6 +65,7 @@ pub struct KeyPackageMetadata {
 /// What a stored KeyPackageBundle tells the pool: the facts its metadata
 /// row is made from.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PoolEntry {
     /// The raw KeyPackageRef.
     pub keypackage_ref: Vec<u8>,
@@ -162,6 +164,35 @@ pub(crate) fn insert(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Gives the row of `entry`'s ref the scope and credential type read from
+/// its bundle, if it has none yet (a row made by hand before its bundle was
+/// stored, or one the scope migration could not read); returns whether it
+/// did.
+pub(crate) fn fill_scope(conn: &Connection, entry: &PoolEntry) -> Result<bool> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE keypackage_pool_metadata
+         SET signature_key = ?2, ciphersuite = ?3, credential_type = ?4
+         WHERE keypackage_ref = ?1 AND signature_key = x''",
+    )?;
+    Ok(stmt.execute(params![
+        entry.keypackage_ref,
+        entry.signature_key,
+        entry.ciphersuite,
+        entry.credential_type
+    ])? > 0)
+}
+
+/// Refs of rows without a scope (stored as blobs, as every ref this crate
+/// writes is).
+pub(crate) fn unscoped_refs(conn: &Connection) -> Result<Vec<Vec<u8>>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT keypackage_ref FROM keypackage_pool_metadata
+         WHERE signature_key = x'' AND typeof(keypackage_ref) = 'blob'",
+    )?;
+    let rows = stmt.query_map([], |row| row.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 /// The row for `keypackage_ref`, if there is one.

@@ -443,7 +443,10 @@ pub(crate) fn release_lapsed_reservations(
 ) -> Result<Vec<Vec<u8>>> {
     let mut stmt = conn.prepare_cached(&format!(
         "UPDATE keypackage_pool_metadata SET status = 'available'
-         WHERE {} AND status = 'reserved' AND reservation_expires_at < :now
+         WHERE keypackage_ref IN (
+             SELECT keypackage_ref FROM keypackage_pool_metadata
+                 INDEXED BY keypackage_pool_metadata_status_created_at
+             WHERE status = 'reserved' AND {} AND reservation_expires_at < :now)
          RETURNING keypackage_ref",
         in_scope("")
     ))?;

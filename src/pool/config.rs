@@ -1,7 +1,9 @@
 //! [`PoolConfig`]: how a pool sizes and ages its KeyPackages, and the checks
 //! that keep those settings workable.
 
-use openmls::prelude::{Capabilities, Ciphersuite, ExtensionType, Extensions, KeyPackage};
+use openmls::prelude::{
+    Capabilities, Ciphersuite, CredentialType, ExtensionType, Extensions, KeyPackage,
+};
 
 use crate::error::{Error, Result};
 
@@ -56,6 +58,14 @@ pub struct PoolConfig {
     pub extensions: Extensions<KeyPackage>,
 }
 
+/// The capabilities a pool's KeyPackages advertise, worked out once by
+/// [`PoolConfig::advertised`].
+#[derive(Debug, Clone)]
+pub(super) struct Advertised {
+    pub one_time: Capabilities,
+    pub last_resort: Capabilities,
+}
+
 impl Default for PoolConfig {
     fn default() -> Self {
         Self {
@@ -102,6 +112,8 @@ impl PoolConfig {
                 "lifetime_secs {} is outside 1..={MAX_LIFETIME_SECS}, the validity window peers accept",
                 self.lifetime_secs
             )
+        } else if self.extensions.contains(ExtensionType::LastResort) {
+            "extensions must not hold the last-resort extension: it would make every one-time KeyPackage a last-resort one (ensure_last_resort builds those)".to_owned()
         } else if self.expiry_horizon_secs >= self.lifetime_secs {
             format!(
                 "expiry_horizon_secs {} is not shorter than lifetime_secs {}: every new KeyPackage would already be due for replacement",
@@ -132,39 +144,66 @@ impl PoolConfig {
         }
     }
 
-    /// The leaf-node capabilities a KeyPackage of this pool advertises: the
-    /// configured ones (or OpenMLS's defaults), plus the type of every
-    /// KeyPackage extension it carries, the last-resort one included. Peers
-    /// refuse a KeyPackage whose extensions its capabilities do not list.
-    pub(super) fn capabilities_for(&self, last_resort: bool) -> Capabilities {
+    /// What every KeyPackage of a pool signing with `credential_type`
+    /// advertises: the configured capabilities (or OpenMLS's defaults), plus
+    /// the credential's own type and the type of every KeyPackage extension
+    /// it carries, the last-resort one included. Peers refuse a KeyPackage
+    /// whose capabilities do not list them.
+    pub(super) fn advertised(&self, credential_type: CredentialType) -> Result<Advertised> {
+        Ok(Advertised {
+            one_time: self.capabilities_with(credential_type, false)?,
+            last_resort: self.capabilities_with(credential_type, true)?,
+        })
+    }
+
+    fn capabilities_with(
+        &self,
+        credential_type: CredentialType,
+        last_resort: bool,
+    ) -> Result<Capabilities> {
         let base = self.capabilities.clone().unwrap_or_default();
-        let mut extensions = base.extensions().to_vec();
+        let mut extensions: Vec<ExtensionType> = Vec::new();
         let carried = self
             .extensions
             .iter()
             .map(|e| e.extension_type())
             .chain(last_resort.then_some(ExtensionType::LastResort));
         for extension_type in carried {
-            if !extensions.contains(&extension_type) {
+            if !base.extensions().contains(&extension_type) && !extensions.contains(&extension_type)
+            {
                 extensions.push(extension_type);
             }
         }
-        if extensions.len() == base.extensions().len() {
-            return base;
+        let add_credential = !base.credentials().contains(&credential_type);
+        if extensions.is_empty() && !add_credential {
+            return Ok(base);
         }
-        // GREASE values are not ciphersuites and do not survive the rebuild.
-        let ciphersuites: Vec<Ciphersuite> = base
-            .ciphersuites()
-            .iter()
-            .filter_map(|c| Ciphersuite::try_from(*c).ok())
-            .collect();
-        Capabilities::new(
-            Some(base.versions()),
-            Some(&ciphersuites),
-            Some(&extensions),
-            Some(base.proposals()),
-            Some(base.credentials()),
-        )
+        // OpenMLS builds capabilities only from known ciphersuites; editing
+        // their serde form keeps every value as it was, GREASE included.
+        let invalid = |e: serde_json::Error| Error::InvalidConfig {
+            reason: format!("the capabilities cannot be extended: {e}"),
+        };
+        let mut value = serde_json::to_value(&base).map_err(invalid)?;
+        let mut append = |field: &str, added: Vec<serde_json::Value>| {
+            if let Some(list) = value.get_mut(field).and_then(|v| v.as_array_mut()) {
+                list.extend(added);
+            }
+        };
+        append(
+            "extensions",
+            extensions
+                .iter()
+                .map(serde_json::to_value)
+                .collect::<std::result::Result<_, _>>()
+                .map_err(invalid)?,
+        );
+        if add_credential {
+            append(
+                "credentials",
+                vec![serde_json::to_value(credential_type).map_err(invalid)?],
+            );
+        }
+        serde_json::from_value(value).map_err(invalid)
     }
 
     /// The end of the expiry horizon seen from `now`: KeyPackages valid

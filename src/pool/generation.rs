@@ -9,7 +9,7 @@ use std::sync::{
 use openmls::prelude::{CredentialWithKey, KeyPackage, KeyPackageBundle, KeyPackageRef, Lifetime};
 use openmls_traits::{signatures::Signer, OpenMlsProvider};
 
-use super::{KeyPackagePool, PoolConfig};
+use super::{config::Advertised, KeyPackagePool, PoolConfig};
 use crate::{
     clock::unix_now,
     codec::PoolCodec,
@@ -52,8 +52,9 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
     /// [`generate`](Self::generate) with the crypto spread over `threads`
     /// threads: the calling thread and `threads - 1` workers.
     ///
-    /// Each worker builds KeyPackages with its own crypto provider and no
-    /// storage. The calling thread writes every bundle and its metadata row,
+    /// Every thread builds KeyPackages with the pool's one crypto provider
+    /// (hence `P: Sync`; its random generator is behind a lock, held briefly)
+    /// and no storage. The calling thread writes every bundle and its metadata row,
     /// through the same code as OpenMLS's storage hook and all in one
     /// transaction, and builds KeyPackages itself whenever no finished one is
     /// waiting, so `threads` busy threads share `threads` cores without a
@@ -76,7 +77,12 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
             // A small bound keeps memory flat: workers wait for the writer
             // rather than pile up built bundles.
             let (sender, receiver) = mpsc::sync_channel(threads.saturating_mul(4));
-            let (signer, credential, config) = (self.signer, &self.credential, &self.config);
+            let (signer, credential, config, advertised) = (
+                self.signer,
+                &self.credential,
+                &self.config,
+                &self.advertised,
+            );
             // One crypto provider for every thread, as the pool's own.
             let crypto = self.provider.crypto();
             std::thread::scope(|scope| {
@@ -88,8 +94,9 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
                         .spawn_scoped(scope, move || {
                             let scratch = ScratchProvider::new(crypto);
                             while claim() {
-                                let built =
-                                    build_key_package(&scratch, signer, credential, config, false);
+                                let built = build_key_package(
+                                    &scratch, signer, credential, config, advertised, false,
+                                );
                                 let failed = built.is_err();
                                 if sender.send(built).is_err() || failed {
                                     break;
@@ -110,9 +117,9 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
                     while refs.len() < n {
                         let built = match receiver.try_recv() {
                             Ok(built) => built,
-                            Err(_) if claim() => {
-                                build_key_package(&scratch, signer, credential, config, false)
-                            }
+                            Err(_) if claim() => build_key_package(
+                                &scratch, signer, credential, config, advertised, false,
+                            ),
                             // Everything is claimed: wait for the workers.
                             Err(_) => match receiver.recv() {
                                 Ok(built) => built,
@@ -183,6 +190,7 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
             self.signer,
             &self.credential,
             &self.config,
+            &self.advertised,
             last_resort,
         )?;
         store(self.provider.storage(), &kp_ref, &bundle)
@@ -225,6 +233,7 @@ fn build_key_package(
     signer: &impl Signer,
     credential: &CredentialWithKey,
     config: &PoolConfig,
+    advertised: &Advertised,
     last_resort: bool,
 ) -> Result<(KeyPackageRef, KeyPackageBundle)> {
     // Built from this crate's clock rather than `Lifetime::new`, which
@@ -238,7 +247,11 @@ fn build_key_package(
     let mut builder = KeyPackage::builder()
         .key_package_lifetime(lifetime)
         .key_package_extensions(config.extensions.clone())
-        .leaf_node_capabilities(config.capabilities_for(last_resort));
+        .leaf_node_capabilities(if last_resort {
+            advertised.last_resort.clone()
+        } else {
+            advertised.one_time.clone()
+        });
     if last_resort {
         builder = builder.mark_as_last_resort();
     }

@@ -96,6 +96,7 @@ pub struct KeyPackagePool<'a, S: Signer, C: PoolCodec = DefaultCodec, P: PoolCry
     credential: CredentialWithKey,
     config: PoolConfig,
     scope: PoolScope,
+    advertised: config::Advertised,
 }
 
 impl<'a, S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'a, S, C, P> {
@@ -118,9 +119,11 @@ impl<'a, S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'a, S, C, P> {
                 code: u16::from(ciphersuite),
                 name: format!("{ciphersuite:?}"),
             })?;
+        let advertised = config.advertised(credential.credential.credential_type())?;
         Ok(Self {
             provider,
             signer,
+            advertised,
             scope: PoolScope::new(&credential, ciphersuite),
             credential,
             config,

@@ -451,6 +451,9 @@ impl<C: PoolCodec> PoolStorage<C> {
             for keypackage_ref in &found.metadata_without_bundle {
                 metadata::delete(&storage.conn, keypackage_ref)?;
             }
+            if !found.metadata_without_scope.is_empty() {
+                crate::scope::backfill::<C>(&storage.conn)?;
+            }
             if found.counts_out_of_date {
                 metadata::rebuild_counts(&storage.conn)?;
             }
@@ -462,11 +465,22 @@ impl<C: PoolCodec> PoolStorage<C> {
 
     /// Adds a `created` metadata row for a KeyPackage with no last-resort
     /// extension. Rows for KeyPackages built through OpenMLS are added by
-    /// the storage hook; this is for bookkeeping done by hand. With no bundle
-    /// to read it from, the row belongs to no pool scope.
+    /// the storage hook; this is for bookkeeping done by hand. The row
+    /// belongs to no pool scope until its bundle is stored (then it takes
+    /// the bundle's), unless the bundle is already there.
     pub fn create_pool_metadata(&self, keypackage_ref: &[u8], not_after: i64) -> Result<()> {
         self.guard()?;
-        let entry = PoolEntry::by_hand(keypackage_ref.to_vec(), not_after);
+        let by_hand = PoolEntry::by_hand(keypackage_ref.to_vec(), not_after);
+        // A bundle already stored under the ref gives the row its scope; one
+        // that cannot be read leaves it without, as for any row.
+        let entry = match self.key_package_bundle(keypackage_ref) {
+            Ok(Some(bundle)) => PoolEntry {
+                not_after,
+                ..PoolEntry::from_bundle(keypackage_ref.to_vec(), &bundle)
+                    .unwrap_or(by_hand.clone())
+            },
+            _ => by_hand,
+        };
         let result = metadata::insert(&self.conn, &entry, KeyPackageStatus::Created, unix_now()?);
         self.after_write();
         result

@@ -88,7 +88,9 @@ impl<C: PoolCodec> PoolStorage<C> {
     ) -> Result<()> {
         self.delegate().write_key_package(hash_ref, key_package)?;
         match metadata::insert(&self.conn, entry, KeyPackageStatus::Created, now) {
-            Ok(()) | Err(Error::DuplicateRef { .. }) => Ok(()),
+            Ok(()) => Ok(()),
+            // The row stays; if it was made by hand, it learns its scope.
+            Err(Error::DuplicateRef { .. }) => metadata::fill_scope(&self.conn, entry).map(drop),
             Err(e) => Err(e),
         }
     }
