@@ -8,9 +8,8 @@
 //! opened with (or when it holds nothing to decode).
 
 use openmls::prelude::{GroupId, KeyPackageBundle, KeyPackageRef};
-use openmls_traits::types::HpkeKeyPair;
 use rusqlite::{params, Connection, OptionalExtension};
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
 
 use crate::{
     codec::{JsonCodec, MessagePackCodec, PoolCodec},
@@ -25,6 +24,10 @@ pub(crate) enum Marker {
     /// No record yet, but nothing stored contradicts `C`: it may be
     /// recorded.
     Missing,
+    /// No record, and OpenMLS entities are stored but none of a type the
+    /// probe can check: `C` is neither confirmed nor refused, and is not
+    /// recorded, so a later open probes again.
+    Undecided,
 }
 
 /// Checks the database's codec against `C` without writing anything.
@@ -40,7 +43,16 @@ pub(crate) fn check<C: PoolCodec>(conn: &Connection) -> Result<Marker> {
         };
     }
     let samples = samples(conn)?;
-    if samples.is_empty() || samples.iter().any(Sample::decodes::<C>) {
+    if samples.is_empty() {
+        return Ok(if holds_openmls_entities(conn)? {
+            Marker::Undecided
+        } else {
+            Marker::Missing
+        });
+    }
+    // One sample that decodes is enough: a damaged row must not make the
+    // database unopenable with its own codec.
+    if samples.iter().any(Sample::decodes::<C>) {
         return Ok(Marker::Missing);
     }
     // Name the codec that wrote it, if it is one of the shipped ones, so the
@@ -98,7 +110,16 @@ fn table_exists(conn: &Connection, name: &str) -> Result<bool> {
 enum Sample {
     KeyPackage { key: Vec<u8>, bundle: Vec<u8> },
     GroupId(Vec<u8>),
-    HpkeKeyPair(Vec<u8>),
+    EncryptionKeyPair(Vec<u8>),
+}
+
+/// The shape OpenMLS stores a leaf's encryption key pair in
+/// (`openmls_encryption_keys.key_pair`); only the shape is checked.
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct EncryptionKeyPairShape {
+    public_key: IgnoredAny,
+    private_key: IgnoredAny,
 }
 
 impl Sample {
@@ -111,43 +132,74 @@ impl Sample {
                 ok::<C, KeyPackageRef>(key) && ok::<C, KeyPackageBundle>(bundle)
             }
             Self::GroupId(bytes) => ok::<C, GroupId>(bytes),
-            Self::HpkeKeyPair(bytes) => ok::<C, HpkeKeyPair>(bytes),
+            Self::EncryptionKeyPair(bytes) => ok::<C, EncryptionKeyPairShape>(bytes),
         }
     }
 }
 
-/// The first row of each `openmls_sqlite_storage` table whose stored type
-/// this crate can name: a KeyPackage (key and bundle), a group's id, an
-/// encryption key pair. Typed decoding matters: a MessagePack decoder reads
+/// How many rows of each table the probe reads.
+const SAMPLES_PER_TABLE: usize = 8;
+
+/// The first rows of each `openmls_sqlite_storage` table whose stored type
+/// this crate can name: KeyPackages (key and bundle), groups' ids,
+/// encryption key pairs. Typed decoding matters: a MessagePack decoder reads
 /// the first byte of a JSON text as a small integer and stops, so only a
 /// whole value of the right type tells the codecs apart.
 fn samples(conn: &Connection) -> Result<Vec<Sample>> {
     let mut samples = Vec::new();
-    let first = |table: &str, sql: &str| -> Result<Option<(Vec<u8>, Vec<u8>)>> {
-        if !table_exists(conn, table)? {
-            return Ok(None);
-        }
-        Ok(conn
-            .query_row(sql, [], |row| Ok((row.get(0)?, row.get(1)?)))
-            .optional()?)
-    };
-    if let Some((key, bundle)) = first(
+    let mut read =
+        |table: &str, columns: &str, make: fn(Vec<u8>, Vec<u8>) -> Sample| -> Result<()> {
+            if !table_exists(conn, table)? {
+                return Ok(());
+            }
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {columns} FROM {table} ORDER BY rowid LIMIT {SAMPLES_PER_TABLE}"
+            ))?;
+            let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            for row in rows {
+                let (a, b) = row?;
+                samples.push(make(a, b));
+            }
+            Ok(())
+        };
+    read(
         "openmls_key_packages",
-        "SELECT key_package_ref, key_package FROM openmls_key_packages ORDER BY rowid LIMIT 1",
-    )? {
-        samples.push(Sample::KeyPackage { key, bundle });
-    }
-    if let Some((group_id, _)) = first(
-        "openmls_group_data",
-        "SELECT group_id, group_data FROM openmls_group_data ORDER BY rowid LIMIT 1",
-    )? {
-        samples.push(Sample::GroupId(group_id));
-    }
-    if let Some((_, key_pair)) = first(
+        "key_package_ref, key_package",
+        |key, bundle| Sample::KeyPackage { key, bundle },
+    )?;
+    read("openmls_group_data", "group_id, group_data", |id, _| {
+        Sample::GroupId(id)
+    })?;
+    read(
         "openmls_encryption_keys",
-        "SELECT public_key, key_pair FROM openmls_encryption_keys ORDER BY rowid LIMIT 1",
-    )? {
-        samples.push(Sample::HpkeKeyPair(key_pair));
-    }
+        "public_key, key_pair",
+        |_, pair| Sample::EncryptionKeyPair(pair),
+    )?;
     Ok(samples)
+}
+
+/// Whether any `openmls_sqlite_storage` table holds a row (its own
+/// migration history aside).
+fn holds_openmls_entities(conn: &Connection) -> Result<bool> {
+    let tables: Vec<String> = {
+        let mut stmt = conn.prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table'
+               AND name LIKE 'openmls\\_%' ESCAPE '\\'
+               AND name NOT LIKE 'openmls\\_keypackage\\_pool%' ESCAPE '\\'
+               AND name NOT LIKE '%migrations'",
+        )?;
+        let rows = stmt.query_map([], |row| row.get(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    for table in tables {
+        let any: bool = conn.query_row(
+            &format!("SELECT EXISTS (SELECT 1 FROM \"{table}\")"),
+            [],
+            |row| row.get(0),
+        )?;
+        if any {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }

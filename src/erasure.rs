@@ -18,7 +18,14 @@ use crate::error::Result;
 
 /// When old copies of secrets are erased from the database's files.
 ///
-/// Part of [`StorageOptions`](crate::StorageOptions).
+/// Part of [`StorageOptions`](crate::StorageOptions). Commits are counted
+/// as this storage makes them (its own writes, and
+/// [`PoolStorage::transaction`](crate::PoolStorage::transaction) as one).
+/// A transaction the application begins and commits on the raw connection
+/// is not seen: the erasure it owes happens at this storage's next commit,
+/// its next open or its drop, or when the application calls
+/// [`PoolStorage::erase_deleted_key_material`](crate::PoolStorage::erase_deleted_key_material)
+/// after committing.
 ///
 /// ```
 /// use std::time::Duration;

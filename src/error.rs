@@ -245,11 +245,13 @@ pub enum Error {
     /// database may be read with the wrong codec, or be damaged, and
     /// pairing bundles with metadata rows would then be guesswork.
     #[error(
-        "repair removed nothing: {undecodable} stored KeyPackage bundles or bundle keys cannot be decoded with this codec"
+        "repair removed nothing: {undecodable} stored KeyPackage bundles or bundle keys cannot be decoded with this codec, and SQLite's integrity check reported {integrity_errors} problems"
     )]
     RepairRefused {
         /// How many bundles or bundle keys did not decode.
         undecodable: usize,
+        /// How many problems `PRAGMA integrity_check` reported.
+        integrity_errors: usize,
     },
 
     /// An encrypted database could not be read with the key given (or the

@@ -84,14 +84,15 @@ pub(crate) fn bring_up_to_date<C: PoolCodec>(
         return options.apply(conn);
     }
     let _lock = MigrationLock::acquire(conn, options.busy_timeout)?;
-    // A new file gets its journal mode here too: switching to WAL needs an
-    // exclusive lock that SQLite does not wait for when another connection
-    // is switching the same file at that moment.
-    options.apply(conn)?;
     // Another process may have migrated, or recorded its codec, while this
-    // one waited.
+    // one waited: checked again before anything (even the journal mode) is
+    // written.
     check_not_newer(conn)?;
     let marker = codec_marker::check::<C>(conn)?;
+    // A new file gets its journal mode here, under the lock: switching to
+    // WAL needs an exclusive lock that SQLite does not wait for when another
+    // connection is switching the same file at that moment.
+    options.apply(conn)?;
     SqliteStorageProvider::<C, &mut Connection>::new(conn)
         .run_migrations()
         .map_err(|e| Error::Migration(format!("openmls_sqlite_storage: {e}")))?;

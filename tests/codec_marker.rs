@@ -149,7 +149,10 @@ fn repair_removes_nothing_while_a_bundle_does_not_decode() {
     assert_eq!(report.metadata_without_bundle, vec![vec![7; 32]]);
 
     match storage.repair() {
-        Err(Error::RepairRefused { undecodable: 1 }) => {}
+        Err(Error::RepairRefused {
+            undecodable: 1,
+            integrity_errors: 0,
+        }) => {}
         other => panic!("expected RepairRefused, got {other:?}"),
     }
     assert_eq!(bundle_count(storage), 3);
@@ -166,7 +169,78 @@ fn repair_removes_nothing_while_a_bundle_does_not_decode() {
         .unwrap();
     assert!(matches!(
         storage.repair(),
-        Err(Error::RepairRefused { undecodable: 2 })
+        Err(Error::RepairRefused {
+            undecodable: 2,
+            integrity_errors: 0,
+        })
     ));
     assert_eq!(metadata_count(storage), 4);
+}
+
+/// A plain `openmls_sqlite_storage` database written with JSON.
+fn plain_json(path: &Path) -> PlainSqliteProvider<JsonCodec> {
+    PlainSqliteProvider::<JsonCodec>::open(path)
+}
+
+fn has_record(path: &Path) -> bool {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM openmls_keypackage_pool_codec)",
+        [],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+#[test]
+fn one_damaged_key_package_does_not_lock_the_database_out() {
+    let (_dir, path) = common::temp_db();
+    {
+        let plain = plain_json(&path);
+        let id = Identity::new("plain");
+        for _ in 0..3 {
+            build_key_package(&plain, &id, false);
+        }
+    }
+    // The first stored bundle no longer decodes; the other two do.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute(
+            "UPDATE openmls_key_packages SET key_package = x'c1c1'
+             WHERE rowid = (SELECT MIN(rowid) FROM openmls_key_packages)",
+            [],
+        )
+        .unwrap();
+    let storage = PoolStorage::<JsonCodec>::open_with_codec(&path).unwrap();
+    assert_eq!(recorded_codec(&storage), "json");
+    assert_eq!(storage.verify().unwrap().undecodable_bundles.len(), 1);
+}
+
+#[test]
+fn a_database_holding_nothing_the_probe_can_check_is_not_recorded() {
+    let (_dir, path) = common::temp_db();
+    {
+        // Only a signature key pair, stored as OpenMLS's basic credential
+        // crate stores it.
+        let plain = plain_json(&path);
+        let id = Identity::new("keys-only");
+        id.signer
+            .store(openmls_traits::OpenMlsProvider::storage(&plain))
+            .unwrap();
+    }
+    let storage = PoolStorage::open(&path).unwrap();
+    drop(storage);
+    assert!(
+        !has_record(&path),
+        "no codec was confirmed, so none is recorded"
+    );
+    // The right codec still opens it, and records itself once it can check.
+    let storage = PoolStorage::<JsonCodec>::open_with_codec(&path).unwrap();
+    let provider = PoolProvider::new(storage);
+    build_key_package(&provider, &Identity::new("later"), false);
+    drop(provider);
+    let storage = PoolStorage::<JsonCodec>::open_with_codec(&path).unwrap();
+    assert_eq!(recorded_codec(&storage), "json");
+    drop(storage);
+    assert_mismatch(PoolStorage::open(&path), "json", "messagepack");
 }

@@ -427,14 +427,15 @@ impl<C: PoolCodec> PoolStorage<C> {
 
     /// Removes, in one transaction, every bundle without a metadata row and
     /// every metadata row without a bundle, recounts the per-status counts if
-    /// they disagree, and returns what it found. Integrity errors are
-    /// reported but left alone.
+    /// they disagree, reads back the scope of rows that lost it, and returns
+    /// what it found.
     ///
     /// When any stored bundle, or the ref it is stored under, does not
-    /// decode with this storage's codec, repair removes nothing and returns
-    /// [`Error::RepairRefused`]: the database is then misread (another codec)
-    /// or damaged, and every row paired with such a bundle would look
-    /// orphaned. [`verify`](Self::verify) lists them.
+    /// decode with this storage's codec, or SQLite's integrity check fails,
+    /// repair removes nothing and returns [`Error::RepairRefused`]: the
+    /// database is then misread (another codec) or damaged, and every row
+    /// paired with such a bundle would look orphaned.
+    /// [`verify`](Self::verify) lists them.
     ///
     /// To keep bundles written before this crate managed the database, adopt
     /// them first ([`adopt_unpooled_key_packages`](Self::adopt_unpooled_key_packages)).
@@ -442,8 +443,12 @@ impl<C: PoolCodec> PoolStorage<C> {
         self.transaction(|storage| {
             let found = verify::check::<C>(&storage.conn)?;
             let undecodable = found.undecodable_bundle_keys.len() + found.undecodable_bundles.len();
-            if undecodable > 0 {
-                return Err(Error::RepairRefused { undecodable });
+            // Pairing rows in a file SQLite finds damaged is guesswork too.
+            if undecodable > 0 || !found.integrity_errors.is_empty() {
+                return Err(Error::RepairRefused {
+                    undecodable,
+                    integrity_errors: found.integrity_errors.len(),
+                });
             }
             for keypackage_ref in &found.bundles_without_metadata {
                 storage.remove_key_package(keypackage_ref)?;
@@ -667,6 +672,9 @@ impl<C: PoolCodec> Drop for PoolStorage<C> {
     /// effort: what a reader still blocks stays recorded in the database for
     /// the next open or commit).
     fn drop(&mut self) {
+        // Never wait for another connection while dropping: in the rollback
+        // journal modes even this read would queue behind a writer.
+        let _ = self.conn.busy_timeout(Duration::ZERO);
         let recorded = || matches!(erasure::recorded(&self.conn), Ok(Some(_)));
         if self.pending.get().is_some() || recorded() {
             let _ = self.erase_now();

@@ -137,7 +137,9 @@ macro_rules! delegate {
             $storage.finish(scope)?;
             Ok(value)
         } else {
-            delegate!(@call plain, $storage, $call)
+            // Some of these issue several statements that
+            // openmls_sqlite_storage asks to keep in one transaction.
+            delegate!(@call atomic, $storage, $call)
         }
     }};
     ($(
