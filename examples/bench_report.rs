@@ -4,6 +4,8 @@
 //! ```sh
 //! cargo run --release --example bench_report            # about a minute
 //! cargo run --release --example bench_report -- --quick # smaller sizes, no 1M-row pool
+//! # with X-Wing pools on openmls_libcrux_crypto as well:
+//! cargo run --release --features libcrux,draft-ietf-mls-pq-ciphersuites --example bench_report
 //! ```
 //!
 //! Times are medians of a few interleaved runs in one process; compare the
@@ -39,6 +41,10 @@ struct Cli {
     /// Only the query figures on the large pool.
     #[arg(long)]
     queries_only: bool,
+    /// Only the X-Wing creation figures.
+    #[cfg(all(feature = "libcrux", feature = "draft-ietf-mls-pq-ciphersuites"))]
+    #[arg(long)]
+    x_wing_only: bool,
     /// Internal: generate this many KeyPackages in a fresh pool and print
     /// the process's peak resident memory in KiB.
     #[arg(long, hide = true)]
@@ -62,6 +68,15 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         env.dir().display()
     );
+    #[cfg(all(feature = "libcrux", feature = "draft-ietf-mls-pq-ciphersuites"))]
+    {
+        if !cli.queries_only {
+            x_wing_creation(&env, &cli);
+        }
+        if cli.x_wing_only {
+            return;
+        }
+    }
     if !cli.queries_only {
         creation(&env, &cli);
         batch_sizes(&env, &cli);
@@ -126,6 +141,55 @@ fn creation(env: &Env, cli: &Cli) {
     println!(
         "| generate_parallel(2 threads) rate ÷ in-memory rate | {:.2}x | ≥ 1.8x |",
         floor.as_secs_f64() / time_of(Scenario::GenerateParallel2).as_secs_f64()
+    );
+}
+
+/// X-Wing KeyPackages on `openmls_libcrux_crypto`, against libcrux's own
+/// in-memory provider; the classical in-memory floor (`openmls_rust_crypto`,
+/// the default ciphersuite) runs in the same rounds for scale.
+#[cfg(all(feature = "libcrux", feature = "draft-ietf-mls-pq-ciphersuites"))]
+fn x_wing_creation(env: &Env, cli: &Cli) {
+    use scenarios::x_wing::XWingScenario;
+
+    let runs = cli.runs.max(1);
+    let mut samples = vec![Vec::new(); XWingScenario::ALL.len()];
+    let mut classical = Vec::new();
+    // Interleaved, as in `creation`.
+    for _ in 0..runs {
+        for (i, scenario) in XWingScenario::ALL.iter().enumerate() {
+            samples[i].push(scenario.run(env, cli.n));
+        }
+        classical.push(Scenario::InMemory.run(env, cli.n));
+    }
+    let medians: Vec<Duration> = samples.into_iter().map(median).collect();
+    let classical = median(classical);
+    let floor = medians[0];
+
+    println!();
+    println!(
+        "## Creating {} X-Wing KeyPackages on openmls_libcrux_crypto (median of {runs} runs)",
+        cli.n
+    );
+    println!();
+    println!("| scenario | µs per KeyPackage | time ÷ X-Wing in-memory |");
+    println!("| --- | ---: | ---: |");
+    for (scenario, t) in XWingScenario::ALL.iter().zip(&medians) {
+        println!(
+            "| {} | {:.0} | {:.2}x |",
+            scenario.name(),
+            per_kp_us(*t, cli.n),
+            t.as_secs_f64() / floor.as_secs_f64()
+        );
+    }
+    println!(
+        "| classical in-memory, openmls_rust_crypto (for scale) | {:.0} | {:.2}x |",
+        per_kp_us(classical, cli.n),
+        classical.as_secs_f64() / floor.as_secs_f64()
+    );
+    println!();
+    println!(
+        "generate_parallel (2 threads) rate ÷ X-Wing in-memory rate: {:.2}x",
+        floor.as_secs_f64() / medians[2].as_secs_f64()
     );
 }
 

@@ -15,8 +15,9 @@
 //! [`PoolStorage`] is an OpenMLS `StorageProvider` that stores every OpenMLS
 //! entity through `openmls_sqlite_storage`, and writes (or deletes) a row in
 //! its `keypackage_pool_metadata` table **in the same SQLite transaction** as
-//! each KeyPackageBundle. [`PoolProvider`] pairs it with
-//! `openmls_rust_crypto`; pass it to OpenMLS wherever a provider is asked for.
+//! each KeyPackageBundle. [`PoolProvider`] pairs it with a crypto provider,
+//! `openmls_rust_crypto` unless another is given; pass it to OpenMLS wherever
+//! a provider is asked for.
 //!
 //! ```
 //! use openmls::prelude::*;
@@ -67,6 +68,11 @@
 //!   `PoolStorage::open_encrypted` for encryption at rest.
 //! - [`PoolStorage::verify`] and [`PoolStorage::repair`]: checks for
 //!   start-up.
+//! - [`PoolProvider::with_crypto`]: another crypto provider. With the
+//!   `libcrux` feature, `PoolProvider::libcrux` uses `openmls_libcrux_crypto`,
+//!   which alone implements the X-Wing post-quantum ciphersuite (feature
+//!   `draft-ietf-mls-pq-ciphersuites`, which an application enabling OpenMLS's
+//!   feature of that name must enable here too).
 //! - [`codec`]: the on-disk format of OpenMLS's entities.
 //! - [`Error`]: what can fail, and for which ref.
 

@@ -25,7 +25,9 @@ pub trait PoolCrypto: OpenMlsCrypto + OpenMlsRand {}
 impl<T: OpenMlsCrypto + OpenMlsRand> PoolCrypto for T {}
 
 /// An [`OpenMlsProvider`] with a crypto and randomness provider `P`
-/// (`openmls_rust_crypto` unless named) and [`PoolStorage`] for storage.
+/// (`openmls_rust_crypto` unless named; see [`with_crypto`](Self::with_crypto)
+/// and, with the `libcrux` feature, `PoolProvider::libcrux`) and
+/// [`PoolStorage`] for storage.
 ///
 /// Every KeyPackage OpenMLS builds with this provider gets a pool metadata
 /// row in the same transaction as its private keys, and loses it in the same
@@ -106,11 +108,32 @@ impl<C: PoolCodec> PoolProvider<C, crate::LibcruxCrypto> {
     /// ciphersuite. Its random generator is seeded from the operating
     /// system, which can fail: [`Error::CryptoProvider`](crate::Error::CryptoProvider).
     ///
-    /// ```
-    /// use openmls_keypackage_pool::{PoolProvider, PoolStorage};
+    /// With the `draft-ietf-mls-pq-ciphersuites` feature as well, a pool of
+    /// X-Wing KeyPackages (`0x004D`; the suite signs with Ed25519):
     ///
-    /// let provider = PoolProvider::libcrux(PoolStorage::open_in_memory()?)?;
-    /// # Ok::<(), openmls_keypackage_pool::Error>(())
+    #[cfg_attr(feature = "draft-ietf-mls-pq-ciphersuites", doc = "```")]
+    #[cfg_attr(not(feature = "draft-ietf-mls-pq-ciphersuites"), doc = "```text")]
+    /// use openmls::prelude::*;
+    /// use openmls_basic_credential::SignatureKeyPair;
+    /// use openmls_keypackage_pool::{KeyPackagePool, PoolConfig, PoolProvider, PoolStorage};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let storage = PoolStorage::open(dir.path().join("pq.db"))?;
+    /// let provider = PoolProvider::libcrux(storage)?;
+    ///
+    /// let config = PoolConfig {
+    ///     ciphersuite: Ciphersuite::MLS_256_XWING_CHACHA20POLY1305_SHA256_Ed25519,
+    ///     ..PoolConfig::default()
+    /// };
+    /// let signer = SignatureKeyPair::new(config.ciphersuite.signature_algorithm())?;
+    /// let credential = CredentialWithKey {
+    ///     credential: BasicCredential::new(b"alice".to_vec()).into(),
+    ///     signature_key: signer.public().into(),
+    /// };
+    /// let pool = KeyPackagePool::new(&provider, &signer, credential, config)?;
+    /// pool.generate_parallel(8, 2)?;
+    /// assert_eq!(pool.pending_upload()?.ready.len(), 8);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn libcrux(storage: PoolStorage<C>) -> Result<Self> {
         let crypto = crate::LibcruxCrypto::new().map_err(|e| crate::Error::CryptoProvider {
@@ -122,7 +145,22 @@ impl<C: PoolCodec> PoolProvider<C, crate::LibcruxCrypto> {
 
 impl<C: PoolCodec, P: PoolCrypto> PoolProvider<C, P> {
     /// A provider over `storage` with the crypto and randomness provider
-    /// `crypto`.
+    /// `crypto`: any OpenMLS crypto provider, such as
+    /// `openmls_rust_crypto::RustCrypto` (what [`new`](PoolProvider::new)
+    /// uses) or, with the `libcrux` feature,
+    /// [`LibcruxCrypto`](crate::LibcruxCrypto) (what `PoolProvider::libcrux`
+    /// uses).
+    ///
+    /// ```
+    /// use openmls_keypackage_pool::{PoolProvider, PoolStorage};
+    /// use openmls_rust_crypto::RustCrypto;
+    /// use openmls_traits::{crypto::OpenMlsCrypto, OpenMlsProvider};
+    ///
+    /// let storage = PoolStorage::open_in_memory()?;
+    /// let provider = PoolProvider::with_crypto(storage, RustCrypto::default());
+    /// assert!(!provider.crypto().supported_ciphersuites().is_empty());
+    /// # Ok::<(), openmls_keypackage_pool::Error>(())
+    /// ```
     pub fn with_crypto(storage: PoolStorage<C>, crypto: P) -> Self {
         Self { crypto, storage }
     }

@@ -195,6 +195,104 @@ impl Scenario {
     }
 }
 
+/// X-Wing (`0x004D`) KeyPackage creation on `openmls_libcrux_crypto`, the
+/// one OpenMLS crypto provider that implements it, measured against
+/// libcrux's own provider (in-memory storage) as the floor. X-Wing signs with
+/// Ed25519, so the shared signer serves.
+#[cfg(all(feature = "libcrux", feature = "draft-ietf-mls-pq-ciphersuites"))]
+pub mod x_wing {
+    use super::*;
+    use openmls_keypackage_pool::LibcruxCrypto;
+
+    pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_256_XWING_CHACHA20POLY1305_SHA256_Ed25519;
+
+    /// The X-Wing creation scenarios, in the order reports list them.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum XWingScenario {
+        /// `openmls_libcrux_crypto::Provider`, which stores in memory: the
+        /// cost of the crypto alone.
+        InMemory,
+        /// `KeyPackagePool::generate` on a file, on `LibcruxCrypto`.
+        Generate,
+        /// `KeyPackagePool::generate_parallel` with two threads.
+        GenerateParallel2,
+    }
+
+    impl XWingScenario {
+        pub const ALL: [XWingScenario; 3] = [
+            XWingScenario::InMemory,
+            XWingScenario::Generate,
+            XWingScenario::GenerateParallel2,
+        ];
+
+        pub fn name(self) -> &'static str {
+            match self {
+                XWingScenario::InMemory => "X-Wing, libcrux in-memory storage (floor)",
+                XWingScenario::Generate => "X-Wing, KeyPackagePool::generate",
+                XWingScenario::GenerateParallel2 => {
+                    "X-Wing, KeyPackagePool::generate_parallel, 2 threads"
+                }
+            }
+        }
+
+        pub fn id(self) -> &'static str {
+            match self {
+                XWingScenario::InMemory => "x_wing_in_memory",
+                XWingScenario::Generate => "x_wing_generate",
+                XWingScenario::GenerateParallel2 => "x_wing_generate_parallel_2",
+            }
+        }
+
+        /// Builds and stores `n` X-Wing KeyPackages on fresh storage, as
+        /// [`Scenario::run`](super::Scenario::run) does.
+        pub fn run(self, env: &Env, n: usize) -> Duration {
+            match self {
+                XWingScenario::InMemory => {
+                    let provider = openmls_libcrux_crypto::Provider::new().expect("libcrux");
+                    timed(|| {
+                        for _ in 0..n {
+                            let bundle = KeyPackage::builder()
+                                .build(CIPHERSUITE, &provider, &env.signer, env.credential.clone())
+                                .expect("X-Wing KeyPackage builds");
+                            drop(bundle);
+                        }
+                    })
+                }
+                XWingScenario::Generate => {
+                    let provider = open(env, "x-wing-generate");
+                    let pool = pool(env, &provider, n);
+                    timed(|| drop(pool.generate(n).expect("generate")))
+                }
+                XWingScenario::GenerateParallel2 => {
+                    let provider = open(env, "x-wing-parallel");
+                    let pool = pool(env, &provider, n);
+                    timed(|| drop(pool.generate_parallel(n, 2).expect("generate_parallel")))
+                }
+            }
+        }
+    }
+
+    fn open(env: &Env, label: &str) -> PoolProvider<MessagePackCodec, LibcruxCrypto> {
+        let storage = PoolStorage::open(env.fresh_path(label)).expect("open");
+        PoolProvider::libcrux(storage).expect("libcrux")
+    }
+
+    fn pool<'a>(
+        env: &'a Env,
+        provider: &'a PoolProvider<MessagePackCodec, LibcruxCrypto>,
+        n: usize,
+    ) -> KeyPackagePool<'a, SignatureKeyPair, MessagePackCodec, LibcruxCrypto> {
+        let config = PoolConfig {
+            ciphersuite: CIPHERSUITE,
+            target_size: n.max(1),
+            low_watermark: 0,
+            hard_cap: n.max(1),
+            ..PoolConfig::default()
+        };
+        KeyPackagePool::new(provider, &env.signer, env.credential.clone(), config).expect("pool")
+    }
+}
+
 fn timed(f: impl FnOnce()) -> Duration {
     let start = Instant::now();
     f();
