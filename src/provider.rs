@@ -15,7 +15,7 @@ use crate::{
 /// A crypto and randomness provider OpenMLS can build with: any type that
 /// implements both `OpenMlsCrypto` and `OpenMlsRand`, such as
 /// `openmls_rust_crypto::RustCrypto` (the default) or, with the `libcrux`
-/// feature, [`LibcruxCrypto`](crate::LibcruxCrypto).
+/// feature, `LibcruxCrypto`.
 ///
 /// Implemented for every such type; there is nothing to implement by hand.
 /// [`KeyPackagePool::generate_parallel`](crate::KeyPackagePool::generate_parallel)
@@ -148,7 +148,7 @@ impl<C: PoolCodec, P: PoolCrypto> PoolProvider<C, P> {
     /// `crypto`: any OpenMLS crypto provider, such as
     /// `openmls_rust_crypto::RustCrypto` (what [`new`](PoolProvider::new)
     /// uses) or, with the `libcrux` feature,
-    /// [`LibcruxCrypto`](crate::LibcruxCrypto) (what `PoolProvider::libcrux`
+    /// `LibcruxCrypto` (what `PoolProvider::libcrux`
     /// uses).
     ///
     /// ```
