@@ -2,7 +2,7 @@
 //! README quotes.
 //!
 //! ```sh
-//! cargo run --release --example bench_report            # about a minute
+//! cargo run --release --example bench_report            # a few minutes
 //! cargo run --release --example bench_report -- --quick # smaller sizes, no 1M-row pool
 //! # with X-Wing pools on openmls_libcrux_crypto as well:
 //! cargo run --release --features libcrux,draft-ietf-mls-pq-ciphersuites --example bench_report

@@ -136,29 +136,42 @@ type Crypto = openmls_rust_crypto::RustCrypto;
 
 type Provider = PoolProvider<DefaultCodec, Crypto>;
 
-fn open(cli: &Cli) -> Result<Provider, String> {
-    let storage = PoolStorage::open(&cli.db)
-        .map_err(|e| format!("cannot open pool database {}: {e}", cli.db.display()))?;
+fn crypto() -> Result<Crypto, String> {
     #[cfg(feature = "libcrux")]
-    let provider = PoolProvider::libcrux(storage).map_err(|e| e.to_string())?;
+    let crypto = Crypto::new().map_err(|e| format!("crypto provider: {e:?}"))?;
     #[cfg(not(feature = "libcrux"))]
-    let provider = PoolProvider::new(storage);
-    Ok(provider)
+    let crypto = Crypto::default();
+    Ok(crypto)
 }
 
 fn run(cli: &Cli) -> Result<(), String> {
-    let provider = open(cli)?;
+    let crypto = crypto()?;
     if cli.list_ciphersuites {
-        for suite in provider.crypto().supported_ciphersuites() {
+        for suite in crypto.supported_ciphersuites() {
             println!("0x{:04X}  {suite:?}", u16::from(suite));
         }
         return Ok(());
     }
-    let suites = if cli.ciphersuite.is_empty() {
+    let mut suites = if cli.ciphersuite.is_empty() {
         vec![PoolConfig::default().ciphersuite]
     } else {
         cli.ciphersuite.clone()
     };
+    // A suite named twice is one pool.
+    let mut seen = std::collections::HashSet::new();
+    suites.retain(|suite| seen.insert(u16::from(*suite)));
+    // Every suite is checked before any pool is touched, so a bad one
+    // leaves nothing half done.
+    for suite in &suites {
+        crypto.supports(*suite).map_err(|_| {
+            format!(
+                "the crypto provider does not support ciphersuite {suite:?} (--list-ciphersuites)"
+            )
+        })?;
+    }
+    let storage = PoolStorage::open(&cli.db)
+        .map_err(|e| format!("cannot open pool database {}: {e}", cli.db.display()))?;
+    let provider = PoolProvider::with_crypto(storage, crypto);
     let mut reports = Vec::new();
     for ciphersuite in suites {
         reports.push(run_pool(cli, &provider, ciphersuite)?);
@@ -193,11 +206,6 @@ fn run_pool(
         ..PoolConfig::default()
     }
     .with_lifetime_secs(cli.lifetime_days * 86_400);
-    // Before an identity is made for it: a signature scheme the provider
-    // lacks would fail there with a less helpful message.
-    provider.crypto().supports(ciphersuite).map_err(|_| {
-        format!("the crypto provider does not support ciphersuite {ciphersuite:?} (--list-ciphersuites)")
-    })?;
     let (signer, reused) = identity(provider, &cli.user, ciphersuite)?;
     let credential = CredentialWithKey {
         credential: BasicCredential::new(cli.user.as_bytes().to_vec()).into(),
@@ -333,7 +341,7 @@ fn table(run: &Run<'_>, health: &PoolHealth) -> String {
     }
     lines.push(String::new());
     lines.push(format!(
-        "pending upload (created)       {}",
+        "pending upload (one-time)      {}",
         health.pending_upload
     ));
     lines.push(format!("usable (uploaded + available)  {}", health.usable));

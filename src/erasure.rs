@@ -18,7 +18,14 @@ use crate::error::Result;
 
 /// When old copies of secrets are erased from the database's files.
 ///
-/// Part of [`StorageOptions`](crate::StorageOptions). Commits are counted
+/// Part of [`StorageOptions`](crate::StorageOptions). The age is checked
+/// when this storage commits: a storage that goes idle erases at its drop
+/// or next open. What it costs, measured on a 2-core machine while a member
+/// decrypts 1,000 messages (`cargo bench --bench erasure`): 0.23 ms per
+/// message with `Deletions`, 2.3 ms with the default, 15 ms when erasing at
+/// every commit; nearly all of it is the truncating checkpoint.
+///
+/// Commits are counted
 /// as this storage makes them (its own writes, and
 /// [`PoolStorage::transaction`](crate::PoolStorage::transaction) as one).
 /// A transaction the application begins and commits on the raw connection

@@ -86,8 +86,10 @@ pub struct StorageOptions {
     /// cheaper and leaves key material recoverable from the file.
     pub secure_delete: bool,
     /// When old copies of deleted and overwritten secrets are erased from
-    /// the write-ahead log; by default within 16 commits or 2 seconds of
-    /// their overwrite, and right after their deletion.
+    /// the write-ahead log: by default right after their deletion, and for
+    /// overwritten ones at the 16th commit after, or the first commit 2
+    /// seconds after, whichever comes first (an idle storage erases at its
+    /// drop or next open).
     pub erasure: ErasurePolicy,
 }
 

@@ -197,7 +197,8 @@ pub(crate) fn backfill<C: PoolCodec>(conn: &Connection) -> Result<Vec<Vec<u8>>> 
 
 impl<C: PoolCodec> PoolStorage<C> {
     /// Every pool scope present in the database (every signature key and
-    /// ciphersuite with KeyPackages), with its counts at `now`, in one
+    /// ciphersuite with KeyPackages), with its counts at `now` (Unix
+    /// seconds), in one
     /// statement.
     pub fn scopes(&self, now: i64) -> Result<Vec<ScopeSummary>> {
         list(self.connection(), now)

@@ -257,8 +257,16 @@ fn ciphersuites_are_listed_and_unknown_ones_refused() {
         "--db",
         db.to_str().unwrap(),
         "--ciphersuite",
+        "0x0001",
+        "--ciphersuite",
         "MLS_256_DHKEMX448_AES256GCM_SHA512_Ed448",
     ]);
     assert_one_line_failure(&x448);
     assert!(String::from_utf8_lossy(&x448.stderr).contains("does not support"));
+    // Refused before anything was done, the supported suite's pool included.
+    assert!(!db.exists());
+    // Listing needs no database either.
+    let listed = run(&["--db", db.to_str().unwrap(), "--list-ciphersuites"]);
+    assert!(listed.status.success());
+    assert!(!db.exists());
 }

@@ -45,8 +45,8 @@ pub struct PoolConfig {
     /// [`ensure_last_resort`](crate::KeyPackagePool::ensure_last_resort))
     /// while it is still valid. Shorter than `lifetime_secs`.
     pub expiry_horizon_secs: u64,
-    /// The ciphersuite of every KeyPackage built. With the signer's key it
-    /// makes the pool's [scope](crate::PoolScope).
+    /// The ciphersuite of every KeyPackage built. With the credential's
+    /// signature key it makes the pool's [scope](crate::PoolScope).
     pub ciphersuite: Ciphersuite,
     /// The leaf-node capabilities every KeyPackage advertises. `None` keeps
     /// OpenMLS's defaults, which list only the Basic credential type: set

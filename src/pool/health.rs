@@ -189,8 +189,8 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
     /// server. A pool whose KeyPackages are all built but none uploaded is
     /// not healthy: it needs the upload.
     ///
-    /// `now` decides what has expired and what falls within the horizon;
-    /// pass the current time. (At another time it answers what the rule
+    /// `now` (Unix seconds) decides what has expired and what falls within
+    /// the horizon; pass the current time. (At another time it answers what the rule
     /// would call for then, while [`replenish`](Self::replenish) always
     /// acts on the system clock.)
     ///

@@ -64,8 +64,8 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
     /// one), plus expired ones awaiting `prune_expired`, however often
     /// uploads fail or the application marks them spent.
     ///
-    /// `now` decides what is valid and what falls within the horizon: pass
-    /// the current time. A KeyPackage built here gets its lifetime from the
+    /// `now` (Unix seconds) decides what is valid and what falls within the
+    /// horizon: pass the current time. A KeyPackage built here gets its lifetime from the
     /// system clock.
     pub fn ensure_last_resort(&self, now: i64) -> Result<LastResortReport> {
         self.provider.storage().transaction(|storage| {

@@ -55,13 +55,24 @@ use crate::{
 /// [`ensure_last_resort`](Self::ensure_last_resort), which keeps their
 /// number small on its own.
 ///
-/// The loop a client runs: [`prune_expired`](Self::prune_expired),
-/// [`ensure_last_resort`](Self::ensure_last_resort),
-/// [`replenish`](Self::replenish), then upload what
-/// [`pending_upload`](Self::pending_upload) lists and
-/// [`mark_uploaded`](Self::mark_uploaded) (or
-/// [`mark_failed`](Self::mark_failed)); [`health`](Self::health) says which
-/// of these a pool needs.
+/// The loop a client runs (times are Unix seconds):
+/// 1. [`prune_expired`](Self::prune_expired) and
+///    [`expire_lapsed_reservations`](Self::expire_lapsed_reservations);
+/// 2. [`ensure_last_resort`](Self::ensure_last_resort) and
+///    [`replenish`](Self::replenish);
+/// 3. upload what [`pending_upload`](Self::pending_upload) lists, then
+///    [`mark_uploaded`](Self::mark_uploaded) (or
+///    [`mark_failed`](Self::mark_failed));
+/// 4. withdraw from the server the refs that pruning and
+///    [`LastResortReport::removed`] returned.
+///
+/// What the server reports about single KeyPackages goes through the
+/// storage, by ref: [`mark_available`](Self::mark_available) here, and
+/// [`PoolStorage::update_reservation_info`](crate::PoolStorage::update_reservation_info)
+/// or [`PoolStorage::mark_spent`](crate::PoolStorage::mark_spent) when one is
+/// claimed before its Welcome arrives (once OpenMLS processes the Welcome,
+/// the one-time KeyPackage and its row are gone). [`health`](Self::health)
+/// says which steps a pool needs.
 ///
 /// Generation holds the database's write lock while it builds (the crypto
 /// included), so that the batch is one transaction: about 0.2 ms per
@@ -182,11 +193,14 @@ impl<'a, S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'a, S, C, P> {
     }
 
     /// Deletes, in one transaction, the bundle and metadata of every
-    /// KeyPackage whose `not_after` is before `now`, and returns their refs
-    /// so the application can withdraw them from its server.
+    /// KeyPackage of this pool whose `not_after` is before `now` (Unix
+    /// seconds), and returns their refs so the application can withdraw them
+    /// from its server.
     ///
-    /// An expired last-resort KeyPackage is deleted only when a newer
-    /// last-resort one exists, so the client always keeps a fallback.
+    /// A reserved KeyPackage is held until its reservation has lapsed too,
+    /// so a Welcome built from it can still be processed. An expired
+    /// last-resort KeyPackage is deleted only when a newer last-resort one
+    /// exists, so the client always keeps a fallback.
     pub fn prune_expired(&self, now: i64) -> Result<Vec<Vec<u8>>> {
         self.provider.storage().transaction(|storage| {
             let refs = metadata::prunable_refs(storage.connection(), &self.scope, now)?;
@@ -197,8 +211,8 @@ impl<'a, S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'a, S, C, P> {
         })
     }
 
-    /// Puts reserved KeyPackages whose reservation expired before `now` back
-    /// to `available`; returns their refs.
+    /// Puts this pool's reserved KeyPackages whose reservation expired before
+    /// `now` (Unix seconds) back to `available`; returns their refs.
     pub fn expire_lapsed_reservations(&self, now: i64) -> Result<Vec<Vec<u8>>> {
         let storage = self.provider.storage();
         storage.guard()?;

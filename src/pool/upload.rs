@@ -44,10 +44,12 @@ pub struct UnreadableKeyPackage {
 pub struct PendingUploads {
     /// Ready to send, oldest first.
     pub ready: Vec<PendingUpload>,
-    /// Could not be read. They stay `created`; remove them with
-    /// [`PoolStorage::remove_key_package`](crate::PoolStorage::remove_key_package)
-    /// (or [`PoolStorage::repair`](crate::PoolStorage::repair) for missing
-    /// bundles).
+    /// Could not be read. They stay `created`, so they count as pending
+    /// (and in [`PoolAction::Upload`](crate::PoolAction::Upload)) until they
+    /// are removed: remove each with
+    /// [`PoolStorage::remove_key_package`](crate::PoolStorage::remove_key_package),
+    /// which works for a corrupt bundle too (where
+    /// [`PoolStorage::repair`](crate::PoolStorage::repair) refuses to act).
     pub unreadable: Vec<UnreadableKeyPackage>,
 }
 

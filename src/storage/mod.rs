@@ -378,9 +378,10 @@ impl<C: PoolCodec> PoolStorage<C> {
     /// runs that checkpoint, without waiting for other connections. It runs
     /// by itself as the [`ErasurePolicy`] says: by default after each commit
     /// of this storage that deleted key material (a KeyPackage's bundle, or
-    /// OpenMLS's epoch, encryption, signature or PSK secrets), and within 16
-    /// commits or 2 seconds of one that overwrote secrets (every message
-    /// OpenMLS decrypts rewrites its message secrets). A pending erasure is
+    /// OpenMLS's epoch, encryption, signature or PSK secrets), and for one
+    /// that overwrote secrets (every message OpenMLS decrypts rewrites its
+    /// message secrets) at the 16th commit after it or the first commit 2
+    /// seconds after it, whichever comes first. A pending erasure is
     /// recorded in the database; when a reader is in the way it is retried
     /// at the next commit of any storage on the file, at the next open, and
     /// when this storage is dropped. Call it directly after committing a
