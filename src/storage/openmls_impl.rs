@@ -44,21 +44,49 @@ impl<C: PoolCodec> PoolStorage<C> {
 
     /// Stores a bundle OpenMLS built elsewhere (with a scratch provider) and
     /// its metadata row, as the hook does, for a batch.
+    ///
+    /// The bundle's row is written here rather than through
+    /// `openmls_sqlite_storage`, with a statement prepared once per
+    /// connection instead of once per KeyPackage, but it is the very row
+    /// `openmls_sqlite_storage` writes: same table, columns, provider
+    /// version and codec bytes (a test compares the two byte for byte and
+    /// reads the row back through `openmls_sqlite_storage`).
     pub(crate) fn store_bundle(
         &self,
         kp_ref: &KeyPackageRef,
         bundle: &KeyPackageBundle,
     ) -> Result<()> {
         let entry = PoolEntry::from_ref_and_bundle(kp_ref, bundle)?;
+        let now = unix_now()?;
         if self.scope_depth.get() == 0 {
-            return self.write_entry(&entry, kp_ref, bundle);
+            let scope = self.write_scope()?;
+            self.insert_bundle_row(kp_ref, bundle)?;
+            self.record_entry(&entry, now)?;
+            return self.finish(scope);
         }
         // Inside the batch's scope the pair needs no savepoint of its own:
         // the batch abandons its whole transaction on any error. But if
         // SQLite has rolled that transaction back, the two writes would each
         // commit alone, so that is refused first.
         self.guard()?;
-        self.write_pair(&entry, kp_ref, bundle, unix_now()?)
+        self.insert_bundle_row(kp_ref, bundle)?;
+        self.record_entry(&entry, now)
+    }
+
+    /// The row `openmls_sqlite_storage`'s `write_key_package` writes for
+    /// this bundle, written with a cached statement.
+    fn insert_bundle_row(&self, kp_ref: &KeyPackageRef, bundle: &KeyPackageBundle) -> Result<()> {
+        let key = C::to_vec(kp_ref).map_err(|e| Error::codec("encoding a KeyPackageRef", e))?;
+        let value =
+            C::to_vec(bundle).map_err(|e| Error::codec("encoding a KeyPackageBundle", e))?;
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO openmls_key_packages
+                     (key_package_ref, key_package, provider_version)
+                 VALUES (?1, ?2, ?3)",
+            )?
+            .execute(rusqlite::params![key, value, V])?;
+        Ok(())
     }
 
     /// The one place a bundle and its metadata row are written: both in one
@@ -87,6 +115,11 @@ impl<C: PoolCodec> PoolStorage<C> {
         now: i64,
     ) -> Result<()> {
         self.delegate().write_key_package(hash_ref, key_package)?;
+        self.record_entry(entry, now)
+    }
+
+    /// The metadata row of a bundle just written, in `created`.
+    fn record_entry(&self, entry: &PoolEntry, now: i64) -> Result<()> {
         match metadata::insert(&self.conn, entry, KeyPackageStatus::Created, now) {
             Ok(()) => Ok(()),
             // The row stays; if it was made by hand, it learns its scope.
