@@ -58,6 +58,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "pool_scopes",
         include_str!("../migrations/V5__pool_scopes.sql"),
     ),
+    (
+        6,
+        "count_inserts_in_code",
+        include_str!("../migrations/V6__count_inserts_in_code.sql"),
+    ),
 ];
 
 /// The migration that adds each KeyPackage's scope.

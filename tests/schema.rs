@@ -7,25 +7,25 @@ use openmls_keypackage_pool::{Error, KeyPackageStatus, PoolStorage};
 use rusqlite::Connection;
 use KeyPackageStatus::*;
 
-/// `(status/last_resort, count)` pairs.
+/// `(scope/status/last_resort, count)` pairs.
 type Counts = Vec<(String, i64)>;
 
-/// The per-status counts by brute force, and as the count table keeps them.
+/// The counts per scope and status by brute force, and as the count table
+/// keeps them.
 fn counts_both_ways(conn: &Connection) -> (Counts, Counts) {
     let read = |sql: &str| -> Counts {
         let mut stmt = conn.prepare(sql).unwrap();
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
         rows.map(Result::unwrap).collect()
     };
+    let key = "hex(signature_key) || '/' || ciphersuite || '/' || status || '/' || last_resort";
     (
-        read(
-            "SELECT status || '/' || last_resort, COUNT(*) FROM keypackage_pool_metadata
-             GROUP BY 1 ORDER BY 1",
-        ),
-        read(
-            "SELECT status || '/' || last_resort, count FROM keypackage_pool_counts
-             WHERE count != 0 ORDER BY 1",
-        ),
+        read(&format!(
+            "SELECT {key}, COUNT(*) FROM keypackage_pool_metadata GROUP BY 1 ORDER BY 1"
+        )),
+        read(&format!(
+            "SELECT {key}, count FROM keypackage_pool_counts WHERE count != 0 ORDER BY 1"
+        )),
     )
 }
 
@@ -69,7 +69,7 @@ fn a_version_1_pool_schema_is_upgraded_and_its_counts_backfilled() {
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    assert_eq!(versions, vec![1, 2, 3, 4, 5]);
+    assert_eq!(versions, vec![1, 2, 3, 4, 5, 6]);
 }
 
 #[test]
@@ -162,7 +162,7 @@ fn opening_twice_applies_nothing_twice() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(applied, 5);
+    assert_eq!(applied, 6);
     assert!(
         upstream >= 1,
         "openmls_sqlite_storage keeps its own history"
@@ -190,4 +190,50 @@ fn counts_changed_behind_the_pools_back_are_found_and_rebuilt() {
     storage.repair().unwrap();
     assert!(storage.verify().unwrap().is_consistent());
     assert_counts(&storage, &[(Created, 0)]);
+}
+
+#[test]
+fn every_way_a_key_package_enters_the_pool_is_counted_once() {
+    let fx = common::PoolFixture::new();
+    let storage = fx.storage();
+    let pool = fx.pool(openmls_keypackage_pool::PoolConfig::default());
+    // A batch, a parallel batch, a last-resort KeyPackage, one built by
+    // OpenMLS through the storage hook, and a row made by hand.
+    pool.generate(5).unwrap();
+    pool.generate_parallel(4, 2).unwrap();
+    pool.ensure_last_resort(common::now()).unwrap();
+    common::build_key_package(&fx.provider, &fx.identity, false);
+    storage.create_pool_metadata(&[7; 32], 1_000).unwrap();
+    // A batch that fails part-way is not counted either.
+    common::fail_metadata(storage, "INSERT", 13, "injected");
+    assert!(pool.generate(3).is_err());
+    let (actual, kept) = counts_both_ways(storage.connection());
+    assert_eq!(actual, kept);
+    assert_eq!(storage.count_by_status(Created).unwrap(), 12);
+    assert!(!storage.verify().unwrap().counts_out_of_date);
+    assert_eq!(pool.health(common::now()).unwrap().held, 10);
+
+    // A row another writer inserts directly is not counted: verify says so
+    // and repair recounts.
+    storage
+        .connection()
+        .execute_batch("DROP TRIGGER temp.fail_metadata_INSERT")
+        .unwrap();
+    storage
+        .connection()
+        .execute(
+            "INSERT INTO keypackage_pool_metadata (keypackage_ref, status, created_at, not_after)
+             VALUES (x'0808080808080808080808080808080808080808080808080808080808080808', 'created', 0, 1000)",
+            [],
+        )
+        .unwrap();
+    assert!(storage.verify().unwrap().counts_out_of_date);
+    assert_eq!(storage.count_by_status(Created).unwrap(), 12);
+    // Repair recounts (and, since neither row by hand has a bundle, removes
+    // both: 13 rows less 2).
+    storage.repair().unwrap();
+    assert!(storage.verify().unwrap().is_consistent());
+    assert_eq!(storage.count_by_status(Created).unwrap(), 11);
+    let (actual, kept) = counts_both_ways(storage.connection());
+    assert_eq!(actual, kept);
 }

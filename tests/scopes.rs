@@ -266,7 +266,8 @@ fn a_scope_or_a_whole_signature_key_is_removed_in_one_go() {
 
 /// Takes a database of this build back to the schema the release before
 /// scopes wrote (pool migrations V1 to V4): the scope columns, their index
-/// and the per-scope count table gone, V2's count table and triggers back.
+/// and the per-scope count table gone, V2's count table and triggers back
+/// (V6's removal of the insert trigger undone with them).
 fn downgrade_to_v4(path: &std::path::Path) {
     let conn = rusqlite::Connection::open(path).unwrap();
     let v2 = include_str!("../migrations/V2__pool_counts.sql");
@@ -275,7 +276,7 @@ fn downgrade_to_v4(path: &std::path::Path) {
     let v2_counts = &v2[..v2.find("-- Listing by status").unwrap()];
     conn.execute_batch(&format!(
         "BEGIN;
-         DROP TRIGGER keypackage_pool_counts_after_insert;
+         DROP TRIGGER IF EXISTS keypackage_pool_counts_after_insert;
          DROP TRIGGER keypackage_pool_counts_after_delete;
          DROP TRIGGER keypackage_pool_counts_after_update;
          DROP TABLE keypackage_pool_counts;
@@ -286,7 +287,7 @@ fn downgrade_to_v4(path: &std::path::Path) {
          {v2_counts}
          CREATE INDEX keypackage_pool_metadata_last_resort
              ON keypackage_pool_metadata (not_after, status) WHERE last_resort = 1;
-         DELETE FROM openmls_keypackage_pool_migrations WHERE version = 5;
+         DELETE FROM openmls_keypackage_pool_migrations WHERE version >= 5;
          COMMIT;"
     ))
     .unwrap();

@@ -356,6 +356,18 @@ pub fn large_pool(env: &Env, path: &Path, rows: usize, real_expiring: usize) -> 
             ],
         )
         .expect("seed rows");
+    // Rows inserted behind the crate's back are not counted (migration V6):
+    // recount, as repair() would.
+    provider
+        .storage()
+        .connection()
+        .execute_batch(
+            "DELETE FROM keypackage_pool_counts;
+             INSERT INTO keypackage_pool_counts (signature_key, ciphersuite, status, last_resort, count)
+             SELECT signature_key, ciphersuite, status, last_resort, COUNT(*)
+             FROM keypackage_pool_metadata GROUP BY 1, 2, 3, 4;",
+        )
+        .expect("recount");
     if real_expiring > 0 {
         let config = PoolConfig {
             target_size: real_expiring,

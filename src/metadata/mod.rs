@@ -129,9 +129,60 @@ pub(crate) const COLUMNS: &str =
      not_after, reservation_id, reservation_expires_at, reserved_by, spent_group_id, spent_by, \
      last_resort, signature_key, ciphersuite, credential_type";
 
-/// Inserts a new row in `status`; a second row for the same ref is
-/// [`Error::DuplicateRef`].
+/// Inserts a new row in `status` and counts it; a second row for the same
+/// ref is [`Error::DuplicateRef`].
 pub(crate) fn insert(
+    conn: &Connection,
+    entry: &PoolEntry,
+    status: KeyPackageStatus,
+    now: i64,
+) -> Result<()> {
+    insert_uncounted(conn, entry, status, now)?;
+    add_count(
+        conn,
+        &entry.signature_key,
+        entry.ciphersuite,
+        status,
+        entry.last_resort,
+        1,
+    )
+}
+
+/// Adds `n` rows to the count of (scope, `status`, `last_resort`), in the
+/// transaction that inserted them: inserts are counted here, not by a
+/// trigger (migration V6), so a batch counts its rows once.
+pub(crate) fn add_count(
+    conn: &Connection,
+    signature_key: &[u8],
+    ciphersuite: u16,
+    status: KeyPackageStatus,
+    last_resort: bool,
+    n: usize,
+) -> Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    let n = i64::try_from(n).unwrap_or(i64::MAX);
+    conn.prepare_cached(
+        "INSERT INTO keypackage_pool_counts
+             (signature_key, ciphersuite, status, last_resort, count)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (signature_key, ciphersuite, status, last_resort)
+         DO UPDATE SET count = count + excluded.count",
+    )?
+    .execute(params![
+        signature_key,
+        ciphersuite,
+        status.as_str(),
+        last_resort,
+        n
+    ])?;
+    Ok(())
+}
+
+/// Inserts a new row without counting it: the caller counts it, with
+/// [`add_count`], in the same transaction (once for a whole batch).
+pub(crate) fn insert_uncounted(
     conn: &Connection,
     entry: &PoolEntry,
     status: KeyPackageStatus,

@@ -17,6 +17,7 @@ use crate::{
     metadata,
     provider::PoolCrypto,
     scratch::ScratchProvider,
+    status::KeyPackageStatus,
     storage::PoolStorage,
 };
 
@@ -113,8 +114,8 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
                 drop(sender);
                 let written = (|| {
                     let scratch = ScratchProvider::new(crypto);
-                    let mut refs = Vec::new();
-                    while refs.len() < n {
+                    let mut batch = Batch::default();
+                    while batch.refs.len() < n {
                         let built = match receiver.try_recv() {
                             Ok(built) => built,
                             Err(_) if claim() => build_key_package(
@@ -127,9 +128,9 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
                             },
                         };
                         let (kp_ref, bundle) = built?;
-                        refs.push(store(storage, &kp_ref, &bundle)?);
+                        batch.push(store(storage, &kp_ref, &bundle)?);
                     }
-                    Ok(refs)
+                    Ok(batch)
                 })();
                 // Dropped before joining: a worker blocked on a full channel
                 // then fails its send and stops.
@@ -144,11 +145,11 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
                 match written {
                     Err(e) => Err(e),
                     Ok(_) if panicked => Err(Error::Worker("a worker thread panicked".into())),
-                    Ok(refs) if refs.len() != n => Err(Error::Worker(format!(
+                    Ok(batch) if batch.refs.len() != n => Err(Error::Worker(format!(
                         "workers delivered {} of {n} KeyPackages",
-                        refs.len()
+                        batch.refs.len()
                     ))),
-                    Ok(refs) => Ok(refs),
+                    Ok(batch) => self.count(batch, false),
                 }
             })
         })
@@ -166,25 +167,45 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
         self.provider.storage().transaction(|_| {
             self.check_cap(n)?;
             let scratch = ScratchProvider::new(self.provider.crypto());
-            let mut refs = Vec::with_capacity(n);
+            let mut batch = Batch::default();
             for done in 1..=n {
-                refs.push(self.build_one(&scratch, false)?);
+                batch.push(self.build_one(&scratch, false)?);
                 progress(done);
             }
-            Ok(refs)
+            self.count(batch, false)
         })
+    }
+
+    /// Counts a batch's new rows, once, in the batch's transaction (inserts
+    /// are not counted by a trigger, see migration V6); returns its refs.
+    fn count(&self, batch: Batch, last_resort: bool) -> Result<Vec<Vec<u8>>> {
+        metadata::add_count(
+            self.provider.storage().connection(),
+            &self.scope.signature_key,
+            self.scope.ciphersuite,
+            KeyPackageStatus::Created,
+            last_resort,
+            batch.inserted,
+        )?;
+        Ok(batch.refs)
     }
 
     /// Builds one last-resort KeyPackage and stores it; the hard cap does
     /// not apply (see [`ensure_last_resort`](Self::ensure_last_resort) for
     /// what bounds them).
     pub(super) fn build_one_last_resort(&self) -> Result<Vec<u8>> {
-        self.build_one(&ScratchProvider::new(self.provider.crypto()), true)
+        self.provider.storage().transaction(|_| {
+            let mut batch = Batch::default();
+            batch.push(self.build_one(&ScratchProvider::new(self.provider.crypto()), true)?);
+            let mut refs = self.count(batch, true)?;
+            refs.pop()
+                .ok_or_else(|| Error::Worker("no last-resort KeyPackage was built".into()))
+        })
     }
 
     /// Builds one KeyPackage with `scratch` and stores it, bundle and
     /// metadata row together.
-    fn build_one(&self, scratch: &ScratchProvider<'_, P>, last_resort: bool) -> Result<Vec<u8>> {
+    fn build_one(&self, scratch: &ScratchProvider<'_, P>, last_resort: bool) -> Result<Stored> {
         let (kp_ref, bundle) = build_key_package(
             scratch,
             self.signer,
@@ -217,14 +238,38 @@ fn store<C: PoolCodec>(
     storage: &PoolStorage<C>,
     kp_ref: &KeyPackageRef,
     bundle: &KeyPackageBundle,
-) -> Result<Vec<u8>> {
-    storage
+) -> Result<Stored> {
+    let inserted = storage
         .store_bundle(kp_ref, bundle)
         .map_err(|e| Error::KeyPackageStore {
             keypackage_ref: RefBytes::of(kp_ref.as_slice()),
             source: Box::new(e),
         })?;
-    Ok(kp_ref.as_slice().to_vec())
+    Ok(Stored {
+        keypackage_ref: kp_ref.as_slice().to_vec(),
+        inserted,
+    })
+}
+
+/// A KeyPackage just stored: its ref, and whether its metadata row is new
+/// (and so still to be counted).
+struct Stored {
+    keypackage_ref: Vec<u8>,
+    inserted: bool,
+}
+
+/// The refs of a batch just stored, and how many new rows it made.
+#[derive(Default)]
+struct Batch {
+    refs: Vec<Vec<u8>>,
+    inserted: usize,
+}
+
+impl Batch {
+    fn push(&mut self, stored: Stored) {
+        self.inserted += usize::from(stored.inserted);
+        self.refs.push(stored.keypackage_ref);
+    }
 }
 
 /// Builds one KeyPackage with the pool's ciphersuite and lifetime.

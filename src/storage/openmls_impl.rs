@@ -51,26 +51,35 @@ impl<C: PoolCodec> PoolStorage<C> {
     /// `openmls_sqlite_storage` writes: same table, columns, provider
     /// version and codec bytes (a test compares the two byte for byte and
     /// reads the row back through `openmls_sqlite_storage`).
+    ///
+    /// Runs inside the batch's write scope, which must be open. The new
+    /// metadata row is not counted here: the batch counts all of its rows
+    /// once ([`metadata::add_count`]), in the same transaction. Returns
+    /// whether a row was inserted (a ref that already had one keeps it).
     pub(crate) fn store_bundle(
         &self,
         kp_ref: &KeyPackageRef,
         bundle: &KeyPackageBundle,
-    ) -> Result<()> {
-        let entry = PoolEntry::from_ref_and_bundle(kp_ref, bundle)?;
-        let now = unix_now()?;
-        if self.scope_depth.get() == 0 {
-            let scope = self.write_scope()?;
-            self.insert_bundle_row(kp_ref, bundle)?;
-            self.record_entry(&entry, now)?;
-            return self.finish(scope);
-        }
-        // Inside the batch's scope the pair needs no savepoint of its own:
-        // the batch abandons its whole transaction on any error. But if
-        // SQLite has rolled that transaction back, the two writes would each
+    ) -> Result<bool> {
+        // The pair needs no savepoint of its own: the batch abandons its
+        // whole transaction on any error. But if SQLite has rolled that
+        // transaction back (or none is open), the two writes would each
         // commit alone, so that is refused first.
+        if self.scope_depth.get() == 0 {
+            return Err(Error::TransactionLost);
+        }
         self.guard()?;
+        let entry = PoolEntry::from_ref_and_bundle(kp_ref, bundle)?;
         self.insert_bundle_row(kp_ref, bundle)?;
-        self.record_entry(&entry, now)
+        match metadata::insert_uncounted(&self.conn, &entry, KeyPackageStatus::Created, unix_now()?)
+        {
+            Ok(()) => Ok(true),
+            Err(Error::DuplicateRef { .. }) => {
+                metadata::fill_scope(&self.conn, &entry)?;
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The row `openmls_sqlite_storage`'s `write_key_package` writes for
