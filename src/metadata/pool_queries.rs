@@ -7,7 +7,7 @@
 //! cost follows how many of that pool's KeyPackages are expired or
 //! expiring, not the database's size. Times are `:now` and `:horizon_end`.
 
-use rusqlite::{named_params, Connection, Row};
+use rusqlite::{Connection, Row, ToSql};
 
 use super::{non_negative, parse_status, KeyPackageMetadata, RawRow, COLUMNS};
 use crate::{error::Result, scope::PoolScope, status::KeyPackageStatus};
@@ -25,6 +25,24 @@ const PUBLISHED: &str = "'uploaded', 'available', 'reserved'";
 /// The scope's expiry index, named because the planner may otherwise pick
 /// the whole-database one.
 const BY_SCOPE: &str = "INDEXED BY keypackage_pool_metadata_scope_expiry";
+
+/// The named parameters of a statement here: the scope (`:key`, `:suite`)
+/// and the times or limits it reads at (such as `:now`).
+fn bind<'a>(
+    scope: &'a PoolScope,
+    values: &'a [(&'static str, i64)],
+) -> Vec<(&'static str, &'a dyn ToSql)> {
+    let mut params: Vec<(&'static str, &'a dyn ToSql)> = vec![
+        (":key", &scope.signature_key),
+        (":suite", &scope.ciphersuite),
+    ];
+    params.extend(
+        values
+            .iter()
+            .map(|(name, value)| (*name, value as &dyn ToSql)),
+    );
+    params
+}
 
 /// `table`'s rows (columns prefixed with `table`, such as `"m."`) in the
 /// scope `:key`, `:suite`.
@@ -199,12 +217,7 @@ pub(crate) fn one_time_counts(
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     Ok(stmt.query_row(
-        named_params! {
-            ":key": scope.signature_key,
-            ":suite": scope.ciphersuite,
-            ":now": now,
-            ":horizon_end": horizon_end,
-        },
+        &*bind(scope, &[(":now", now), (":horizon_end", horizon_end)]),
         |row| OneTimeCounts::read(row, 0),
     )?)
 }
@@ -214,10 +227,7 @@ pub(crate) fn one_time_counts(
 pub(crate) fn held_one_time(conn: &Connection, scope: &PoolScope) -> Result<usize> {
     let count: i64 = conn
         .prepare_cached(&format!("SELECT {}", one_time_total(None)))?
-        .query_row(
-            named_params! {":key": scope.signature_key, ":suite": scope.ciphersuite},
-            |row| row.get(0),
-        )?;
+        .query_row(&*bind(scope, &[]), |row| row.get(0))?;
     Ok(non_negative(count))
 }
 
@@ -273,12 +283,7 @@ pub(crate) fn summary(
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     Ok(stmt.query_row(
-        named_params! {
-            ":key": scope.signature_key,
-            ":suite": scope.ciphersuite,
-            ":now": now,
-            ":horizon_end": horizon_end,
-        },
+        &*bind(scope, &[(":now", now), (":horizon_end", horizon_end)]),
         |row| {
             let count = |i: usize| row.get::<_, i64>(i).map(non_negative);
             let n = KeyPackageStatus::ALL.len();
@@ -320,10 +325,7 @@ pub(crate) fn prunable_refs(
         prunable(false),
         prunable(true)
     ))?;
-    let rows = stmt.query_map(
-        named_params! {":key": scope.signature_key, ":suite": scope.ciphersuite, ":now": now},
-        |row| row.get(0),
-    )?;
+    let rows = stmt.query_map(&*bind(scope, &[(":now", now)]), |row| row.get(0))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
@@ -350,16 +352,13 @@ pub(crate) fn last_resort_rows(
          ORDER BY not_after DESC, rowid DESC",
         in_scope("")
     ))?;
-    let rows = stmt.query_map(
-        named_params! {":key": scope.signature_key, ":suite": scope.ciphersuite, ":now": now},
-        |row| {
-            Ok((
-                row.get::<_, Vec<u8>>(0)?,
-                row.get::<_, String>(1)?,
-                row.get(2)?,
-            ))
-        },
-    )?;
+    let rows = stmt.query_map(&*bind(scope, &[(":now", now)]), |row| {
+        Ok((
+            row.get::<_, Vec<u8>>(0)?,
+            row.get::<_, String>(1)?,
+            row.get(2)?,
+        ))
+    })?;
     rows.map(|row| {
         let (keypackage_ref, status_text, not_after) = row?;
         Ok(LastResortRow {
@@ -384,10 +383,7 @@ pub(crate) fn uploadable(
          ORDER BY created_at, rowid",
         in_scope("")
     ))?;
-    let rows = stmt.query_map(
-        named_params! {":key": scope.signature_key, ":suite": scope.ciphersuite, ":now": now},
-        RawRow::read,
-    )?;
+    let rows = stmt.query_map(&*bind(scope, &[(":now", now)]), RawRow::read)?;
     rows.map(|row| row?.parse()).collect()
 }
 
@@ -418,12 +414,7 @@ pub(crate) fn retry_failed(
     ))?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows = stmt.query_map(
-        named_params! {
-            ":key": scope.signature_key,
-            ":suite": scope.ciphersuite,
-            ":now": valid_at,
-            ":limit": limit,
-        },
+        &*bind(scope, &[(":now", valid_at), (":limit", limit)]),
         |row| row.get(0),
     )?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -450,9 +441,6 @@ pub(crate) fn release_lapsed_reservations(
          RETURNING keypackage_ref",
         in_scope("")
     ))?;
-    let rows = stmt.query_map(
-        named_params! {":key": scope.signature_key, ":suite": scope.ciphersuite, ":now": now},
-        |row| row.get(0),
-    )?;
+    let rows = stmt.query_map(&*bind(scope, &[(":now", now)]), |row| row.get(0))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
