@@ -41,6 +41,9 @@ struct Cli {
     /// Only the query figures on the large pool.
     #[arg(long)]
     queries_only: bool,
+    /// Only what one batch writes to the write-ahead log.
+    #[arg(long)]
+    wal_only: bool,
     /// Only the X-Wing creation figures.
     #[cfg(all(feature = "libcrux", feature = "draft-ietf-mls-pq-ciphersuites"))]
     #[arg(long)]
@@ -77,9 +80,14 @@ fn main() {
             return;
         }
     }
+    if cli.wal_only {
+        wal_writes(&env, &cli);
+        return;
+    }
     if !cli.queries_only {
         creation(&env, &cli);
         batch_sizes(&env, &cli);
+        wal_writes(&env, &cli);
         peak_memory(&cli);
     }
     queries(&env, &cli);
@@ -213,6 +221,64 @@ fn batch_sizes(env: &Env, cli: &Cli) {
         let base_us = *base.get_or_insert(us);
         println!("| {n} | {us:.0} | {:.2}x |", us / base_us);
     }
+}
+
+/// What one `generate` batch writes to the write-ahead log: bytes per
+/// KeyPackage, and how many pages it wrote more than once (a page the cache
+/// spilled before the commit and changed again).
+fn wal_writes(env: &Env, cli: &Cli) {
+    let sizes: &[usize] = if cli.quick {
+        &[200, 1_000]
+    } else {
+        &[1_000, 10_000]
+    };
+    println!();
+    println!("## generate: what one batch writes to the WAL");
+    println!();
+    println!("| batch | WAL frames | distinct pages | bytes per KeyPackage | pages written twice or more |");
+    println!("| ---: | ---: | ---: | ---: | ---: |");
+    for &n in sizes {
+        let path = env.fresh_path("wal");
+        let provider = PoolProvider::open(&path).expect("open");
+        // Start from an empty log, so that it holds this batch alone.
+        provider
+            .storage()
+            .connection()
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .expect("checkpoint");
+        let pool = env.pool(&provider, n);
+        pool.generate(n).expect("generate");
+        let wal = std::fs::read(format!("{}-wal", path.display())).unwrap_or_default();
+        let Some((frames, distinct)) = wal_frames(&wal) else {
+            println!("| {n} | (no WAL to read) | | | |");
+            continue;
+        };
+        println!(
+            "| {n} | {frames} | {distinct} | {:.0} | {} |",
+            wal.len() as f64 / n as f64,
+            frames - distinct
+        );
+    }
+}
+
+/// The number of frames in a WAL file and of distinct pages among them
+/// (SQLite's WAL format: a 32-byte header holding the page size at bytes
+/// 8..12, then frames of a 24-byte header, page number first, and a page).
+fn wal_frames(wal: &[u8]) -> Option<(usize, usize)> {
+    let page_size = u32::from_be_bytes(wal.get(8..12)?.try_into().ok()?) as usize;
+    let frame = 24 + page_size;
+    let mut pages = std::collections::HashSet::new();
+    let mut frames = 0;
+    for start in (32..wal.len()).step_by(frame) {
+        let page = wal.get(start..start + 4)?;
+        // A frame of zeros past the end of what this batch wrote.
+        if page == [0, 0, 0, 0] {
+            break;
+        }
+        frames += 1;
+        pages.insert(page.to_vec());
+    }
+    Some((frames, pages.len()))
 }
 
 fn peak_memory(cli: &Cli) {

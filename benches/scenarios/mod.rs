@@ -76,7 +76,7 @@ impl Env {
             .expect("KeyPackage builds")
     }
 
-    fn pool<'a>(
+    pub fn pool<'a>(
         &'a self,
         provider: &'a PoolProvider,
         n: usize,
