@@ -107,16 +107,21 @@ pub enum Scenario {
     Generate,
     /// `KeyPackagePool::generate_parallel` with two workers.
     GenerateParallel2,
+    /// Two independent builders on two threads, each with in-memory storage
+    /// and its own crypto provider: what this machine gives two threads,
+    /// the ceiling for `generate_parallel` with two.
+    InMemoryTwoThreads,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::InMemory,
         Scenario::SqlitePerCommit,
         Scenario::SqlitePlusMetadataFile,
         Scenario::HookPerCommit,
         Scenario::Generate,
         Scenario::GenerateParallel2,
+        Scenario::InMemoryTwoThreads,
     ];
 
     pub fn name(self) -> &'static str {
@@ -127,6 +132,7 @@ impl Scenario {
             Scenario::HookPerCommit => "this crate's hook, commit per KeyPackage",
             Scenario::Generate => "KeyPackagePool::generate",
             Scenario::GenerateParallel2 => "KeyPackagePool::generate_parallel, 2 threads",
+            Scenario::InMemoryTwoThreads => "2 independent in-memory builders (ceiling)",
         }
     }
 
@@ -138,6 +144,7 @@ impl Scenario {
             Scenario::HookPerCommit => "hook_per_commit",
             Scenario::Generate => "generate",
             Scenario::GenerateParallel2 => "generate_parallel_2",
+            Scenario::InMemoryTwoThreads => "in_memory_two_threads",
         }
     }
 
@@ -149,6 +156,24 @@ impl Scenario {
             Scenario::InMemory => {
                 let provider = OpenMlsRustCrypto::default();
                 timed(|| (0..n).for_each(|_| drop(env.build(&provider))))
+            }
+            Scenario::InMemoryTwoThreads => {
+                let providers = [OpenMlsRustCrypto::default(), OpenMlsRustCrypto::default()];
+                let (signer, credential) = (&env.signer, &env.credential);
+                timed(|| {
+                    std::thread::scope(|scope| {
+                        for (i, provider) in providers.iter().enumerate() {
+                            let share = if i == 0 { n - n / 2 } else { n / 2 };
+                            scope.spawn(move || {
+                                for _ in 0..share {
+                                    KeyPackage::builder()
+                                        .build(CIPHERSUITE, provider, signer, credential.clone())
+                                        .expect("KeyPackage builds");
+                                }
+                            });
+                        }
+                    })
+                })
             }
             Scenario::SqlitePerCommit => {
                 let provider =
