@@ -17,7 +17,7 @@ use crate::{
     codec::PoolCodec,
     error::Result,
     keypackage_ref::key_package_ref_from_bytes,
-    metadata::{self, PoolEntry},
+    metadata::{self, PoolEntry, LIVE, PUBLISHED, USABLE},
     storage::PoolStorage,
 };
 
@@ -94,10 +94,6 @@ pub struct ScopeSummary {
     /// The earliest `not_after` among its unexpired live KeyPackages.
     pub next_expiry: Option<i64>,
 }
-
-const LIVE: &str = "'created', 'uploaded', 'available', 'reserved'";
-const USABLE: &str = "'uploaded', 'available'";
-const PUBLISHED: &str = "'uploaded', 'available', 'reserved'";
 
 /// Every scope with at least one row, in one statement: counts from the
 /// trigger-kept count table, and per scope a range read of its expiry index

@@ -95,6 +95,19 @@ impl KeyPackageStatus {
         )
     }
 
+    /// Whether a KeyPackage in this status is still in play: its private
+    /// keys may yet be needed for a Welcome (the SQL of the pool's queries
+    /// spells the same set as `LIVE`).
+    pub(crate) const fn is_live(self) -> bool {
+        matches!(self, Self::Created) || self.is_published()
+    }
+
+    /// Whether a server holds a KeyPackage in this status (`PUBLISHED` in
+    /// the pool's queries).
+    pub(crate) const fn is_published(self) -> bool {
+        matches!(self, Self::Uploaded | Self::Available | Self::Reserved)
+    }
+
     /// Whether no transition leaves this status.
     pub const fn is_final(self) -> bool {
         matches!(self, Self::Spent | Self::Expired)
@@ -154,6 +167,20 @@ mod tests {
                 .filter(|to| from.can_transition_to(*to))
                 .count();
             assert_eq!(exits == 0, from.is_final(), "{from}");
+        }
+    }
+
+    #[test]
+    fn the_live_and_published_sets_match_the_queries() {
+        use crate::metadata::{LIVE, PUBLISHED};
+        for status in KeyPackageStatus::ALL {
+            let quoted = format!("'{status}'");
+            assert_eq!(status.is_live(), LIVE.contains(&quoted), "{status}");
+            assert_eq!(
+                status.is_published(),
+                PUBLISHED.contains(&quoted),
+                "{status}"
+            );
         }
     }
 

@@ -14,13 +14,13 @@ use crate::{error::Result, scope::PoolScope, status::KeyPackageStatus};
 
 /// Statuses whose KeyPackages are still in play: their private keys may yet
 /// be needed for a Welcome.
-const LIVE: &str = "'created', 'uploaded', 'available', 'reserved'";
+pub(crate) const LIVE: &str = "'created', 'uploaded', 'available', 'reserved'";
 
 /// Statuses whose one-time KeyPackages a server can hand out.
-const USABLE: &str = "'uploaded', 'available'";
+pub(crate) const USABLE: &str = "'uploaded', 'available'";
 
 /// Statuses of a last-resort KeyPackage the server holds.
-const PUBLISHED: &str = "'uploaded', 'available', 'reserved'";
+pub(crate) const PUBLISHED: &str = "'uploaded', 'available', 'reserved'";
 
 /// The scope's expiry index, named because the planner may otherwise pick
 /// the whole-database one.

@@ -26,17 +26,6 @@ pub struct LastResortReport {
     pub removed: Vec<Vec<u8>>,
 }
 
-fn is_published(status: KeyPackageStatus) -> bool {
-    matches!(
-        status,
-        KeyPackageStatus::Uploaded | KeyPackageStatus::Available | KeyPackageStatus::Reserved
-    )
-}
-
-fn is_live(status: KeyPackageStatus) -> bool {
-    status == KeyPackageStatus::Created || is_published(status)
-}
-
 impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
     /// Keeps one valid last-resort KeyPackage at `now`, replaced before it
     /// expires, and removes the rest.
@@ -80,8 +69,8 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
             let kept = rows
                 .iter()
                 .filter(fresh)
-                .filter(|row| is_live(row.status))
-                .min_by_key(|row| !is_published(row.status));
+                .filter(|row| row.status.is_live())
+                .min_by_key(|row| !row.status.is_published());
             let kept = match kept {
                 Some(row) => row.keypackage_ref.clone(),
                 None => {
