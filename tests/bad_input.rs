@@ -84,13 +84,7 @@ fn a_corrupt_bundle_names_its_ref_and_the_others_stay_usable() {
     let (_g, welcome) = common::PlainClient::new("alice").create_group_with(good.key_package());
     common::join(&provider, welcome).unwrap();
     // The pool names the bad one when listing uploads; removing it clears it.
-    let pool = KeyPackagePool::new(
-        &provider,
-        &id.signer,
-        id.credential.clone(),
-        PoolConfig::default(),
-    )
-    .unwrap();
+    let pool = id.pool(&provider, PoolConfig::default());
     let pending = pool.pending_upload().unwrap();
     assert!(pending.ready.is_empty());
     match &pending.unreadable[..] {
@@ -138,13 +132,7 @@ fn extreme_timestamps_are_stored_and_compared_without_overflow() {
         .unwrap();
 
     let id = Identity::new("time");
-    let pool = KeyPackagePool::new(
-        &provider,
-        &id.signer,
-        id.credential.clone(),
-        PoolConfig::default(),
-    )
-    .unwrap();
+    let pool = id.pool(&provider, PoolConfig::default());
     for r in [[1; 32], [2; 32]] {
         common::assign_scope(storage, &r, pool.scope());
     }

@@ -10,7 +10,7 @@ use common::{Identity, PoolFixture};
 use openmls::prelude::*;
 use openmls_keypackage_pool::{
     codec::{JsonCodec, MessagePackCodec, PoolCodec},
-    key_package_ref_from_bytes, KeyPackagePool, PoolConfig, PoolProvider, PoolStorage,
+    key_package_ref_from_bytes, PoolConfig, PoolProvider, PoolStorage,
 };
 use openmls_sqlite_storage::SqliteStorageProvider;
 use openmls_traits::storage::StorageProvider as _;
@@ -34,13 +34,7 @@ fn same_row_as_openmls_sqlite_storage<C: PoolCodec>() {
     let (_dir, path) = common::temp_db();
     let provider = PoolProvider::new(PoolStorage::<C>::open_with_codec(&path).unwrap());
     let id = Identity::new("row");
-    let pool = KeyPackagePool::new(
-        &provider,
-        &id.signer,
-        id.credential.clone(),
-        PoolConfig::default(),
-    )
-    .unwrap();
+    let pool = id.pool(&provider, PoolConfig::default());
     let mut refs = pool.generate(2).unwrap();
     refs.extend(pool.generate_parallel(2, 2).unwrap());
     refs.extend(pool.ensure_last_resort(common::now()).unwrap().created);

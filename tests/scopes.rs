@@ -482,13 +482,7 @@ fn the_hook_and_adoption_record_the_scope_too() {
         assert_eq!(row.scope.as_ref(), Some(&scope));
         assert_eq!(row.credential_type, Some(u16::from(CredentialType::Basic)));
     }
-    let pool = KeyPackagePool::new(
-        &provider,
-        &id.signer,
-        id.credential.clone(),
-        PoolConfig::default(),
-    )
-    .unwrap();
+    let pool = id.pool(&provider, PoolConfig::default());
     let health = pool.health(now()).unwrap();
     assert_eq!((health.usable, health.last_resort_pending), (1, true));
 }

@@ -43,6 +43,18 @@ impl Identity {
     }
 }
 
+impl Identity {
+    /// A pool of this identity's on `provider`, with `config`.
+    pub fn pool<'a, C: PoolCodec, P: openmls_keypackage_pool::PoolCrypto>(
+        &'a self,
+        provider: &'a PoolProvider<C, P>,
+        config: PoolConfig,
+    ) -> KeyPackagePool<'a, SignatureKeyPair, C, P> {
+        KeyPackagePool::new(provider, &self.signer, self.credential.clone(), config)
+            .expect("valid pool configuration")
+    }
+}
+
 /// Builds one KeyPackage through OpenMLS, which stores it with `provider`.
 pub fn build_key_package(
     provider: &impl OpenMlsProvider,
@@ -218,13 +230,7 @@ impl PoolFixture {
     }
 
     pub fn pool(&self, config: PoolConfig) -> KeyPackagePool<'_, SignatureKeyPair> {
-        KeyPackagePool::new(
-            &self.provider,
-            &self.identity.signer,
-            self.identity.credential.clone(),
-            config,
-        )
-        .expect("valid pool configuration")
+        self.identity.pool(&self.provider, config)
     }
 
     pub fn storage(&self) -> &PoolStorage {
