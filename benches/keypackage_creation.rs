@@ -1,7 +1,9 @@
 //! Criterion benchmarks of bulk KeyPackage creation: the in-memory floor,
 //! `openmls_sqlite_storage` the usual way, the two-store design this crate
 //! replaces, this crate's hook, `generate` and `generate_parallel`; and
-//! `generate`'s cost per KeyPackage by batch size.
+//! `generate`'s cost per KeyPackage by batch size. Built with
+//! `--features libcrux,draft-ietf-mls-pq-ciphersuites`, the X-Wing scenarios
+//! on `openmls_libcrux_crypto` too.
 //!
 //! `cargo bench --bench keypackage_creation`. For a one-minute table of the
 //! same comparisons: `cargo run --release --example bench_report`.
@@ -25,6 +27,12 @@ fn scenarios(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new(scenario.id(), N), |b| {
             // Each iteration gets a fresh database file; only the building
             // and storing is timed.
+            b.iter_custom(|iters| (0..iters).map(|_| scenario.run(&env, N)).sum::<Duration>())
+        });
+    }
+    #[cfg(all(feature = "libcrux", feature = "draft-ietf-mls-pq-ciphersuites"))]
+    for scenario in scenarios::x_wing::XWingScenario::ALL {
+        group.bench_function(BenchmarkId::new(scenario.id(), N), |b| {
             b.iter_custom(|iters| (0..iters).map(|_| scenario.run(&env, N)).sum::<Duration>())
         });
     }

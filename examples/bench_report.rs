@@ -14,10 +14,16 @@
 #[path = "../benches/scenarios/mod.rs"]
 mod scenarios;
 
-use std::time::{Duration, Instant};
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
 
 use clap::Parser;
-use openmls_keypackage_pool::{KeyPackagePool, KeyPackageStatus, PoolConfig, PoolProvider};
+use openmls_basic_credential::SignatureKeyPair;
+use openmls_keypackage_pool::{
+    codec::MessagePackCodec, KeyPackagePool, KeyPackageStatus, PoolCrypto, PoolProvider,
+};
 use scenarios::{large_pool, Env, Scenario};
 
 /// Measures KeyPackage creation and pool queries and prints ratios.
@@ -29,6 +35,10 @@ struct Cli {
     /// Runs per scenario; the median is reported.
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Back-to-back pairs for each wall-clock target (generate against the
+    /// floor, generate_parallel against two independent builders).
+    #[arg(long, default_value_t = 15)]
+    pairs: usize,
     /// Metadata rows in the large pool for the query figures.
     #[arg(long, default_value_t = 1_000_000)]
     rows: usize,
@@ -44,7 +54,7 @@ struct Cli {
     /// Only what one batch writes to the write-ahead log.
     #[arg(long)]
     wal_only: bool,
-    /// Only the X-Wing creation figures.
+    /// Only the X-Wing figures: creation, batch sizes, WAL and memory.
     #[cfg(all(feature = "libcrux", feature = "draft-ietf-mls-pq-ciphersuites"))]
     #[arg(long)]
     x_wing_only: bool,
@@ -57,13 +67,14 @@ struct Cli {
 fn main() {
     let mut cli = Cli::parse();
     if let Some(n) = cli.child_generate {
-        child_generate(n);
+        child_generate(n, cli.suites()[0]);
         return;
     }
     if cli.quick {
         cli.n = cli.n.min(200);
         cli.rows = cli.rows.min(100_000);
         cli.expired = cli.expired.min(1_000);
+        cli.pairs = cli.pairs.min(7);
     }
     let env = Env::new();
     println!(
@@ -71,27 +82,102 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         env.dir().display()
     );
-    #[cfg(all(feature = "libcrux", feature = "draft-ietf-mls-pq-ciphersuites"))]
-    {
-        if !cli.queries_only {
-            x_wing_creation(&env, &cli);
+    for suite in cli.suites() {
+        if cli.wal_only {
+            wal_writes(&env, &cli, suite);
+            continue;
         }
-        if cli.x_wing_only {
-            return;
+        if cli.queries_only {
+            continue;
         }
+        match suite {
+            Suite::Classical => creation(&env, &cli),
+            #[cfg(all(feature = "libcrux", feature = "draft-ietf-mls-pq-ciphersuites"))]
+            Suite::XWing => x_wing_creation(&env, &cli),
+        }
+        batch_sizes(&env, &cli, suite);
+        wal_writes(&env, &cli, suite);
+        peak_memory(&cli, suite);
     }
-    if cli.wal_only {
-        wal_writes(&env, &cli);
-        return;
+    if !cli.wal_only && cli.suites().contains(&Suite::Classical) {
+        queries(&env, &cli);
     }
-    if !cli.queries_only {
-        creation(&env, &cli);
-        batch_sizes(&env, &cli);
-        wal_writes(&env, &cli);
-        peak_memory(&cli);
-    }
-    queries(&env, &cli);
 }
+
+impl Cli {
+    /// The suites this run measures: the classical one unless only X-Wing
+    /// was asked for, then X-Wing when the features are on.
+    fn suites(&self) -> Vec<Suite> {
+        #[cfg(all(feature = "libcrux", feature = "draft-ietf-mls-pq-ciphersuites"))]
+        let suites = if self.x_wing_only {
+            vec![Suite::XWing]
+        } else {
+            vec![Suite::Classical, Suite::XWing]
+        };
+        #[cfg(not(all(feature = "libcrux", feature = "draft-ietf-mls-pq-ciphersuites")))]
+        let suites = vec![Suite::Classical];
+        suites
+    }
+}
+
+/// The KeyPackages a section of the report builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Suite {
+    /// The default ciphersuite (0x0001) on `openmls_rust_crypto`.
+    Classical,
+    /// X-Wing (0x004D) on `openmls_libcrux_crypto`.
+    #[cfg(all(feature = "libcrux", feature = "draft-ietf-mls-pq-ciphersuites"))]
+    XWing,
+}
+
+impl Suite {
+    fn name(self) -> &'static str {
+        match self {
+            Suite::Classical => "",
+            #[cfg(all(feature = "libcrux", feature = "draft-ietf-mls-pq-ciphersuites"))]
+            Suite::XWing => "X-Wing ",
+        }
+    }
+
+    /// `KeyPackagePool::generate(n)` on a fresh file, timed.
+    fn generate(self, env: &Env, n: usize) -> Duration {
+        match self {
+            Suite::Classical => Scenario::Generate.run(env, n),
+            #[cfg(all(feature = "libcrux", feature = "draft-ietf-mls-pq-ciphersuites"))]
+            Suite::XWing => scenarios::x_wing::XWingScenario::Generate.run(env, n),
+        }
+    }
+
+    /// Opens a fresh file at `path`, empties its log, generates `n`
+    /// KeyPackages in one batch and returns the log's bytes.
+    fn wal_of_one_batch(self, env: &Env, path: &Path, n: usize) -> Vec<u8> {
+        match self {
+            Suite::Classical => {
+                let provider = PoolProvider::open(path).expect("open");
+                wal_of_one_batch(&provider, &env.pool(&provider, n), path, n)
+            }
+            #[cfg(all(feature = "libcrux", feature = "draft-ietf-mls-pq-ciphersuites"))]
+            Suite::XWing => {
+                let provider = scenarios::x_wing::open(path);
+                let pool = env.pool_in(scenarios::x_wing::CIPHERSUITE, &provider, n);
+                wal_of_one_batch(&provider, &pool, path, n)
+            }
+        }
+    }
+
+    /// The arguments that make a child process generate in this suite.
+    fn child_args(self, n: usize) -> Vec<String> {
+        let child = ["--child-generate".to_owned(), n.to_string()];
+        match self {
+            Suite::Classical => child.to_vec(),
+            #[cfg(all(feature = "libcrux", feature = "draft-ietf-mls-pq-ciphersuites"))]
+            Suite::XWing => [&child[..], &["--x-wing-only".to_owned()]].concat(),
+        }
+    }
+}
+
+/// KeyPackages each scenario builds once, untimed, before it is measured.
+const WARM_UP: usize = 20;
 
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
@@ -102,21 +188,123 @@ fn per_kp_us(d: Duration, n: usize) -> f64 {
     d.as_secs_f64() * 1e6 / n as f64
 }
 
-fn creation(env: &Env, cli: &Cli) {
-    let runs = cli.runs.max(1);
-    let mut samples = vec![Vec::new(); Scenario::ALL.len()];
-    // Interleaved, so that a noisy moment hurts every scenario alike.
-    for _ in 0..runs {
-        for (i, scenario) in Scenario::ALL.iter().enumerate() {
-            samples[i].push(scenario.run(env, cli.n));
+/// Commits the file system's pending metadata (of files earlier scenarios
+/// created and deleted) before a scenario starts, so that the next
+/// scenario's one `fsync` does not pay for the previous one's (on ext4, an
+/// `fsync` commits the journal of the whole file system).
+fn settle(env: &Env) {
+    if let Ok(dir) = std::fs::File::open(env.dir()) {
+        let _ = dir.sync_all();
+    }
+}
+
+/// Runs every scenario once on a few KeyPackages untimed (the first run of
+/// a provider pays for tables and caches the rest do not), then `runs` times
+/// interleaved, so that a noisy moment hurts each alike, and returns each
+/// one's median.
+fn interleaved<S: Copy>(
+    env: &Env,
+    runs: usize,
+    n: usize,
+    all: &[S],
+    run: impl Fn(S, usize) -> Duration,
+) -> Vec<Duration> {
+    for scenario in all {
+        run(*scenario, WARM_UP);
+    }
+    let mut samples = vec![Vec::new(); all.len()];
+    for _ in 0..runs.max(1) {
+        for (i, scenario) in all.iter().enumerate() {
+            settle(env);
+            samples[i].push(run(*scenario, n));
         }
     }
-    let medians: Vec<Duration> = samples.into_iter().map(median).collect();
+    samples.into_iter().map(median).collect()
+}
+
+/// `b`'s time ÷ `a`'s, measured in `pairs` back-to-back pairs (which of the
+/// two goes first alternates): the median of the pairs' ratios and the
+/// middle half of them. Two runs a moment apart share the machine's mood,
+/// so a pair's ratio cancels the slow swings that move every run on a
+/// shared machine by a quarter or more; the median drops the pairs a burst
+/// hit in one half only.
+fn paired(env: &Env, pairs: usize, a: impl Fn() -> Duration, b: impl Fn() -> Duration) -> Ratio {
+    let mut ratios: Vec<f64> = (0..pairs.max(1))
+        .map(|i| {
+            settle(env);
+            let (ta, tb) = if i % 2 == 0 {
+                let ta = a();
+                settle(env);
+                (ta, b())
+            } else {
+                let tb = b();
+                settle(env);
+                (a(), tb)
+            };
+            tb.as_secs_f64() / ta.as_secs_f64()
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let at = |q: usize| ratios[(ratios.len() - 1) * q / 4];
+    Ratio {
+        median: at(2),
+        low: at(1),
+        high: at(3),
+        pairs: ratios.len(),
+    }
+}
+
+/// A ratio of two scenarios' times over paired runs.
+#[derive(Debug, Clone, Copy)]
+struct Ratio {
+    median: f64,
+    /// The first and third quartiles of the pairs' ratios.
+    low: f64,
+    high: f64,
+    pairs: usize,
+}
+
+impl std::fmt::Display for Ratio {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.3} (middle half {:.3}–{:.3}, {} pairs)",
+            self.median, self.low, self.high, self.pairs
+        )
+    }
+}
+
+/// The wall-clock targets every suite is held to against its own floor
+/// and ceiling, each measured in back-to-back pairs (see [`paired`]).
+fn floor_targets(
+    env: &Env,
+    cli: &Cli,
+    floor: impl Fn(usize) -> Duration,
+    generate: impl Fn(usize) -> Duration,
+    parallel: impl Fn(usize) -> Duration,
+    ceiling: impl Fn(usize) -> Duration,
+) {
+    let n = cli.n;
+    let generate = paired(env, cli.pairs, || floor(n), || generate(n));
+    // A rate ratio: the ceiling's time ÷ generate_parallel's.
+    let parallel = paired(env, cli.pairs, || parallel(n), || ceiling(n));
+    println!("| generate ÷ in-memory floor, wall clock | {generate} | ≤ 1.05 |");
+    println!(
+        "| generate_parallel(2 threads) rate ÷ 2 independent in-memory builders' rate | {parallel} | ≥ 0.95 |"
+    );
+}
+
+fn creation(env: &Env, cli: &Cli) {
+    let medians = interleaved(env, cli.runs, cli.n, &Scenario::ALL, |s, n| s.run(env, n));
     let time_of = |s: Scenario| medians[Scenario::ALL.iter().position(|x| *x == s).unwrap_or(0)];
     let floor = time_of(Scenario::InMemory);
 
     println!();
-    println!("## Creating {} KeyPackages (median of {runs} runs)", cli.n);
+    println!(
+        "## Creating {} KeyPackages (median of {} runs)",
+        cli.n,
+        cli.runs.max(1)
+    );
     println!();
     println!("| scenario | µs per KeyPackage | time ÷ in-memory |");
     println!("| --- | ---: | ---: |");
@@ -134,9 +322,13 @@ fn creation(env: &Env, cli: &Cli) {
     println!();
     println!("| target | measured | goal |");
     println!("| --- | ---: | ---: |");
-    println!(
-        "| generate ÷ in-memory | {:.3}x | ≤ 1.03x |",
-        generate.as_secs_f64() / floor.as_secs_f64()
+    floor_targets(
+        env,
+        cli,
+        |n| Scenario::InMemory.run(env, n),
+        |n| Scenario::Generate.run(env, n),
+        |n| Scenario::GenerateParallel2.run(env, n),
+        |n| Scenario::InMemoryTwoThreads.run(env, n),
     );
     println!(
         "| speed-up over openmls_sqlite_storage, commit per KeyPackage | {:.1}x | ≥ 7x |",
@@ -145,15 +337,6 @@ fn creation(env: &Env, cli: &Cli) {
     println!(
         "| speed-up over that + separate metadata file | {:.1}x | ≥ 14x |",
         ratio(Scenario::SqlitePlusMetadataFile, generate)
-    );
-    println!(
-        "| generate_parallel(2 threads) rate ÷ in-memory rate | {:.2}x | ≥ 1.8x |",
-        floor.as_secs_f64() / time_of(Scenario::GenerateParallel2).as_secs_f64()
-    );
-    println!(
-        "| generate_parallel(2 threads) rate ÷ 2 independent in-memory builders' rate | {:.3} | ≥ 0.95 |",
-        time_of(Scenario::InMemoryTwoThreads).as_secs_f64()
-            / time_of(Scenario::GenerateParallel2).as_secs_f64()
     );
 }
 
@@ -164,33 +347,36 @@ fn creation(env: &Env, cli: &Cli) {
 fn x_wing_creation(env: &Env, cli: &Cli) {
     use scenarios::x_wing::XWingScenario;
 
-    let runs = cli.runs.max(1);
-    let mut samples = vec![Vec::new(); XWingScenario::ALL.len()];
-    let mut classical = Vec::new();
-    // Interleaved, as in `creation`.
-    for _ in 0..runs {
-        for (i, scenario) in XWingScenario::ALL.iter().enumerate() {
-            samples[i].push(scenario.run(env, cli.n));
-        }
-        classical.push(Scenario::InMemory.run(env, cli.n));
-    }
-    let medians: Vec<Duration> = samples.into_iter().map(median).collect();
-    let classical = median(classical);
-    let floor = medians[0];
+    // The classical floor rides along as one more scenario.
+    let all: Vec<Option<XWingScenario>> = XWingScenario::ALL
+        .into_iter()
+        .map(Some)
+        .chain([None])
+        .collect();
+    let medians = interleaved(env, cli.runs, cli.n, &all, |s, n| match s {
+        Some(s) => s.run(env, n),
+        None => Scenario::InMemory.run(env, n),
+    });
+    let time_of =
+        |s: XWingScenario| medians[XWingScenario::ALL.iter().position(|x| *x == s).unwrap_or(0)];
+    let floor = time_of(XWingScenario::InMemory);
+    let classical = medians[XWingScenario::ALL.len()];
 
     println!();
     println!(
-        "## Creating {} X-Wing KeyPackages on openmls_libcrux_crypto (median of {runs} runs)",
-        cli.n
+        "## Creating {} X-Wing KeyPackages on openmls_libcrux_crypto (median of {} runs)",
+        cli.n,
+        cli.runs.max(1)
     );
     println!();
     println!("| scenario | µs per KeyPackage | time ÷ X-Wing in-memory |");
     println!("| --- | ---: | ---: |");
-    for (scenario, t) in XWingScenario::ALL.iter().zip(&medians) {
+    for scenario in XWingScenario::ALL {
+        let t = time_of(scenario);
         println!(
             "| {} | {:.0} | {:.2}x |",
             scenario.name(),
-            per_kp_us(*t, cli.n),
+            per_kp_us(t, cli.n),
             t.as_secs_f64() / floor.as_secs_f64()
         );
     }
@@ -200,28 +386,45 @@ fn x_wing_creation(env: &Env, cli: &Cli) {
         classical.as_secs_f64() / floor.as_secs_f64()
     );
     println!();
-    println!(
-        "generate_parallel (2 threads) rate ÷ X-Wing in-memory rate: {:.2}x",
-        floor.as_secs_f64() / medians[2].as_secs_f64()
+    println!("| X-Wing target | measured | goal |");
+    println!("| --- | ---: | ---: |");
+    floor_targets(
+        env,
+        cli,
+        |n| XWingScenario::InMemory.run(env, n),
+        |n| XWingScenario::Generate.run(env, n),
+        |n| XWingScenario::GenerateParallel2.run(env, n),
+        |n| XWingScenario::InMemoryTwoThreads.run(env, n),
     );
 }
 
-fn batch_sizes(env: &Env, cli: &Cli) {
+fn batch_sizes(env: &Env, cli: &Cli, suite: Suite) {
     let sizes: &[usize] = if cli.quick {
         &[100, 1_000]
     } else {
         &[100, 1_000, 10_000]
     };
     println!();
-    println!("## generate: cost per KeyPackage by batch size");
+    println!(
+        "## {}generate: cost per KeyPackage by batch size",
+        suite.name()
+    );
     println!();
     println!("| batch | µs per KeyPackage | ÷ batch of 100 |");
     println!("| ---: | ---: | ---: |");
+    suite.generate(env, WARM_UP);
     let mut base = None;
     for &n in sizes {
         // Fewer repetitions for the big batch: it is long enough alone.
         let runs = if n >= 10_000 { 1 } else { cli.runs.max(1) };
-        let t = median((0..runs).map(|_| Scenario::Generate.run(env, n)).collect());
+        let t = median(
+            (0..runs)
+                .map(|_| {
+                    settle(env);
+                    suite.generate(env, n)
+                })
+                .collect(),
+        );
         let us = per_kp_us(t, n);
         let base_us = *base.get_or_insert(us);
         println!("| {n} | {us:.0} | {:.2}x |", us / base_us);
@@ -231,29 +434,22 @@ fn batch_sizes(env: &Env, cli: &Cli) {
 /// What one `generate` batch writes to the write-ahead log: bytes per
 /// KeyPackage, and how many pages it wrote more than once (a page the cache
 /// spilled before the commit and changed again).
-fn wal_writes(env: &Env, cli: &Cli) {
+fn wal_writes(env: &Env, cli: &Cli, suite: Suite) {
     let sizes: &[usize] = if cli.quick {
         &[200, 1_000]
     } else {
         &[1_000, 10_000]
     };
     println!();
-    println!("## generate: what one batch writes to the WAL");
+    println!(
+        "## {}generate: what one batch writes to the WAL",
+        suite.name()
+    );
     println!();
     println!("| batch | WAL frames | distinct pages | bytes per KeyPackage | pages written twice or more |");
     println!("| ---: | ---: | ---: | ---: | ---: |");
     for &n in sizes {
-        let path = env.fresh_path("wal");
-        let provider = PoolProvider::open(&path).expect("open");
-        // Start from an empty log, so that it holds this batch alone.
-        provider
-            .storage()
-            .connection()
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-            .expect("checkpoint");
-        let pool = env.pool(&provider, n);
-        pool.generate(n).expect("generate");
-        let wal = std::fs::read(format!("{}-wal", path.display())).unwrap_or_default();
+        let wal = suite.wal_of_one_batch(env, &env.fresh_path("wal"), n);
         let Some((frames, distinct)) = wal_frames(&wal) else {
             println!("| {n} | (no WAL to read) | | | |");
             continue;
@@ -264,6 +460,23 @@ fn wal_writes(env: &Env, cli: &Cli) {
             frames - distinct
         );
     }
+}
+
+/// Empties `provider`'s log, so that it holds this batch alone, generates
+/// `n` KeyPackages in `pool` and returns the log file's bytes.
+fn wal_of_one_batch<P: PoolCrypto>(
+    provider: &PoolProvider<MessagePackCodec, P>,
+    pool: &KeyPackagePool<'_, SignatureKeyPair, MessagePackCodec, P>,
+    path: &Path,
+    n: usize,
+) -> Vec<u8> {
+    provider
+        .storage()
+        .connection()
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .expect("checkpoint");
+    pool.generate(n).expect("generate");
+    std::fs::read(format!("{}-wal", path.display())).unwrap_or_default()
 }
 
 /// The number of frames in a WAL file and of distinct pages among them
@@ -286,7 +499,7 @@ fn wal_frames(wal: &[u8]) -> Option<(usize, usize)> {
     Some((frames, pages.len()))
 }
 
-fn peak_memory(cli: &Cli) {
+fn peak_memory(cli: &Cli, suite: Suite) {
     let Ok(exe) = std::env::current_exe() else {
         println!("(peak memory skipped: cannot find own executable)");
         return;
@@ -294,13 +507,16 @@ fn peak_memory(cli: &Cli) {
     let large = if cli.quick { 2_000 } else { 10_000 };
     let measure = |n: usize| -> Option<u64> {
         let output = std::process::Command::new(&exe)
-            .args(["--child-generate", &n.to_string()])
+            .args(suite.child_args(n))
             .output()
             .ok()?;
         String::from_utf8(output.stdout).ok()?.trim().parse().ok()
     };
     println!();
-    println!("## generate: peak resident memory of a process");
+    println!(
+        "## {}generate: peak resident memory of a process",
+        suite.name()
+    );
     println!();
     match (measure(100), measure(large)) {
         (Some(small), Some(big)) => {
@@ -318,19 +534,9 @@ fn peak_memory(cli: &Cli) {
     }
 }
 
-fn child_generate(n: usize) {
+fn child_generate(n: usize, suite: Suite) {
     let env = Env::new();
-    let provider = PoolProvider::open(env.fresh_path("memory")).expect("open");
-    let config = PoolConfig {
-        target_size: n,
-        low_watermark: 0,
-        hard_cap: n,
-        ..PoolConfig::default()
-    };
-    KeyPackagePool::new(&provider, &env.signer, env.credential.clone(), config)
-        .expect("pool")
-        .generate(n)
-        .expect("generate");
+    let _ = suite.generate(&env, n);
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     if let Some(kib) = status
         .lines()

@@ -8,21 +8,71 @@
 //!
 //! The first argument is a scenario id (`in_memory`, `sqlite_per_commit`,
 //! `sqlite_plus_metadata_file`, `hook_per_commit`, `generate`,
-//! `generate_parallel_2`), the second how many KeyPackages to build. The
+//! `generate_parallel_2`, `in_memory_two_threads`, and built with
+//! `--features libcrux,draft-ietf-mls-pq-ciphersuites` the X-Wing ones:
+//! `x_wing_in_memory`, `x_wing_generate`, `x_wing_generate_parallel_2`,
+//! `x_wing_in_memory_two_threads`), the second how many KeyPackages to build. The
 //! difference between two counts cancels the fixed set-up cost.
 
 #[path = "../benches/scenarios/mod.rs"]
 mod scenarios;
 
-use std::process::ExitCode;
+use std::{process::ExitCode, time::Duration};
 
 use scenarios::{Env, Scenario};
+
+/// A scenario of either suite this build knows.
+#[derive(Clone, Copy)]
+enum Any {
+    Classical(Scenario),
+    #[cfg(all(feature = "libcrux", feature = "draft-ietf-mls-pq-ciphersuites"))]
+    XWing(scenarios::x_wing::XWingScenario),
+}
+
+impl Any {
+    fn all() -> Vec<Any> {
+        #[allow(unused_mut)]
+        let mut all: Vec<Any> = Scenario::ALL.into_iter().map(Any::Classical).collect();
+        #[cfg(all(feature = "libcrux", feature = "draft-ietf-mls-pq-ciphersuites"))]
+        all.extend(
+            scenarios::x_wing::XWingScenario::ALL
+                .into_iter()
+                .map(Any::XWing),
+        );
+        all
+    }
+
+    fn id(self) -> &'static str {
+        match self {
+            Any::Classical(s) => s.id(),
+            #[cfg(all(feature = "libcrux", feature = "draft-ietf-mls-pq-ciphersuites"))]
+            Any::XWing(s) => s.id(),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Any::Classical(s) => s.name(),
+            #[cfg(all(feature = "libcrux", feature = "draft-ietf-mls-pq-ciphersuites"))]
+            Any::XWing(s) => s.name(),
+        }
+    }
+
+    fn run(self, env: &Env, n: usize) -> Duration {
+        match self {
+            Any::Classical(s) => s.run(env, n),
+            #[cfg(all(feature = "libcrux", feature = "draft-ietf-mls-pq-ciphersuites"))]
+            Any::XWing(s) => s.run(env, n),
+        }
+    }
+}
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let id = args.next().unwrap_or_else(|| "generate".to_owned());
-    let Some(scenario) = Scenario::ALL.into_iter().find(|s| s.id() == id) else {
-        let ids: Vec<_> = Scenario::ALL.iter().map(|s| s.id()).collect();
+    let all = Any::all();
+    let Some(scenario) = all.iter().copied().find(|s| s.id() == id) else {
+        let ids: Vec<_> = all.iter().map(|s| s.id()).collect();
         eprintln!("unknown scenario {id:?}; one of {}", ids.join(", "));
         return ExitCode::from(2);
     };

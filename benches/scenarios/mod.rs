@@ -17,7 +17,7 @@ use std::{
 use openmls::prelude::*;
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_keypackage_pool::{
-    codec::MessagePackCodec, KeyPackagePool, PoolConfig, PoolProvider, PoolStorage,
+    codec::MessagePackCodec, KeyPackagePool, PoolConfig, PoolCrypto, PoolProvider, PoolStorage,
 };
 use openmls_rust_crypto::OpenMlsRustCrypto;
 
@@ -34,7 +34,7 @@ pub struct Env {
     pub signer: SignatureKeyPair,
     pub credential: CredentialWithKey,
     dir: tempfile::TempDir,
-    files: std::cell::Cell<u64>,
+    files: std::sync::atomic::AtomicU64,
 }
 
 impl Env {
@@ -55,14 +55,15 @@ impl Env {
             signer,
             credential,
             dir,
-            files: std::cell::Cell::new(0),
+            files: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     /// A path for a database that does not exist yet.
     pub fn fresh_path(&self, label: &str) -> PathBuf {
-        let n = self.files.get() + 1;
-        self.files.set(n);
+        let n = 1 + self
+            .files
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.dir.path().join(format!("{label}-{n}.db"))
     }
 
@@ -71,23 +72,66 @@ impl Env {
     }
 
     fn build(&self, provider: &impl OpenMlsProvider) -> KeyPackageBundle {
+        self.build_in(CIPHERSUITE, provider)
+    }
+
+    fn build_in(
+        &self,
+        ciphersuite: Ciphersuite,
+        provider: &impl OpenMlsProvider,
+    ) -> KeyPackageBundle {
         KeyPackage::builder()
-            .build(CIPHERSUITE, provider, &self.signer, self.credential.clone())
+            .build(ciphersuite, provider, &self.signer, self.credential.clone())
             .expect("KeyPackage builds")
     }
 
+    /// A pool of the default ciphersuite on `provider`, sized for one batch
+    /// of `n`.
     pub fn pool<'a>(
         &'a self,
         provider: &'a PoolProvider,
         n: usize,
     ) -> KeyPackagePool<'a, SignatureKeyPair> {
+        self.pool_in(CIPHERSUITE, provider, n)
+    }
+
+    /// A pool of `ciphersuite` on any crypto provider, sized for one batch
+    /// of `n`.
+    pub fn pool_in<'a, P: PoolCrypto>(
+        &'a self,
+        ciphersuite: Ciphersuite,
+        provider: &'a PoolProvider<MessagePackCodec, P>,
+        n: usize,
+    ) -> KeyPackagePool<'a, SignatureKeyPair, MessagePackCodec, P> {
         let config = PoolConfig {
+            ciphersuite,
             target_size: n.max(1),
             low_watermark: 0,
             hard_cap: n.max(1),
             ..PoolConfig::default()
         };
         KeyPackagePool::new(provider, &self.signer, self.credential.clone(), config).expect("pool")
+    }
+
+    /// Builds `n` KeyPackages on two threads, half each, every thread with
+    /// its own provider and in-memory storage: what this machine gives two
+    /// threads.
+    fn build_on_two_threads<P: OpenMlsProvider + Sync>(
+        &self,
+        ciphersuite: Ciphersuite,
+        providers: &[P; 2],
+        n: usize,
+    ) -> Duration {
+        timed(|| {
+            std::thread::scope(|scope| {
+                for (i, provider) in providers.iter().enumerate() {
+                    let share = if i == 0 { n - n / 2 } else { n / 2 };
+                    scope.spawn(move || {
+                        (0..share).for_each(|_| drop(self.build_in(ciphersuite, provider)))
+                    });
+                }
+            })
+        })
     }
 }
 
@@ -159,21 +203,7 @@ impl Scenario {
             }
             Scenario::InMemoryTwoThreads => {
                 let providers = [OpenMlsRustCrypto::default(), OpenMlsRustCrypto::default()];
-                let (signer, credential) = (&env.signer, &env.credential);
-                timed(|| {
-                    std::thread::scope(|scope| {
-                        for (i, provider) in providers.iter().enumerate() {
-                            let share = if i == 0 { n - n / 2 } else { n / 2 };
-                            scope.spawn(move || {
-                                for _ in 0..share {
-                                    KeyPackage::builder()
-                                        .build(CIPHERSUITE, provider, signer, credential.clone())
-                                        .expect("KeyPackage builds");
-                                }
-                            });
-                        }
-                    })
-                })
+                env.build_on_two_threads(CIPHERSUITE, &providers, n)
             }
             Scenario::SqlitePerCommit => {
                 let provider =
@@ -241,13 +271,18 @@ pub mod x_wing {
         Generate,
         /// `KeyPackagePool::generate_parallel` with two threads.
         GenerateParallel2,
+        /// Two independent libcrux builders on two threads, each with its
+        /// own provider and in-memory storage: the ceiling for
+        /// `generate_parallel` with two.
+        InMemoryTwoThreads,
     }
 
     impl XWingScenario {
-        pub const ALL: [XWingScenario; 3] = [
+        pub const ALL: [XWingScenario; 4] = [
             XWingScenario::InMemory,
             XWingScenario::Generate,
             XWingScenario::GenerateParallel2,
+            XWingScenario::InMemoryTwoThreads,
         ];
 
         pub fn name(self) -> &'static str {
@@ -257,6 +292,9 @@ pub mod x_wing {
                 XWingScenario::GenerateParallel2 => {
                     "X-Wing, KeyPackagePool::generate_parallel, 2 threads"
                 }
+                XWingScenario::InMemoryTwoThreads => {
+                    "X-Wing, 2 independent libcrux in-memory builders (ceiling)"
+                }
             }
         }
 
@@ -265,6 +303,7 @@ pub mod x_wing {
                 XWingScenario::InMemory => "x_wing_in_memory",
                 XWingScenario::Generate => "x_wing_generate",
                 XWingScenario::GenerateParallel2 => "x_wing_generate_parallel_2",
+                XWingScenario::InMemoryTwoThreads => "x_wing_in_memory_two_threads",
             }
         }
 
@@ -273,48 +312,35 @@ pub mod x_wing {
         pub fn run(self, env: &Env, n: usize) -> Duration {
             match self {
                 XWingScenario::InMemory => {
-                    let provider = openmls_libcrux_crypto::Provider::new().expect("libcrux");
-                    timed(|| {
-                        for _ in 0..n {
-                            let bundle = KeyPackage::builder()
-                                .build(CIPHERSUITE, &provider, &env.signer, env.credential.clone())
-                                .expect("X-Wing KeyPackage builds");
-                            drop(bundle);
-                        }
-                    })
+                    let provider = in_memory();
+                    timed(|| (0..n).for_each(|_| drop(env.build_in(CIPHERSUITE, &provider))))
+                }
+                XWingScenario::InMemoryTwoThreads => {
+                    env.build_on_two_threads(CIPHERSUITE, &[in_memory(), in_memory()], n)
                 }
                 XWingScenario::Generate => {
-                    let provider = open(env, "x-wing-generate");
-                    let pool = pool(env, &provider, n);
+                    let provider = open(&env.fresh_path("x-wing-generate"));
+                    let pool = env.pool_in(CIPHERSUITE, &provider, n);
                     timed(|| drop(pool.generate(n).expect("generate")))
                 }
                 XWingScenario::GenerateParallel2 => {
-                    let provider = open(env, "x-wing-parallel");
-                    let pool = pool(env, &provider, n);
+                    let provider = open(&env.fresh_path("x-wing-parallel"));
+                    let pool = env.pool_in(CIPHERSUITE, &provider, n);
                     timed(|| drop(pool.generate_parallel(n, 2).expect("generate_parallel")))
                 }
             }
         }
     }
 
-    fn open(env: &Env, label: &str) -> PoolProvider<MessagePackCodec, LibcruxCrypto> {
-        let storage = PoolStorage::open(env.fresh_path(label)).expect("open");
-        PoolProvider::libcrux(storage).expect("libcrux")
+    /// libcrux's own provider, which stores in memory.
+    fn in_memory() -> openmls_libcrux_crypto::Provider {
+        openmls_libcrux_crypto::Provider::new().expect("libcrux")
     }
 
-    fn pool<'a>(
-        env: &'a Env,
-        provider: &'a PoolProvider<MessagePackCodec, LibcruxCrypto>,
-        n: usize,
-    ) -> KeyPackagePool<'a, SignatureKeyPair, MessagePackCodec, LibcruxCrypto> {
-        let config = PoolConfig {
-            ciphersuite: CIPHERSUITE,
-            target_size: n.max(1),
-            low_watermark: 0,
-            hard_cap: n.max(1),
-            ..PoolConfig::default()
-        };
-        KeyPackagePool::new(provider, &env.signer, env.credential.clone(), config).expect("pool")
+    /// This crate's storage at `path`, on libcrux's crypto.
+    pub fn open(path: &Path) -> PoolProvider<MessagePackCodec, LibcruxCrypto> {
+        let storage = PoolStorage::open(path).expect("open");
+        PoolProvider::libcrux(storage).expect("libcrux")
     }
 }
 
