@@ -3,13 +3,17 @@
 //!
 //! ```sh
 //! cargo run --release --example bench_report            # a few minutes
-//! cargo run --release --example bench_report -- --quick # smaller sizes, no 1M-row pool
+//! cargo run --release --example bench_report -- --quick # smaller sizes, a 100,000-row pool
 //! # with X-Wing pools on openmls_libcrux_crypto as well:
 //! cargo run --release --features libcrux,draft-ietf-mls-pq-ciphersuites --example bench_report
 //! ```
 //!
-//! Times are medians of a few interleaved runs in one process; compare the
-//! ratios, which hold across machines far better than the absolute figures.
+//! Scenario times are medians of a few interleaved runs in one process. The
+//! wall-clock targets (`generate` against the in-memory floor,
+//! `generate_parallel` against two independent builders) are medians of
+//! back-to-back pairs (`--pairs`), which resist a shared machine's swings.
+//! Compare the ratios, which hold across machines far better than the
+//! absolute figures.
 
 #[path = "../benches/scenarios/mod.rs"]
 mod scenarios;
