@@ -5,8 +5,8 @@
 //! `--features libcrux,draft-ietf-mls-pq-ciphersuites`, the X-Wing scenarios
 //! on `openmls_libcrux_crypto` too.
 //!
-//! `cargo bench --bench keypackage_creation`. For a one-minute table of the
-//! same comparisons: `cargo run --release --example bench_report`.
+//! `cargo bench --bench keypackage_creation`. For a table of the same
+//! comparisons: `cargo run --release --example bench_report`.
 
 mod scenarios;
 

@@ -1,4 +1,4 @@
-//! Runs the benchmark comparisons once, quickly, and prints the ratios the
+//! Runs the benchmark comparisons and prints the tables and ratios the
 //! README quotes.
 //!
 //! ```sh
@@ -17,6 +17,8 @@
 
 #[path = "../benches/scenarios/mod.rs"]
 mod scenarios;
+#[path = "../tests/common/wal_writes.rs"]
+mod wal_writes;
 
 use std::{
     path::Path,
@@ -29,6 +31,7 @@ use openmls_keypackage_pool::{
     codec::MessagePackCodec, KeyPackagePool, KeyPackageStatus, PoolCrypto, PoolProvider,
 };
 use scenarios::{large_pool, Env, Scenario};
+use wal_writes::{WalBatch, Written};
 
 /// Measures KeyPackage creation and pool queries and prints ratios.
 #[derive(Debug, Parser)]
@@ -80,6 +83,8 @@ fn main() {
         cli.expired = cli.expired.min(1_000);
         cli.pairs = cli.pairs.min(7);
     }
+    // The large pool spreads its rows over a year by dividing by their number.
+    cli.rows = cli.rows.max(1);
     let env = Env::new();
     println!(
         "machine: {} cores; files in {}",
@@ -153,8 +158,9 @@ impl Suite {
     }
 
     /// Opens a fresh file at `path`, empties its log, generates `n`
-    /// KeyPackages in one batch and returns the log's bytes.
-    fn wal_of_one_batch(self, env: &Env, path: &Path, n: usize) -> Vec<u8> {
+    /// KeyPackages in one batch and returns the log's bytes and the bytes
+    /// written meanwhile (see [`wal_of_one_batch`]).
+    fn wal_of_one_batch(self, env: &Env, path: &Path, n: usize) -> (Vec<u8>, Option<Written>) {
         match self {
             Suite::Classical => {
                 let provider = PoolProvider::open(path).expect("open");
@@ -249,7 +255,13 @@ fn paired(env: &Env, pairs: usize, a: impl Fn() -> Duration, b: impl Fn() -> Dur
         })
         .collect();
     ratios.sort_by(f64::total_cmp);
-    let at = |q: usize| ratios[(ratios.len() - 1) * q / 4];
+    // The quartile at `q` quarters, interpolated between the two nearest
+    // ratios.
+    let at = |q: usize| {
+        let pos = (ratios.len() - 1) as f64 * q as f64 / 4.0;
+        let (below, above) = (pos.floor() as usize, pos.ceil() as usize);
+        ratios[below] + (ratios[above] - ratios[below]) * (pos - below as f64)
+    };
     Ratio {
         median: at(2),
         low: at(1),
@@ -436,8 +448,8 @@ fn batch_sizes(env: &Env, cli: &Cli, suite: Suite) {
 }
 
 /// What one `generate` batch writes to the write-ahead log: bytes per
-/// KeyPackage, and how many pages it wrote more than once (a page the cache
-/// spilled before the commit and changed again).
+/// KeyPackage, and whether it wrote any page more than once (a page the
+/// cache spilled before the commit and changed again).
 fn wal_writes(env: &Env, cli: &Cli, suite: Suite) {
     let sizes: &[usize] = if cli.quick {
         &[200, 1_000]
@@ -450,57 +462,54 @@ fn wal_writes(env: &Env, cli: &Cli, suite: Suite) {
         suite.name()
     );
     println!();
-    println!("| batch | WAL frames | distinct pages | bytes per KeyPackage | pages written twice or more |");
+    println!(
+        "| batch | WAL frames | distinct pages | bytes per KeyPackage | pages written again |"
+    );
     println!("| ---: | ---: | ---: | ---: | ---: |");
     for &n in sizes {
-        let wal = suite.wal_of_one_batch(env, &env.fresh_path("wal"), n);
-        let Some((frames, distinct)) = wal_frames(&wal) else {
+        let (wal, written) = suite.wal_of_one_batch(env, &env.fresh_path("wal"), n);
+        let Some(written) = written else {
+            println!("| {n} | (no /proc/thread-self/io here) | | | |");
+            continue;
+        };
+        let Some(batch) = WalBatch::read(&wal, written) else {
             println!("| {n} | (no WAL to read) | | | |");
             continue;
         };
         println!(
-            "| {n} | {frames} | {distinct} | {:.0} | {} |",
-            wal.len() as f64 / n as f64,
-            frames - distinct
+            "| {n} | {} | {} | {:.0} | {} |",
+            batch.frames,
+            batch.distinct_pages,
+            batch.bytes as f64 / n as f64,
+            batch.pages_written_again
         );
     }
 }
 
 /// Empties `provider`'s log, so that it holds this batch alone, generates
-/// `n` KeyPackages in `pool` and returns the log file's bytes.
+/// `n` KeyPackages in `pool` and returns the log file's bytes and what this
+/// thread wrote meanwhile. Automatic checkpoints are off for the batch, so
+/// every byte written goes to the log: the database file is not written in
+/// WAL mode until a checkpoint, and the shared-memory index is mapped, not
+/// written.
 fn wal_of_one_batch<P: PoolCrypto>(
     provider: &PoolProvider<MessagePackCodec, P>,
     pool: &KeyPackagePool<'_, SignatureKeyPair, MessagePackCodec, P>,
     path: &Path,
     n: usize,
-) -> Vec<u8> {
-    provider
-        .storage()
-        .connection()
-        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+) -> (Vec<u8>, Option<Written>) {
+    let conn = provider.storage().connection();
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
         .expect("checkpoint");
+    conn.query_row("PRAGMA wal_autocheckpoint = 0", [], |_| Ok(()))
+        .expect("autocheckpoint");
+    let before = Written::now();
     pool.generate(n).expect("generate");
-    std::fs::read(format!("{}-wal", path.display())).unwrap_or_default()
-}
-
-/// The number of frames in a WAL file and of distinct pages among them
-/// (SQLite's WAL format: a 32-byte header holding the page size at bytes
-/// 8..12, then frames of a 24-byte header, page number first, and a page).
-fn wal_frames(wal: &[u8]) -> Option<(usize, usize)> {
-    let page_size = u32::from_be_bytes(wal.get(8..12)?.try_into().ok()?) as usize;
-    let frame = 24 + page_size;
-    let mut pages = std::collections::HashSet::new();
-    let mut frames = 0;
-    for start in (32..wal.len()).step_by(frame) {
-        let page = wal.get(start..start + 4)?;
-        // A frame of zeros past the end of what this batch wrote.
-        if page == [0, 0, 0, 0] {
-            break;
-        }
-        frames += 1;
-        pages.insert(page.to_vec());
-    }
-    Some((frames, pages.len()))
+    let written = Written::now()
+        .zip(before)
+        .map(|(after, before)| after.since(before));
+    let wal = std::fs::read(format!("{}-wal", path.display())).unwrap_or_default();
+    (wal, written)
 }
 
 fn peak_memory(cli: &Cli, suite: Suite) {
@@ -509,12 +518,20 @@ fn peak_memory(cli: &Cli, suite: Suite) {
         return;
     };
     let large = if cli.quick { 2_000 } else { 10_000 };
-    let measure = |n: usize| -> Option<u64> {
+    // The child's peak in KiB, or why there is none.
+    let measure = |n: usize| -> Result<u64, String> {
         let output = std::process::Command::new(&exe)
             .args(suite.child_args(n))
             .output()
-            .ok()?;
-        String::from_utf8(output.stdout).ok()?.trim().parse().ok()
+            .map_err(|e| format!("cannot start a child process: {e}"))?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        stdout.trim().parse().map_err(|_| {
+            format!(
+                "the child generating {n} ({}) printed no peak: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            )
+        })
     };
     println!();
     println!(
@@ -523,7 +540,7 @@ fn peak_memory(cli: &Cli, suite: Suite) {
     );
     println!();
     match (measure(100), measure(large)) {
-        (Some(small), Some(big)) => {
+        (Ok(small), Ok(big)) => {
             println!("| batch | peak RSS (KiB) |");
             println!("| ---: | ---: |");
             println!("| 100 | {small} |");
@@ -534,7 +551,7 @@ fn peak_memory(cli: &Cli, suite: Suite) {
                 big as f64 / small as f64
             );
         }
-        _ => println!("(peak memory unavailable: no /proc/self/status here)"),
+        (Err(why), _) | (_, Err(why)) => println!("(peak memory unavailable: {why})"),
     }
 }
 

@@ -1,8 +1,9 @@
 //! The KeyPackage-creation and metadata-query scenarios compared by the
 //! criterion benches and by `examples/bench_report.rs`.
 //!
-//! Every creation scenario builds `n` KeyPackages with the same ciphersuite,
-//! signer and `openmls_rust_crypto` crypto; database scenarios use a fresh
+//! Every creation scenario builds `n` KeyPackages with the same signer: the
+//! default ciphersuite on `openmls_rust_crypto`, or, in [`x_wing`], X-Wing on
+//! `openmls_libcrux_crypto`; database scenarios use a fresh
 //! file in one directory on one disk, and only the building and storing is
 //! timed. `openmls_sqlite_storage` runs the usual way, in SQLite's default
 //! rollback-journal mode; this crate in its own default, WAL with

@@ -5,6 +5,7 @@
 pub mod lifecycle_model;
 pub mod plain_sqlite;
 pub mod secrets;
+pub mod wal_writes;
 
 use std::path::PathBuf;
 
