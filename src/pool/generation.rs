@@ -18,7 +18,7 @@ use crate::{
     provider::PoolCrypto,
     scratch::ScratchProvider,
     status::KeyPackageStatus,
-    storage::PoolStorage,
+    storage::{BatchCache, PoolStorage},
 };
 
 /// The most worker threads [`KeyPackagePool::generate_parallel`] starts.
@@ -71,6 +71,8 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
             return Ok(Vec::new());
         }
         let threads = threads.clamp(1, n.min(MAX_THREADS));
+        // Restored after the commit, when this drops.
+        let _cache = BatchCache::raise(self.provider.storage().connection())?;
         self.provider.storage().transaction(|storage| {
             self.check_cap(n)?;
             let claimed = AtomicUsize::new(0);
@@ -164,6 +166,8 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
         if n == 0 {
             return Ok(Vec::new());
         }
+        // Restored after the commit, when this drops.
+        let _cache = BatchCache::raise(self.provider.storage().connection())?;
         self.provider.storage().transaction(|_| {
             self.check_cap(n)?;
             let scratch = ScratchProvider::new(self.provider.crypto());

@@ -1,8 +1,11 @@
 //! [`PoolStorage`]: OpenMLS's SQLite storage with the KeyPackage pool beside
 //! it, and the write scope that keeps the two in one transaction.
 
+mod batch_cache;
 mod openmls_impl;
 mod write_scope;
+
+pub(crate) use batch_cache::BatchCache;
 
 use std::{cell::Cell, marker::PhantomData, path::Path, time::Duration};
 
