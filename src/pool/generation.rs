@@ -35,6 +35,11 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
     /// on disk plus `n` would pass the hard cap. Any failure part-way leaves
     /// none of the batch behind. `generate(0)` does nothing and succeeds,
     /// however full the pool.
+    ///
+    /// While a batch runs, the connection's page cache is at least 4 MiB
+    /// (the connection's own setting is put back after the commit), so that
+    /// a large batch does not write the same page to the write-ahead log
+    /// twice; the memory is only taken when a batch fills it.
     pub fn generate(&self, n: usize) -> Result<Vec<Vec<u8>>> {
         self.build_batch(n, |_| ())
     }
@@ -61,7 +66,8 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
     /// waiting, so `threads` busy threads share `threads` cores without a
     /// writer thread competing for them. A failure anywhere stops the workers
     /// and leaves nothing behind. `threads` is clamped to `1..=n` (and at
-    /// most [`MAX_THREADS`]).
+    /// most [`MAX_THREADS`]). The page cache is raised for the batch as in
+    /// [`generate`](Self::generate).
     pub fn generate_parallel(&self, n: usize, threads: usize) -> Result<Vec<Vec<u8>>>
     where
         S: Sync,
