@@ -108,7 +108,7 @@ fn main() {
         wal_writes(&env, &cli, suite);
         peak_memory(&cli, suite);
     }
-    if !cli.wal_only && cli.suites().contains(&Suite::Classical) {
+    if !cli.wal_only && (cli.queries_only || cli.suites().contains(&Suite::Classical)) {
         queries(&env, &cli);
     }
 }
