@@ -489,9 +489,10 @@ fn wal_writes(env: &Env, cli: &Cli, suite: Suite) {
 /// Empties `provider`'s log, so that it holds this batch alone, generates
 /// `n` KeyPackages in `pool` and returns the log file's bytes and what this
 /// thread wrote meanwhile. Automatic checkpoints are off for the batch, so
-/// every byte written goes to the log: the database file is not written in
-/// WAL mode until a checkpoint, and the shared-memory index is mapped, not
-/// written.
+/// what the thread writes goes to the log: the database file is not written
+/// in WAL mode until a checkpoint, and the shared-memory index is mapped
+/// (the few single bytes SQLite writes to grow it are far below a page, and
+/// the count rounds to pages).
 fn wal_of_one_batch<P: PoolCrypto>(
     provider: &PoolProvider<MessagePackCodec, P>,
     pool: &KeyPackagePool<'_, SignatureKeyPair, MessagePackCodec, P>,

@@ -1,6 +1,6 @@
-//! What a batch writes to the write-ahead log: each page once, whatever page
-//! cache the application gave its connection, which the batch leaves as it
-//! found it.
+//! What a batch writes to the write-ahead log: each page once, though the
+//! application keeps its connection's page cache small, and that setting is
+//! left as the batch found it.
 #![cfg(target_os = "linux")]
 
 mod common;
@@ -18,8 +18,10 @@ fn cache_size(fixture: &PoolFixture) -> i64 {
 /// Empties the log, runs `batch` on this thread, and reads what it wrote.
 fn one_batch(fixture: &PoolFixture, batch: impl FnOnce()) -> WalBatch {
     let conn = fixture.storage().connection();
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+    let busy: i64 = conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))
         .expect("checkpoint");
+    assert_eq!(busy, 0, "the log must start empty");
     // Every byte the batch writes then goes to the log.
     conn.query_row("PRAGMA wal_autocheckpoint = 0", [], |_| Ok(()))
         .expect("no automatic checkpoint");
@@ -32,15 +34,10 @@ fn one_batch(fixture: &PoolFixture, batch: impl FnOnce()) -> WalBatch {
 
 #[test]
 fn a_batch_writes_each_page_once_with_a_small_application_cache() {
-    let fixture = PoolFixture::new();
     // An application that keeps its connection's cache small: 20 pages, far
     // fewer than the batch fills, so without a larger cache for the batch
     // SQLite spills index pages and writes them again.
-    fixture
-        .storage()
-        .connection()
-        .execute_batch("PRAGMA cache_size = 20")
-        .expect("small cache");
+    let fixture = small_application_cache();
     let pool = fixture.pool(sized(300, 0, 600));
 
     let generated = one_batch(&fixture, || {
@@ -69,29 +66,56 @@ fn a_batch_writes_each_page_once_with_a_small_application_cache() {
     );
 }
 
-#[test]
-fn the_measure_sees_pages_written_again() {
-    // The same batch with the cache held small from inside the transaction
-    // (a temp trigger cannot do that, so the batch is written by hand
-    // through OpenMLS's own storage hook, one KeyPackage at a time, in one
-    // transaction): the measure must count the rewrites, or the test above
-    // proves nothing.
+/// Builds `n` KeyPackages through OpenMLS's own builder, which stores each
+/// through the storage hook, all in one `PoolStorage::transaction`; with
+/// `cache_pages`, the page cache is set to that inside the transaction.
+fn built_by_openmls(fixture: &PoolFixture, n: usize, cache_pages: Option<i64>) {
+    fixture
+        .storage()
+        .transaction(|storage| {
+            if let Some(pages) = cache_pages {
+                storage
+                    .connection()
+                    .execute_batch(&format!("PRAGMA cache_size = {pages}"))
+                    .expect("cache inside the transaction");
+            }
+            for _ in 0..n {
+                common::build_key_package(&fixture.provider, &fixture.identity, false);
+            }
+            Ok::<_, openmls_keypackage_pool::Error>(())
+        })
+        .expect("a batch through OpenMLS");
+}
+
+fn small_application_cache() -> PoolFixture {
     let fixture = PoolFixture::new();
     fixture
         .storage()
         .connection()
         .execute_batch("PRAGMA cache_size = 20")
         .expect("small cache");
-    let written = one_batch(&fixture, || {
-        fixture
-            .storage()
-            .transaction(|_| {
-                for _ in 0..300 {
-                    common::build_key_package(&fixture.provider, &fixture.identity, false);
-                }
-                Ok::<_, openmls_keypackage_pool::Error>(())
-            })
-            .expect("a hand-written batch");
-    });
+    fixture
+}
+
+#[test]
+fn a_batch_through_openmls_in_one_transaction_writes_each_page_once() {
+    let fixture = small_application_cache();
+    let written = one_batch(&fixture, || built_by_openmls(&fixture, 300, None));
+    assert!(written.frames > 20, "{written:?}");
+    assert_eq!(written.pages_written_again, 0, "{written:?}");
+    assert_eq!(
+        cache_size(&fixture),
+        20,
+        "the application's cache is restored"
+    );
+}
+
+#[test]
+fn the_measure_sees_pages_written_again() {
+    // The same batch with the cache held at 20 pages inside the
+    // transaction: the measure must count the rewrites, or the tests above
+    // prove nothing.
+    let fixture = small_application_cache();
+    let written = one_batch(&fixture, || built_by_openmls(&fixture, 300, Some(20)));
     assert!(written.pages_written_again > 0, "{written:?}");
 }

@@ -18,7 +18,7 @@ use crate::{
     provider::PoolCrypto,
     scratch::ScratchProvider,
     status::KeyPackageStatus,
-    storage::{BatchCache, PoolStorage},
+    storage::PoolStorage,
 };
 
 /// The most worker threads [`KeyPackagePool::generate_parallel`] starts.
@@ -36,10 +36,8 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
     /// none of the batch behind. `generate(0)` does nothing and succeeds,
     /// however full the pool.
     ///
-    /// While a batch runs, the connection's page cache is at least 4 MiB
-    /// (the connection's own setting is put back after the commit), so that
-    /// a large batch does not write the same page to the write-ahead log
-    /// twice; the memory is only taken when a batch fills it.
+    /// The batch runs in [`PoolStorage::transaction`], with the page cache
+    /// that raises for a batch.
     pub fn generate(&self, n: usize) -> Result<Vec<Vec<u8>>> {
         self.build_batch(n, |_| ())
     }
@@ -77,8 +75,6 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
             return Ok(Vec::new());
         }
         let threads = threads.clamp(1, n.min(MAX_THREADS));
-        // Restored after the commit, when this drops.
-        let _cache = BatchCache::raise(self.provider.storage().connection())?;
         self.provider.storage().transaction(|storage| {
             self.check_cap(n)?;
             let claimed = AtomicUsize::new(0);
@@ -172,8 +168,6 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
         if n == 0 {
             return Ok(Vec::new());
         }
-        // Restored after the commit, when this drops.
-        let _cache = BatchCache::raise(self.provider.storage().connection())?;
         self.provider.storage().transaction(|_| {
             self.check_cap(n)?;
             let scratch = ScratchProvider::new(self.provider.crypto());

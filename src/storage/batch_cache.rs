@@ -1,19 +1,14 @@
-//! The page cache a batch of KeyPackages is written with.
+//! The page cache a transaction is written with.
 //!
-//! A batch inserts under random keys (KeyPackage refs) into two indexes, so
-//! it keeps coming back to the same index pages while its new table pages
-//! stream past them. When the page cache is too small to hold those index
-//! pages across the stream, SQLite spills them to the WAL before the commit
-//! and writes them again when the batch changes them later. With SQLite's
-//! default 2 MiB cache, one batch of 10,000 wrote 13 of its 2,483 pages
-//! twice (classical KeyPackages) and 933 of 12,096 (X-Wing, whose 5 KB
-//! bundles stream past five times as many pages). [`BatchCache`] raises the
-//! cache to 4 MiB for the length of a batch and puts the connection's own
-//! setting back afterwards; the memory is only taken when a batch fills it.
-//! That brings the classical batch to none and the X-Wing one to 50. None
-//! for X-Wing took 16 MiB; at 8 MiB a process generating 10,000 already
-//! peaked at 2.1x (classical) and 1.9x (X-Wing) the memory of one generating
-//! 100, where 4 MiB keeps it at 1.6x and 1.4x.
+//! A batch of KeyPackages inserts under random keys (KeyPackage refs) into
+//! two indexes, so it keeps coming back to the same index pages while its
+//! new table pages stream past them. When the page cache cannot keep those
+//! index pages between visits, SQLite spills them to the write-ahead log
+//! before the commit and writes them again when the batch changes them
+//! later. [`BatchCache`] raises the cache for the length of an outermost
+//! transaction and puts the connection's own setting back afterwards; the
+//! memory is only taken when a transaction fills it. The README's
+//! Performance section measures what it saves and what it costs.
 
 use rusqlite::Connection;
 
@@ -86,6 +81,25 @@ mod tests {
             assert_eq!(cache_size(&conn), -BATCH_CACHE_KIB);
         }
         assert_eq!(cache_size(&conn), 100);
+    }
+
+    #[test]
+    fn counts_a_setting_in_pages_at_the_database_page_size() {
+        let conn = Connection::open_in_memory().expect("open");
+        // 1,000 pages of 8 KiB: more than the batch cache, left alone.
+        conn.execute_batch("PRAGMA page_size = 8192; PRAGMA cache_size = 1000")
+            .expect("set");
+        {
+            let _cache = BatchCache::raise(&conn).expect("raise");
+            assert_eq!(cache_size(&conn), 1000);
+        }
+        // 400 pages of 8 KiB: less, raised and then restored.
+        conn.execute_batch("PRAGMA cache_size = 400").expect("set");
+        {
+            let _cache = BatchCache::raise(&conn).expect("raise");
+            assert_eq!(cache_size(&conn), -BATCH_CACHE_KIB);
+        }
+        assert_eq!(cache_size(&conn), 400);
     }
 
     #[test]

@@ -5,7 +5,7 @@ mod batch_cache;
 mod openmls_impl;
 mod write_scope;
 
-pub(crate) use batch_cache::BatchCache;
+use batch_cache::BatchCache;
 
 use std::{cell::Cell, marker::PhantomData, path::Path, time::Duration};
 
@@ -251,6 +251,14 @@ impl<C: PoolCodec> PoolStorage<C> {
     /// transaction the application began on the raw connection, which then
     /// decides the locking.
     ///
+    /// While the outermost transaction runs, the connection's page cache is
+    /// at least 4 MiB, and the connection's own setting is put back after
+    /// the commit. A batch inserts under random keys, so it keeps returning
+    /// to index pages while its new table pages stream past; a cache too
+    /// small to keep those index pages makes SQLite write them to the
+    /// write-ahead log more than once. The memory is only taken when a
+    /// transaction fills it.
+    ///
     /// ```
     /// use openmls_keypackage_pool::{Error, KeyPackageStatus, PoolStorage};
     ///
@@ -267,6 +275,12 @@ impl<C: PoolCodec> PoolStorage<C> {
         &self,
         f: impl FnOnce(&Self) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
+        // Dropped last, after the commit or the rollback. Best effort: a
+        // cache that could not be raised makes a batch write more, never
+        // write wrong.
+        let _cache = (self.scope_depth.get() == 0 && self.conn.is_autocommit())
+            .then(|| BatchCache::raise(&self.conn).ok())
+            .flatten();
         let scope = self.write_scope()?;
         let value = f(self)?;
         self.finish(scope)?;

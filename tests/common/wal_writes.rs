@@ -38,7 +38,8 @@ impl Written {
 }
 
 /// One batch's log: frames, the distinct pages among them, its size, and
-/// how many of its pages were written more than once.
+/// how many page writes went over a page the batch had already written (a
+/// page written three times counts twice).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WalBatch {
     pub frames: usize,
