@@ -36,8 +36,8 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
     /// none of the batch behind. `generate(0)` does nothing and succeeds,
     /// however full the pool.
     ///
-    /// The batch runs in [`PoolStorage::transaction`], with the page cache
-    /// that raises for a batch.
+    /// The batch is one [`PoolStorage::transaction`], which raises the page
+    /// cache for its length.
     pub fn generate(&self, n: usize) -> Result<Vec<Vec<u8>>> {
         self.build_batch(n, |_| ())
     }
