@@ -148,12 +148,27 @@ impl Suite {
         }
     }
 
-    /// `KeyPackagePool::generate(n)` on a fresh file, timed.
-    fn generate(self, env: &Env, n: usize) -> Duration {
+    /// Runs this suite's scenario in `role` on `n` KeyPackages, timed.
+    fn run(self, role: Role, env: &Env, n: usize) -> Duration {
         match self {
-            Suite::Classical => Scenario::Generate.run(env, n),
+            Suite::Classical => match role {
+                Role::Floor => Scenario::InMemory,
+                Role::Generate => Scenario::Generate,
+                Role::Parallel => Scenario::GenerateParallel2,
+                Role::Ceiling => Scenario::InMemoryTwoThreads,
+            }
+            .run(env, n),
             #[cfg(all(feature = "libcrux", feature = "draft-ietf-mls-pq-ciphersuites"))]
-            Suite::XWing => scenarios::x_wing::XWingScenario::Generate.run(env, n),
+            Suite::XWing => {
+                use scenarios::x_wing::XWingScenario;
+                match role {
+                    Role::Floor => XWingScenario::InMemory,
+                    Role::Generate => XWingScenario::Generate,
+                    Role::Parallel => XWingScenario::GenerateParallel2,
+                    Role::Ceiling => XWingScenario::InMemoryTwoThreads,
+                }
+                .run(env, n)
+            }
         }
     }
 
@@ -184,6 +199,19 @@ impl Suite {
             Suite::XWing => [&child[..], &["--x-wing-only".to_owned()]].concat(),
         }
     }
+}
+
+/// What a scenario stands for in a suite's targets.
+#[derive(Debug, Clone, Copy)]
+enum Role {
+    /// In-memory storage on the suite's provider: the crypto's cost.
+    Floor,
+    /// `KeyPackagePool::generate` on a fresh file.
+    Generate,
+    /// `KeyPackagePool::generate_parallel` with two threads.
+    Parallel,
+    /// Two independent in-memory builders on two threads.
+    Ceiling,
 }
 
 /// KeyPackages each scenario builds once, untimed, before it is measured.
@@ -290,20 +318,34 @@ impl std::fmt::Display for Ratio {
     }
 }
 
-/// The wall-clock targets every suite is held to against its own floor
-/// and ceiling, each measured in back-to-back pairs (see [`paired`]).
-fn floor_targets(
-    env: &Env,
-    cli: &Cli,
-    floor: impl Fn(usize) -> Duration,
-    generate: impl Fn(usize) -> Duration,
-    parallel: impl Fn(usize) -> Duration,
-    ceiling: impl Fn(usize) -> Duration,
-) {
-    let n = cli.n;
-    let generate = paired(env, cli.pairs, || floor(n), || generate(n));
+/// Prints one scenario's row: its time per KeyPackage and against `floor`.
+fn scenario_row(name: &str, t: Duration, n: usize, floor: Duration) {
+    println!(
+        "| {name} | {:.0} | {:.2}x |",
+        per_kp_us(t, n),
+        t.as_secs_f64() / floor.as_secs_f64()
+    );
+}
+
+/// Starts a suite's targets table with the wall-clock targets every suite
+/// is held to against its own floor and ceiling, each measured in
+/// back-to-back pairs (see [`paired`]).
+fn floor_targets(env: &Env, cli: &Cli, suite: Suite) {
+    let (n, run) = (cli.n, |role| suite.run(role, env, cli.n));
+    let generate = paired(env, cli.pairs, || run(Role::Floor), || run(Role::Generate));
     // A rate ratio: the ceiling's time ÷ generate_parallel's.
-    let parallel = paired(env, cli.pairs, || parallel(n), || ceiling(n));
+    let parallel = paired(
+        env,
+        cli.pairs,
+        || run(Role::Parallel),
+        || run(Role::Ceiling),
+    );
+    println!();
+    println!(
+        "| {}target ({n} KeyPackages) | measured | goal |",
+        suite.name()
+    );
+    println!("| --- | ---: | ---: |");
     println!("| generate ÷ in-memory floor, wall clock | {generate} | ≤ 1.05 |");
     println!(
         "| generate_parallel(2 threads) rate ÷ 2 independent in-memory builders' rate | {parallel} | ≥ 0.95 |"
@@ -325,27 +367,11 @@ fn creation(env: &Env, cli: &Cli) {
     println!("| scenario | µs per KeyPackage | time ÷ in-memory |");
     println!("| --- | ---: | ---: |");
     for scenario in Scenario::ALL {
-        let t = time_of(scenario);
-        println!(
-            "| {} | {:.0} | {:.2}x |",
-            scenario.name().trim(),
-            per_kp_us(t, cli.n),
-            t.as_secs_f64() / floor.as_secs_f64()
-        );
+        scenario_row(scenario.name().trim(), time_of(scenario), cli.n, floor);
     }
     let generate = time_of(Scenario::Generate);
     let ratio = |a: Scenario, b: Duration| time_of(a).as_secs_f64() / b.as_secs_f64();
-    println!();
-    println!("| target | measured | goal |");
-    println!("| --- | ---: | ---: |");
-    floor_targets(
-        env,
-        cli,
-        |n| Scenario::InMemory.run(env, n),
-        |n| Scenario::Generate.run(env, n),
-        |n| Scenario::GenerateParallel2.run(env, n),
-        |n| Scenario::InMemoryTwoThreads.run(env, n),
-    );
+    floor_targets(env, cli, Suite::Classical);
     println!(
         "| speed-up over openmls_sqlite_storage, commit per KeyPackage | {:.1}x | ≥ 7x |",
         ratio(Scenario::SqlitePerCommit, generate)
@@ -388,30 +414,15 @@ fn x_wing_creation(env: &Env, cli: &Cli) {
     println!("| scenario | µs per KeyPackage | time ÷ X-Wing in-memory |");
     println!("| --- | ---: | ---: |");
     for scenario in XWingScenario::ALL {
-        let t = time_of(scenario);
-        println!(
-            "| {} | {:.0} | {:.2}x |",
-            scenario.name(),
-            per_kp_us(t, cli.n),
-            t.as_secs_f64() / floor.as_secs_f64()
-        );
+        scenario_row(scenario.name(), time_of(scenario), cli.n, floor);
     }
-    println!(
-        "| classical in-memory, openmls_rust_crypto (for scale) | {:.0} | {:.2}x |",
-        per_kp_us(classical, cli.n),
-        classical.as_secs_f64() / floor.as_secs_f64()
+    scenario_row(
+        "classical in-memory, openmls_rust_crypto (for scale)",
+        classical,
+        cli.n,
+        floor,
     );
-    println!();
-    println!("| X-Wing target | measured | goal |");
-    println!("| --- | ---: | ---: |");
-    floor_targets(
-        env,
-        cli,
-        |n| XWingScenario::InMemory.run(env, n),
-        |n| XWingScenario::Generate.run(env, n),
-        |n| XWingScenario::GenerateParallel2.run(env, n),
-        |n| XWingScenario::InMemoryTwoThreads.run(env, n),
-    );
+    floor_targets(env, cli, Suite::XWing);
 }
 
 fn batch_sizes(env: &Env, cli: &Cli, suite: Suite) {
@@ -428,7 +439,7 @@ fn batch_sizes(env: &Env, cli: &Cli, suite: Suite) {
     println!();
     println!("| batch | µs per KeyPackage | ÷ batch of 100 |");
     println!("| ---: | ---: | ---: |");
-    suite.generate(env, WARM_UP);
+    suite.run(Role::Generate, env, WARM_UP);
     let mut base = None;
     for &n in sizes {
         // Fewer repetitions for the big batch: it is long enough alone.
@@ -437,7 +448,7 @@ fn batch_sizes(env: &Env, cli: &Cli, suite: Suite) {
             (0..runs)
                 .map(|_| {
                     settle(env);
-                    suite.generate(env, n)
+                    suite.run(Role::Generate, env, n)
                 })
                 .collect(),
         );
@@ -558,7 +569,7 @@ fn peak_memory(cli: &Cli, suite: Suite) {
 
 fn child_generate(n: usize, suite: Suite) {
     let env = Env::new();
-    let _ = suite.generate(&env, n);
+    let _ = suite.run(Role::Generate, &env, n);
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     if let Some(kib) = status
         .lines()

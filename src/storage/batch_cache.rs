@@ -72,45 +72,38 @@ mod tests {
             .expect("cache_size")
     }
 
+    /// Sets `conn`'s cache to `setting`, and returns the setting while a
+    /// [`BatchCache`] holds it and after it is dropped.
+    fn during_and_after(conn: &Connection, setting: i64) -> (i64, i64) {
+        conn.execute_batch(&format!("PRAGMA cache_size = {setting}"))
+            .expect("set");
+        let during = {
+            let _cache = BatchCache::raise(conn).expect("raise");
+            cache_size(conn)
+        };
+        (during, cache_size(conn))
+    }
+
     #[test]
     fn raises_a_smaller_cache_for_its_life_and_restores_it() {
         let conn = Connection::open_in_memory().expect("open");
-        conn.execute_batch("PRAGMA cache_size = 100").expect("set");
-        {
-            let _cache = BatchCache::raise(&conn).expect("raise");
-            assert_eq!(cache_size(&conn), -BATCH_CACHE_KIB);
-        }
-        assert_eq!(cache_size(&conn), 100);
+        assert_eq!(during_and_after(&conn, 100), (-BATCH_CACHE_KIB, 100));
     }
 
     #[test]
     fn counts_a_setting_in_pages_at_the_database_page_size() {
         let conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch("PRAGMA page_size = 8192")
+            .expect("page size");
         // 1,000 pages of 8 KiB: more than the batch cache, left alone.
-        conn.execute_batch("PRAGMA page_size = 8192; PRAGMA cache_size = 1000")
-            .expect("set");
-        {
-            let _cache = BatchCache::raise(&conn).expect("raise");
-            assert_eq!(cache_size(&conn), 1000);
-        }
+        assert_eq!(during_and_after(&conn, 1000), (1000, 1000));
         // 400 pages of 8 KiB: less, raised and then restored.
-        conn.execute_batch("PRAGMA cache_size = 400").expect("set");
-        {
-            let _cache = BatchCache::raise(&conn).expect("raise");
-            assert_eq!(cache_size(&conn), -BATCH_CACHE_KIB);
-        }
-        assert_eq!(cache_size(&conn), 400);
+        assert_eq!(during_and_after(&conn, 400), (-BATCH_CACHE_KIB, 400));
     }
 
     #[test]
     fn leaves_a_larger_cache_alone() {
         let conn = Connection::open_in_memory().expect("open");
-        conn.execute_batch("PRAGMA cache_size = -65536")
-            .expect("set");
-        {
-            let _cache = BatchCache::raise(&conn).expect("raise");
-            assert_eq!(cache_size(&conn), -65536);
-        }
-        assert_eq!(cache_size(&conn), -65536);
+        assert_eq!(during_and_after(&conn, -65536), (-65536, -65536));
     }
 }
