@@ -424,7 +424,7 @@ fn last_resort_outcome(report: &LastResortReport) -> &'static str {
 /// One action, as the table shows it.
 fn describe(action: &PoolAction) -> String {
     match action {
-        PoolAction::None => "nothing".to_owned(),
+        PoolAction::Nothing => "nothing".to_owned(),
         PoolAction::Prune(n) => format!("prune {n} expired"),
         PoolAction::CreateLastResort => "create a last-resort KeyPackage".to_owned(),
         PoolAction::Replenish(n) => format!("replenish {n}"),

@@ -16,24 +16,33 @@ use crate::{
 /// The storage provider version `openmls_sqlite_storage` writes rows with.
 const PROVIDER_VERSION: u16 = openmls_traits::storage::CURRENT_VERSION;
 
-/// Every stored bundle without a metadata row, in storage order.
-pub(crate) fn unpooled<C: Codec>(conn: &Connection) -> Result<Vec<PoolEntry>> {
+/// Calls `f` with the stored key and bundle of every row of
+/// `openmls_key_packages`, in storage order, and collects what it returns.
+fn map_rows<T>(
+    conn: &Connection,
+    mut f: impl FnMut(Vec<u8>, Vec<u8>) -> Result<Option<T>>,
+) -> Result<Vec<T>> {
     let mut stmt = conn.prepare(
         "SELECT key_package_ref, key_package FROM openmls_key_packages
          WHERE provider_version = ?1 ORDER BY rowid",
     )?;
-    let rows = stmt.query_map([PROVIDER_VERSION], |row| {
-        Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, Vec<u8>>(1)?))
-    })?;
-    let mut unpooled = Vec::new();
+    let rows = stmt.query_map([PROVIDER_VERSION], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    let mut found = Vec::new();
     for row in rows {
         let (stored_key, stored_bundle) = row?;
-        let entry = decode_entry::<C>(&stored_key, &stored_bundle)?;
-        if metadata::get(conn, &entry.keypackage_ref)?.is_none() {
-            unpooled.push(entry);
-        }
+        found.extend(f(stored_key, stored_bundle)?);
     }
-    Ok(unpooled)
+    Ok(found)
+}
+
+/// Every stored bundle without a metadata row, in storage order.
+pub(crate) fn unpooled<C: Codec>(conn: &Connection) -> Result<Vec<PoolEntry>> {
+    map_rows(conn, |stored_key, stored_bundle| {
+        let entry = decode_entry::<C>(&stored_key, &stored_bundle)?;
+        Ok(metadata::get(conn, &entry.keypackage_ref)?
+            .is_none()
+            .then_some(entry))
+    })
 }
 
 /// Decodes one `openmls_key_packages` row into the facts of its metadata row.
@@ -61,17 +70,9 @@ pub(crate) enum StoredBundle {
 }
 
 /// Every stored bundle, decoded key and bundle both, in storage order.
-pub(crate) fn stored_refs<C: Codec>(conn: &Connection) -> Result<Vec<StoredBundle>> {
-    let mut stmt = conn.prepare(
-        "SELECT key_package_ref, key_package FROM openmls_key_packages
-         WHERE provider_version = ?1 ORDER BY rowid",
-    )?;
-    let rows = stmt.query_map([PROVIDER_VERSION], |row| {
-        Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, Vec<u8>>(1)?))
-    })?;
-    rows.map(|row| {
-        let (key, bundle) = row?;
-        Ok(match C::from_slice::<KeyPackageRef>(&key) {
+pub(crate) fn all_stored<C: Codec>(conn: &Connection) -> Result<Vec<StoredBundle>> {
+    map_rows(conn, |key, bundle| {
+        Ok(Some(match C::from_slice::<KeyPackageRef>(&key) {
             Err(_) => StoredBundle::UndecodableKey(key),
             Ok(kp_ref) => {
                 let raw = kp_ref.as_slice().to_vec();
@@ -80,7 +81,6 @@ pub(crate) fn stored_refs<C: Codec>(conn: &Connection) -> Result<Vec<StoredBundl
                     Err(_) => StoredBundle::UndecodableBundle(raw),
                 }
             }
-        })
+        }))
     })
-    .collect()
 }

@@ -1,16 +1,25 @@
-//! The wall clock, as the Unix seconds the metadata table stores.
+//! The wall clock: Unix seconds, as the metadata table stores them, and Unix
+//! milliseconds, as the erasure record does.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
 
-/// Seconds since the Unix epoch; an error, not a panic, if the clock reads
+/// Time since the Unix epoch; an error, not a panic, if the clock reads
 /// earlier than 1970.
-pub(crate) fn unix_now() -> Result<i64> {
-    let secs = SystemTime::now()
+fn since_epoch() -> Result<Duration> {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_err(|_| Error::ClockBeforeEpoch)?
-        .as_secs();
+        .map_err(|_| Error::ClockBeforeEpoch)
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_now() -> Result<i64> {
     // A u64 of seconds passes i64::MAX only some 292 billion years from now.
-    Ok(i64::try_from(secs).unwrap_or(i64::MAX))
+    Ok(i64::try_from(since_epoch()?.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn unix_now_ms() -> Result<i64> {
+    Ok(i64::try_from(since_epoch()?.as_millis()).unwrap_or(i64::MAX))
 }

@@ -12,6 +12,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::de::{DeserializeOwned, IgnoredAny};
 
 use crate::{
+    catalog::table_exists,
     codec::{JsonCodec, MessagePackCodec, PoolCodec},
     error::{Error, Result},
 };
@@ -96,14 +97,6 @@ fn recorded(conn: &Connection) -> Result<Option<String>> {
             |row| row.get(0),
         )
         .optional()?)
-}
-
-fn table_exists(conn: &Connection, name: &str) -> Result<bool> {
-    Ok(conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
-        [name],
-        |row| row.get(0),
-    )?)
 }
 
 /// A stored value whose type is known from the table it sits in.

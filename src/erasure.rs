@@ -1,5 +1,6 @@
 //! The erasure policy: when old copies of deleted and overwritten secrets
-//! are removed from the write-ahead log, and the record of erasures still
+//! are removed from the write-ahead log; the schedule a storage keeps to
+//! follow it ([`ErasureSchedule`]); and the record of erasures still
 //! pending, in `openmls_keypackage_pool_erasure`.
 //!
 //! In WAL mode a commit appends new page images to the `-wal` file; the
@@ -10,20 +11,19 @@
 //! the group's secret tree), so erasing only after deletions leaves
 //! superseded message keys readable on disk.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{cell::Cell, time::Duration};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::error::Result;
+use crate::{clock::unix_now_ms, error::Result};
 
 /// When old copies of secrets are erased from the database's files.
 ///
 /// Part of [`StorageOptions`](crate::StorageOptions). The age is checked
 /// when this storage commits: a storage that goes idle erases at its drop
-/// or next open. What it costs, measured on a 2-core machine while a member
-/// decrypts 1,000 messages (`cargo bench --bench erasure`): 0.23 ms per
-/// message with `Deletions`, 2.3 ms with the default, 15 ms when erasing at
-/// every commit; nearly all of it is the truncating checkpoint.
+/// or next open. What each policy costs per decrypted message is measured
+/// by `cargo bench --bench erasure`; nearly all of the difference is the
+/// truncating checkpoint.
 ///
 /// Commits are counted
 /// as this storage makes them (its own writes, and
@@ -89,7 +89,7 @@ pub(crate) enum Leftover {
 
 /// An erasure this storage knows to be due some time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Pending {
+struct Pending {
     /// Unix milliseconds of the first commit waiting.
     since_ms: i64,
     /// Commits of this storage since then.
@@ -99,7 +99,7 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
-    pub(crate) fn new(leftover: Leftover) -> Self {
+    fn new(leftover: Leftover) -> Self {
         Self {
             since_ms: now_ms(),
             commits: 0,
@@ -107,8 +107,8 @@ impl Pending {
         }
     }
 
-    /// Joins another leftover to the erasure already waiting.
-    pub(crate) fn and(self, leftover: Leftover) -> Self {
+    /// The erasure already waiting, now also owed for `leftover`.
+    fn with_leftover(self, leftover: Leftover) -> Self {
         Self {
             urgent: self.urgent || leftover == Leftover::Deleted,
             ..self
@@ -116,7 +116,7 @@ impl Pending {
     }
 
     /// One more commit of this storage has passed.
-    pub(crate) fn after_commit(self) -> Self {
+    fn after_commit(self) -> Self {
         Self {
             commits: self.commits.saturating_add(1),
             ..self
@@ -124,7 +124,7 @@ impl Pending {
     }
 
     /// Whether `policy` wants the erasure now.
-    pub(crate) fn is_due(self, policy: ErasurePolicy) -> bool {
+    fn is_due(self, policy: ErasurePolicy) -> bool {
         if self.urgent {
             return true;
         }
@@ -141,14 +141,133 @@ impl Pending {
     }
 }
 
+/// When a storage's connection erases: the erasure this storage knows to be
+/// pending, counted against the policy at each of its commits.
+///
+/// The database records a pending erasure as well ([`record`]), so that any
+/// storage on the file finishes one another left behind, at its next commit,
+/// its open or its drop.
+#[derive(Debug)]
+pub(crate) struct ErasureSchedule {
+    /// An erasure this storage knows to be due; the database records it too.
+    pending: Cell<Option<Pending>>,
+    policy: ErasurePolicy,
+    /// The busy timeout the options set, restored after checkpoints.
+    busy_timeout: Duration,
+}
+
+impl ErasureSchedule {
+    pub(crate) fn new(policy: ErasurePolicy, busy_timeout: Duration) -> Self {
+        Self {
+            pending: Cell::new(None),
+            policy,
+            busy_timeout,
+        }
+    }
+
+    /// Whether overwrites of secrets must go through a write scope to be
+    /// recorded.
+    pub(crate) fn erases_overwrites(&self) -> bool {
+        self.policy != ErasurePolicy::Deletions
+    }
+
+    /// Notes, inside the open write scope, that its commit leaves old copies
+    /// of secrets in the log: in the database, so that any later open or
+    /// commit finishes the erasure, and here. Overwrites count only under a
+    /// policy that erases them.
+    pub(crate) fn record_leftover(&self, conn: &Connection, leftover: Leftover) -> Result<()> {
+        if leftover == Leftover::Overwritten && !self.erases_overwrites() {
+            return Ok(());
+        }
+        record(conn)?;
+        self.pending.set(Some(match self.pending.get() {
+            Some(pending) => pending.with_leftover(leftover),
+            None => Pending::new(leftover),
+        }));
+        Ok(())
+    }
+
+    /// Counts a commit of the connection against the pending erasure
+    /// (adopting one the database records, left by another storage), and
+    /// erases when the policy says it is due. Best effort: the commit has
+    /// succeeded either way, and an erasure that could not finish stays
+    /// pending.
+    pub(crate) fn after_commit(&self, conn: &Connection) {
+        let pending = match self.pending.get() {
+            Some(pending) => Some(pending.after_commit()),
+            None => recorded(conn).ok().flatten().map(|(pending, _)| pending),
+        };
+        self.pending.set(pending);
+        if pending.is_some_and(|p| p.is_due(self.policy)) {
+            let _ = self.erase_now(conn);
+        }
+    }
+
+    /// Finishes an erasure that this storage or another left pending, when
+    /// the connection opens or closes. Best effort, and never waits for
+    /// another connection: what a reader still blocks stays recorded in the
+    /// database for the next open or commit.
+    pub(crate) fn finish_leftover(&self, conn: &Connection) {
+        let _ = self.without_waiting(conn, || {
+            if self.pending.get().is_some() || recorded(conn)?.is_some() {
+                self.checkpoint_and_clear(conn)?;
+            }
+            Ok(())
+        });
+    }
+
+    /// Checkpoints and truncates the log without waiting for anyone, and on
+    /// success clears the pending erasure, here and in the database.
+    /// `Ok(false)` while a transaction of the connection is open, or another
+    /// connection keeps part of the log.
+    pub(crate) fn erase_now(&self, conn: &Connection) -> Result<bool> {
+        self.without_waiting(conn, || self.checkpoint_and_clear(conn))
+    }
+
+    /// Runs `f` with the connection's busy timeout at zero, then puts the
+    /// options' timeout back. Erasure runs right after commits (in the
+    /// middle of processing a message, say) and on drop: a reader elsewhere
+    /// must not stall it, and what cannot be done now is retried. Set before
+    /// the first read, since in the rollback journal modes even a read
+    /// queues behind a writer.
+    fn without_waiting<T>(&self, conn: &Connection, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        conn.busy_timeout(Duration::ZERO)?;
+        let result = f();
+        conn.busy_timeout(self.busy_timeout)?;
+        result
+    }
+
+    fn checkpoint_and_clear(&self, conn: &Connection) -> Result<bool> {
+        // A transaction of this connection is still open: its commit, not
+        // this, is where the erasure belongs.
+        if !conn.is_autocommit() {
+            return Ok(false);
+        }
+        // Read before the checkpoint: a leftover recorded after it bumps the
+        // generation, and clearing then leaves it pending.
+        let generation = recorded(conn)?.map(|(_, generation)| generation);
+        let erased = checkpoint(conn)?;
+        if erased {
+            self.pending.set(None);
+            if let Some(generation) = generation {
+                // The log is empty; if clearing the record fails (another
+                // writer, a read-only file), a later commit only checkpoints
+                // once more.
+                let _ = clear(conn, generation);
+            }
+        }
+        Ok(erased)
+    }
+}
+
+/// Unix milliseconds; a clock set before 1970 reads as the epoch, which
+/// only makes a pending erasure due sooner.
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    unix_now_ms().unwrap_or(0)
 }
 
 /// Records, in the open transaction, that its commit leaves secrets behind.
-pub(crate) fn record(conn: &Connection) -> Result<()> {
+fn record(conn: &Connection) -> Result<()> {
     conn.prepare_cached(
         "UPDATE openmls_keypackage_pool_erasure
          SET pending_since = COALESCE(pending_since, ?1), generation = generation + 1
@@ -160,7 +279,7 @@ pub(crate) fn record(conn: &Connection) -> Result<()> {
 
 /// The erasure the database records as pending, if any, and the generation
 /// to clear it with.
-pub(crate) fn recorded(conn: &Connection) -> Result<Option<(Pending, i64)>> {
+fn recorded(conn: &Connection) -> Result<Option<(Pending, i64)>> {
     let row: Option<(Option<i64>, i64)> = conn
         .prepare_cached(
             "SELECT pending_since, generation FROM openmls_keypackage_pool_erasure WHERE id = 1",
@@ -183,7 +302,7 @@ pub(crate) fn recorded(conn: &Connection) -> Result<Option<(Pending, i64)>> {
 
 /// Clears the record after a checkpoint emptied the log, unless a commit
 /// recorded a newer leftover since `generation` was read.
-pub(crate) fn clear(conn: &Connection, generation: i64) -> Result<()> {
+fn clear(conn: &Connection, generation: i64) -> Result<()> {
     conn.prepare_cached(
         "UPDATE openmls_keypackage_pool_erasure SET pending_since = NULL
          WHERE id = 1 AND generation = ?1 AND pending_since IS NOT NULL",

@@ -137,18 +137,25 @@ pub enum Error {
     KeyPackageBuild(#[source] openmls::prelude::KeyPackageNewError),
 
     /// A KeyPackage could not be TLS-encoded for upload.
-    #[error("encoding KeyPackage {keypackage_ref} for upload failed: {message}")]
+    #[error("encoding KeyPackage {keypackage_ref} for upload failed: {source}")]
     KeyPackageEncode {
         /// The KeyPackage that could not be encoded.
         keypackage_ref: RefBytes,
         /// What the TLS codec reported.
-        message: String,
+        #[source]
+        source: tls_codec::Error,
     },
 
-    /// A generation worker thread failed (could not start, panicked, or its
-    /// scratch storage failed); nothing of the batch was kept.
-    #[error("KeyPackage generation worker failed: {0}; the batch was rolled back")]
-    Worker(String),
+    /// A generation worker thread failed (could not start, panicked, or
+    /// delivered too few KeyPackages); nothing of the batch was kept.
+    #[error("KeyPackage generation worker failed: {what}; the batch was rolled back")]
+    Worker {
+        /// What went wrong.
+        what: String,
+        /// The operating system's error, when a thread could not start.
+        #[source]
+        source: Option<std::io::Error>,
+    },
 
     /// Storing a KeyPackage the pool built failed; nothing of its batch was
     /// kept.
@@ -173,10 +180,11 @@ pub enum Error {
 
     /// A crypto provider could not be set up (for example, its random
     /// generator could not be seeded).
-    #[error("the crypto provider could not be set up: {message}")]
+    #[error("the crypto provider could not be set up: {source}")]
     CryptoProvider {
         /// What the provider reported.
-        message: String,
+        #[source]
+        source: openmls_traits::types::CryptoError,
     },
 
     /// A [`PoolConfig`](crate::PoolConfig) that cannot work.
@@ -211,8 +219,15 @@ pub enum Error {
     },
 
     /// Running the schema migrations failed.
-    #[error("schema migration failed: {0}")]
-    Migration(String),
+    #[error("schema migration failed at {step}: {source}")]
+    Migration {
+        /// Which step failed: `openmls_sqlite_storage`'s migrations, one of
+        /// this crate's (`V{n}__{name}`), or the migration lock file.
+        step: String,
+        /// What that step reported.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 
     /// The database was written by a newer version of this crate.
     #[error(
@@ -274,6 +289,23 @@ impl Error {
     pub(crate) fn not_found(keypackage_ref: &[u8]) -> Self {
         Self::NotFound {
             keypackage_ref: RefBytes::of(keypackage_ref),
+        }
+    }
+
+    pub(crate) fn migration(
+        step: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Migration {
+            step: step.into(),
+            source: source.into(),
+        }
+    }
+
+    pub(crate) fn worker(what: impl Into<String>) -> Self {
+        Self::Worker {
+            what: what.into(),
+            source: None,
         }
     }
 

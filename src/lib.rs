@@ -80,6 +80,7 @@
 #![warn(missing_docs)]
 
 mod bundles;
+mod catalog;
 mod clock;
 pub mod codec;
 mod codec_marker;
@@ -102,7 +103,7 @@ mod verify;
 pub use erasure::ErasurePolicy;
 pub use error::{Error, RefBytes, Result};
 pub use keypackage_ref::{key_package_ref_from_bytes, MAX_REF_LEN};
-pub use metadata::{KeyPackageMetadata, PoolEntry};
+pub use metadata::{KeyPackageMetadata, PoolEntry, PoolScope};
 /// `openmls_libcrux_crypto`'s crypto and randomness provider, the one that
 /// implements the X-Wing post-quantum ciphersuite (with the
 /// `draft-ietf-mls-pq-ciphersuites` feature).
@@ -114,7 +115,7 @@ pub use pool::{
     PoolHealth, UnreadableKeyPackage, MAX_LIFETIME_SECS, MAX_THREADS,
 };
 pub use provider::{PoolCrypto, PoolProvider};
-pub use scope::{PoolScope, ScopeSummary};
+pub use scope::ScopeSummary;
 pub use status::KeyPackageStatus;
 pub use storage::PoolStorage;
 pub use verify::ConsistencyReport;

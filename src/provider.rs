@@ -136,9 +136,8 @@ impl<C: PoolCodec> PoolProvider<C, crate::LibcruxCrypto> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn libcrux(storage: PoolStorage<C>) -> Result<Self> {
-        let crypto = crate::LibcruxCrypto::new().map_err(|e| crate::Error::CryptoProvider {
-            message: format!("{e:?}"),
-        })?;
+        let crypto = crate::LibcruxCrypto::new()
+            .map_err(|source| crate::Error::CryptoProvider { source })?;
         Ok(Self::with_crypto(storage, crypto))
     }
 }

@@ -25,10 +25,12 @@ use openmls_sqlite_storage::SqliteStorageProvider;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::{
+    catalog::table_exists,
     codec::PoolCodec,
     codec_marker::{self, Marker},
     error::{Error, Result},
     options::StorageOptions,
+    scope,
 };
 
 /// This crate's migrations, in order: (version, name, SQL).
@@ -100,7 +102,7 @@ pub(crate) fn bring_up_to_date<C: PoolCodec>(
     options.apply(conn)?;
     SqliteStorageProvider::<C, &mut Connection>::new(conn)
         .run_migrations()
-        .map_err(|e| Error::Migration(format!("openmls_sqlite_storage: {e}")))?;
+        .map_err(|e| Error::migration("openmls_sqlite_storage", e))?;
     apply_own::<C>(conn, marker)
 }
 
@@ -125,12 +127,12 @@ fn apply_own<C: PoolCodec>(conn: &mut Connection, marker: Marker) -> Result<()> 
     let now = crate::clock::unix_now()?;
     for (version, name, sql) in MIGRATIONS.iter().filter(|(v, ..)| *v > applied) {
         tx.execute_batch(sql)
-            .map_err(|e| Error::Migration(format!("V{version}__{name}: {e}")))?;
+            .map_err(|e| Error::migration(format!("V{version}__{name}"), e))?;
         if *version == SCOPES_VERSION {
             // The new columns are filled in from the bundles already stored,
             // in the same transaction: no pool ever sees a row without its
             // scope that could have one.
-            crate::scope::backfill::<C>(&tx)?;
+            scope::backfill::<C>(&tx)?;
         }
         tx.execute(
             "INSERT INTO openmls_keypackage_pool_migrations (version, name, applied_at)
@@ -174,7 +176,7 @@ impl MigrationLock {
             return Ok(Self { _held: None });
         };
         let lock_path = format!("{path}-migration-lock");
-        let io_error = |e: std::io::Error| Error::Migration(format!("{lock_path}: {e}"));
+        let io_error = |e: std::io::Error| Error::migration(lock_path.as_str(), e);
         // Never deleted: a process waiting on the old file would otherwise
         // hold a lock nobody else sees.
         let file = OpenOptions::new()
@@ -191,8 +193,9 @@ impl MigrationLock {
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 Err(TryLockError::WouldBlock) => {
-                    return Err(Error::Migration(format!(
-                        "another process held {lock_path} for longer than the busy timeout"
+                    return Err(io_error(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "another process held the lock for longer than the busy timeout",
                     )))
                 }
                 Err(TryLockError::Error(e)) => return Err(io_error(e)),
@@ -227,10 +230,5 @@ fn applied_version(conn: &Connection) -> Result<Option<i64>> {
 }
 
 fn history_exists(conn: &Connection) -> Result<bool> {
-    Ok(conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master
-                        WHERE type = 'table' AND name = 'openmls_keypackage_pool_migrations')",
-        [],
-        |row| row.get(0),
-    )?)
+    table_exists(conn, "openmls_keypackage_pool_migrations")
 }

@@ -4,11 +4,12 @@
 //! ciphersuite, so a database holds one pool per (signature key,
 //! ciphersuite) pair, its [`PoolScope`]. Every
 //! [`KeyPackagePool`](crate::KeyPackagePool) operation sees only its own
-//! scope. This module lists the scopes present, removes a scope or a whole
-//! signature key (credential rotation), and fills in the scope of rows
-//! written before the database knew about scopes.
+//! scope. This module holds the SQL that lists the scopes present, finds the
+//! KeyPackages of a scope or a whole signature key (for removing them), and
+//! fills in the scope of rows written before the database knew about
+//! scopes.
 
-use openmls::prelude::{Ciphersuite, CredentialWithKey, KeyPackageBundle, KeyPackageRef};
+use openmls::prelude::{KeyPackageBundle, KeyPackageRef};
 use openmls_sqlite_storage::SqliteStorageProvider;
 use openmls_traits::storage::StorageProvider as _;
 use rusqlite::{named_params, params, Connection};
@@ -17,66 +18,11 @@ use crate::{
     codec::PoolCodec,
     error::Result,
     keypackage_ref::key_package_ref_from_bytes,
-    metadata::{self, PoolEntry, LIVE, PUBLISHED, USABLE},
-    storage::PoolStorage,
+    metadata::{self, non_negative, PoolEntry, PoolScope, LIVE, PUBLISHED, USABLE},
 };
 
-/// The KeyPackages one pool manages: those whose leaf node carries
-/// `signature_key` and whose ciphersuite is `ciphersuite`.
-///
-/// ```
-/// use openmls::prelude::*;
-/// use openmls_basic_credential::SignatureKeyPair;
-/// use openmls_keypackage_pool::PoolScope;
-///
-/// let suite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
-/// let signer = SignatureKeyPair::new(suite.signature_algorithm())?;
-/// let credential = CredentialWithKey {
-///     credential: BasicCredential::new(b"ivy".to_vec()).into(),
-///     signature_key: signer.public().into(),
-/// };
-/// let scope = PoolScope::new(&credential, suite);
-/// assert_eq!(scope.signature_key, signer.public());
-/// assert_eq!(scope.ciphersuite, 0x0001);
-/// assert_eq!(scope.ciphersuite(), Some(suite));
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PoolScope {
-    /// The leaf node's signature public key, as raw bytes.
-    pub signature_key: Vec<u8>,
-    /// The ciphersuite's code point.
-    pub ciphersuite: u16,
-}
-
-impl PoolScope {
-    /// The scope of a pool signing for `credential` in `ciphersuite`.
-    pub fn new(credential: &CredentialWithKey, ciphersuite: Ciphersuite) -> Self {
-        Self {
-            signature_key: credential.signature_key.as_slice().to_vec(),
-            ciphersuite: u16::from(ciphersuite),
-        }
-    }
-
-    /// The ciphersuite as OpenMLS's type, if this build knows its code point
-    /// (the post-quantum ones need the `draft-ietf-mls-pq-ciphersuites`
-    /// feature).
-    pub fn ciphersuite(&self) -> Option<Ciphersuite> {
-        Ciphersuite::try_from(self.ciphersuite).ok()
-    }
-
-    /// The scope stored in a row: `None` for 0 and the empty key, which mark
-    /// rows made by hand without a bundle, or whose bundle could not be read.
-    pub(crate) fn from_columns(signature_key: Vec<u8>, ciphersuite: u16) -> Option<Self> {
-        (!signature_key.is_empty() && ciphersuite != 0).then_some(Self {
-            signature_key,
-            ciphersuite,
-        })
-    }
-}
-
 /// One scope present in the database, with its counts, as
-/// [`PoolStorage::scopes`] lists it.
+/// [`PoolStorage::scopes`](crate::PoolStorage::scopes) lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScopeSummary {
     /// Which pool.
@@ -96,7 +42,7 @@ pub struct ScopeSummary {
 }
 
 /// Every scope with at least one row, in one statement: counts from the
-/// trigger-kept count table, and per scope a range read of its expiry index
+/// count table, and per scope a range read of its expiry index
 /// for what has expired at `now`.
 pub(crate) fn list(conn: &Connection, now: i64) -> Result<Vec<ScopeSummary>> {
     // Correlated on the grouped scope; each subquery is a range of the
@@ -127,10 +73,7 @@ pub(crate) fn list(conn: &Connection, now: i64) -> Result<Vec<ScopeSummary>> {
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(named_params! {":now": now}, |row| {
-        let count = |i: usize| {
-            row.get::<_, i64>(i)
-                .map(|n| usize::try_from(n).unwrap_or_default())
-        };
+        let count = |i: usize| row.get::<_, i64>(i).map(non_negative);
         Ok(ScopeSummary {
             scope: PoolScope {
                 signature_key: row.get(0)?,
@@ -148,7 +91,7 @@ pub(crate) fn list(conn: &Connection, now: i64) -> Result<Vec<ScopeSummary>> {
 
 /// The refs of every KeyPackage in `scope`, or of every scope of
 /// `signature_key` when `ciphersuite` is `None`.
-fn refs_of(
+pub(crate) fn refs_of(
     conn: &Connection,
     signature_key: &[u8],
     ciphersuite: Option<u16>,
@@ -189,42 +132,4 @@ pub(crate) fn backfill<C: PoolCodec>(conn: &Connection) -> Result<Vec<Vec<u8>>> 
         }
     }
     Ok(filled)
-}
-
-impl<C: PoolCodec> PoolStorage<C> {
-    /// Every pool scope present in the database (every signature key and
-    /// ciphersuite with KeyPackages), with its counts at `now` (Unix
-    /// seconds), in one
-    /// statement.
-    pub fn scopes(&self, now: i64) -> Result<Vec<ScopeSummary>> {
-        list(self.connection(), now)
-    }
-
-    /// Deletes every KeyPackage of `scope`, bundles and rows, in one
-    /// transaction; returns their refs, to withdraw from the server.
-    pub fn remove_scope(&self, scope: &PoolScope) -> Result<Vec<Vec<u8>>> {
-        self.remove_where(&scope.signature_key, Some(scope.ciphersuite))
-    }
-
-    /// Deletes every KeyPackage whose leaf node carries `signature_key`, in
-    /// every ciphersuite, bundles and rows, in one transaction; returns their
-    /// refs, to withdraw from the server. For a credential rotation: the old
-    /// key's KeyPackages must no longer be handed out.
-    pub fn remove_signature_key(&self, signature_key: &[u8]) -> Result<Vec<Vec<u8>>> {
-        self.remove_where(signature_key, None)
-    }
-
-    fn remove_where(&self, signature_key: &[u8], ciphersuite: Option<u16>) -> Result<Vec<Vec<u8>>> {
-        // The empty key marks rows without a scope; no pool's key is empty.
-        if signature_key.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.transaction(|storage| {
-            let refs = refs_of(storage.connection(), signature_key, ciphersuite)?;
-            for keypackage_ref in &refs {
-                storage.remove_key_package(keypackage_ref)?;
-            }
-            Ok(refs)
-        })
-    }
 }

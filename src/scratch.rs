@@ -2,8 +2,8 @@
 //! outside the pool's database.
 //!
 //! The pool builds each KeyPackage with this provider, then writes the bundle
-//! and its metadata row itself through [`PoolStorage::store_bundle`]
-//! (crate::PoolStorage). That keeps the crypto off the write path's error
+//! and its metadata row itself through [`PoolStorage`](crate::PoolStorage)'s
+//! `store_bundle`. That keeps the crypto off the write path's error
 //! handling (OpenMLS would report any storage failure as a bare
 //! `StorageError`) and lets worker threads build without a database.
 

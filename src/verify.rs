@@ -72,7 +72,7 @@ pub(crate) fn check<C: Codec>(conn: &Connection) -> Result<ConsistencyReport> {
 fn check_in_snapshot<C: Codec>(conn: &Connection) -> Result<ConsistencyReport> {
     let mut report = ConsistencyReport::default();
     let mut bundle_refs = HashSet::new();
-    for stored in bundles::stored_refs::<C>(conn)? {
+    for stored in bundles::all_stored::<C>(conn)? {
         match stored {
             StoredBundle::Decodes(kp_ref) => {
                 bundle_refs.insert(kp_ref);

@@ -7,122 +7,18 @@
 //! pool runs on its own scope are in [`pool_queries`].
 
 mod pool_queries;
+mod rows;
 
 pub(crate) use pool_queries::*;
+pub use rows::{KeyPackageMetadata, PoolEntry, PoolScope};
 
-use openmls::prelude::{KeyPackageBundle, KeyPackageRef};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::{
     error::{Error, RefBytes, Result},
     keypackage_ref::check_ref,
-    scope::PoolScope,
     status::KeyPackageStatus,
 };
-
-/// Everything the pool knows about one KeyPackage.
-///
-/// Timestamps are Unix seconds. The private keys are not here: they stay in
-/// OpenMLS's own table, and are deleted from it in the same transaction as
-/// this row.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct KeyPackageMetadata {
-    /// The raw KeyPackageRef ([`KeyPackageRef::as_slice`]), as a server sees it.
-    pub keypackage_ref: Vec<u8>,
-    /// Where the KeyPackage is in its lifecycle.
-    pub status: KeyPackageStatus,
-    /// When the row was created.
-    pub created_at: i64,
-    /// When it was last marked uploaded.
-    pub uploaded_at: Option<i64>,
-    /// When it was last reserved.
-    pub reserved_at: Option<i64>,
-    /// When it was marked spent.
-    pub spent_at: Option<i64>,
-    /// The end of the KeyPackage's lifetime.
-    pub not_after: i64,
-    /// The server's id for the latest reservation.
-    pub reservation_id: Option<String>,
-    /// When the latest reservation lapses.
-    pub reservation_expires_at: Option<i64>,
-    /// Who holds the latest reservation.
-    pub reserved_by: Option<String>,
-    /// The group the KeyPackage was used to join.
-    pub spent_group_id: Option<Vec<u8>>,
-    /// Who used it.
-    pub spent_by: Option<String>,
-    /// Whether it carries the last-resort extension (OpenMLS never deletes
-    /// those on join).
-    pub last_resort: bool,
-    /// The pool it belongs to: its leaf node's signature key and its
-    /// ciphersuite. `None` for rows made by hand without a bundle.
-    pub scope: Option<PoolScope>,
-    /// Its leaf node's credential type (the u16 code point), when known.
-    pub credential_type: Option<u16>,
-}
-
-/// What a stored KeyPackageBundle tells the pool: the facts its metadata
-/// row is made from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct PoolEntry {
-    /// The raw KeyPackageRef.
-    pub keypackage_ref: Vec<u8>,
-    /// The end of the KeyPackage's lifetime, in Unix seconds.
-    pub not_after: i64,
-    /// Whether it carries the last-resort extension.
-    pub last_resort: bool,
-    /// The ciphersuite's code point (0 when unknown).
-    pub ciphersuite: u16,
-    /// The leaf node's signature public key (empty when unknown).
-    pub signature_key: Vec<u8>,
-    /// The leaf node's credential type code point (0 when unknown).
-    pub credential_type: u16,
-}
-
-impl PoolEntry {
-    /// A row for a ref with no bundle to read from (bookkeeping by hand):
-    /// no scope, no credential type.
-    pub(crate) fn by_hand(keypackage_ref: Vec<u8>, not_after: i64) -> Self {
-        Self {
-            keypackage_ref,
-            not_after,
-            last_resort: false,
-            ciphersuite: 0,
-            signature_key: Vec::new(),
-            credential_type: 0,
-        }
-    }
-
-    /// Reads a bundle's expiry, last-resort flag, scope and credential type;
-    /// `keypackage_ref` is the ref OpenMLS stores it under.
-    pub(crate) fn from_bundle(keypackage_ref: Vec<u8>, bundle: &KeyPackageBundle) -> Result<Self> {
-        let key_package = bundle.key_package();
-        let not_after = key_package.life_time().not_after();
-        let not_after = i64::try_from(not_after).map_err(|_| Error::TimestampOverflow {
-            keypackage_ref: RefBytes::of(&keypackage_ref),
-            value: not_after,
-        })?;
-        let leaf_node = key_package.leaf_node();
-        Ok(Self {
-            keypackage_ref,
-            not_after,
-            last_resort: key_package.last_resort(),
-            ciphersuite: u16::from(key_package.ciphersuite()),
-            signature_key: leaf_node.signature_key().as_slice().to_vec(),
-            credential_type: u16::from(leaf_node.credential().credential_type()),
-        })
-    }
-
-    /// Like [`from_bundle`](Self::from_bundle), with the ref as OpenMLS's type.
-    pub(crate) fn from_ref_and_bundle(
-        kp_ref: &KeyPackageRef,
-        bundle: &KeyPackageBundle,
-    ) -> Result<Self> {
-        Self::from_bundle(kp_ref.as_slice().to_vec(), bundle)
-    }
-}
 
 pub(crate) const COLUMNS: &str =
     "keypackage_ref, status, created_at, uploaded_at, reserved_at, spent_at, \
@@ -271,7 +167,8 @@ pub(crate) fn by_status(
     rows.map(|row| row?.parse()).collect()
 }
 
-/// How many rows are in `status`, from the trigger-kept counts.
+/// How many rows are in `status`, from the count table (which this crate
+/// keeps: see [`add_count`]).
 pub(crate) fn count_by_status(conn: &Connection, status: KeyPackageStatus) -> Result<usize> {
     let mut stmt = conn.prepare_cached(
         "SELECT COALESCE(SUM(count), 0) FROM keypackage_pool_counts WHERE status = ?1",
@@ -305,8 +202,9 @@ pub(crate) fn delete(conn: &Connection, keypackage_ref: &[u8]) -> Result<bool> {
 /// What a transition records besides the status and its timestamp.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) enum TransitionDetails<'a> {
+    /// Nothing but the status and its timestamp.
     #[default]
-    None,
+    StatusOnly,
     Reservation {
         reservation_id: &'a str,
         reserved_by: &'a str,
@@ -340,7 +238,7 @@ pub(crate) fn transition(
         .collect::<Vec<_>>()
         .join(", ");
     let (reservation_id, reserved_by, expires_at, spent_by, group_id) = match details {
-        TransitionDetails::None => (None, None, None, None, None),
+        TransitionDetails::StatusOnly => (None, None, None, None, None),
         TransitionDetails::Reservation {
             reservation_id,
             reserved_by,
@@ -410,7 +308,7 @@ pub(crate) fn transition_in_scope(
 ) -> Result<()> {
     match get(conn, keypackage_ref)? {
         Some(row) if row.scope.as_ref() == Some(scope) => {
-            transition(conn, keypackage_ref, to, now, TransitionDetails::None)
+            transition(conn, keypackage_ref, to, now, TransitionDetails::StatusOnly)
         }
         _ => Err(Error::not_found(keypackage_ref)),
     }
@@ -475,7 +373,7 @@ pub(crate) fn all_refs(conn: &Connection) -> Result<Vec<Vec<u8>>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// Whether the trigger-kept count table matches the rows.
+/// Whether the count table matches the rows.
 pub(crate) fn counts_agree(conn: &Connection) -> Result<bool> {
     let disagreements: i64 = conn.query_row(
         "SELECT (SELECT COUNT(*) FROM (

@@ -3,14 +3,14 @@
 //! retries and reservations.
 //!
 //! Every statement here names one scope (`:key`, `:suite`) and reads it
-//! through the scope's expiry index or the trigger-kept count table, so its
+//! through the scope's expiry index or the count table, so its
 //! cost follows how many of that pool's KeyPackages are expired or
 //! expiring, not the database's size. Times are `:now` and `:horizon_end`.
 
 use rusqlite::{Connection, Row, ToSql};
 
-use super::{non_negative, parse_status, KeyPackageMetadata, RawRow, COLUMNS};
-use crate::{error::Result, scope::PoolScope, status::KeyPackageStatus};
+use super::{non_negative, parse_status, KeyPackageMetadata, PoolScope, RawRow, COLUMNS};
+use crate::{error::Result, status::KeyPackageStatus};
 
 /// Statuses whose KeyPackages are still in play: their private keys may yet
 /// be needed for a Welcome.
@@ -92,18 +92,22 @@ fn one_time_total(statuses: Option<&str>) -> String {
     )
 }
 
-/// The [`OneTimeCounts`] columns, in field order, over the `soon` CTE.
+/// The [`OneTimeCounts`] columns over the `soon` CTE, each named after its
+/// field ([`OneTimeCounts::read`] reads them by name).
 fn one_time_columns() -> [String; 7] {
     let created = one_time_total(Some("'created'"));
     let usable = one_time_total(Some(USABLE));
     [
-        format!("{created} - soon.created_expired"),
-        format!("{usable} - soon.usable_expired"),
-        format!("{} - soon.live_expired", one_time_total(Some(LIVE))),
-        one_time_total(None),
-        format!("{created} - soon.created_soon"),
-        format!("{usable} - soon.usable_soon"),
-        format!("{} - soon.failed_soon", one_time_total(Some("'failed'"))),
+        format!("{created} - soon.created_expired AS pending"),
+        format!("{usable} - soon.usable_expired AS usable"),
+        format!("{} - soon.live_expired AS live", one_time_total(Some(LIVE))),
+        format!("{} AS held", one_time_total(None)),
+        format!("{created} - soon.created_soon AS fresh_pending"),
+        format!("{usable} - soon.usable_soon AS fresh_usable"),
+        format!(
+            "{} - soon.failed_soon AS fresh_failed",
+            one_time_total(Some("'failed'"))
+        ),
     ]
 }
 
@@ -173,18 +177,29 @@ pub(crate) struct OneTimeCounts {
 }
 
 impl OneTimeCounts {
-    fn read(row: &Row<'_>, first: usize) -> rusqlite::Result<Self> {
-        let count = |i: usize| row.get::<_, i64>(first + i).map(non_negative);
+    /// Reads the columns [`one_time_columns`] names.
+    fn read(row: &Row<'_>) -> rusqlite::Result<Self> {
+        let count = |name: &str| count_named(row, name);
         Ok(Self {
-            pending: count(0)?,
-            usable: count(1)?,
-            live: count(2)?,
-            held: count(3)?,
-            fresh_pending: count(4)?,
-            fresh_usable: count(5)?,
-            fresh_failed: count(6)?,
+            pending: count("pending")?,
+            usable: count("usable")?,
+            live: count("live")?,
+            held: count("held")?,
+            fresh_pending: count("fresh_pending")?,
+            fresh_usable: count("fresh_usable")?,
+            fresh_failed: count("fresh_failed")?,
         })
     }
+}
+
+/// The count in the column named `name`.
+fn count_named(row: &Row<'_>, name: &str) -> rusqlite::Result<usize> {
+    row.get::<_, i64>(name).map(non_negative)
+}
+
+/// The name of the column that counts a scope's KeyPackages in `status`.
+fn status_column(status: KeyPackageStatus) -> String {
+    format!("status_{}", status.as_str())
 }
 
 /// Last-resort KeyPackages of a scope by role, at a moment `now` and a
@@ -218,7 +233,7 @@ pub(crate) fn one_time_counts(
     let mut stmt = conn.prepare_cached(&sql)?;
     Ok(stmt.query_row(
         &*bind(scope, &[(":now", now), (":horizon_end", horizon_end)]),
-        |row| OneTimeCounts::read(row, 0),
+        OneTimeCounts::read,
     )?)
 }
 
@@ -239,33 +254,38 @@ pub(crate) fn summary(
     now: i64,
     horizon_end: i64,
 ) -> Result<Summary> {
+    // Every column is named, and read back by its name below.
     let mut columns: Vec<String> = KeyPackageStatus::ALL
         .iter()
         .map(|s| {
             format!(
                 "(SELECT COALESCE(SUM(count), 0) FROM keypackage_pool_counts
-                  WHERE {} AND status = '{}')",
+                  WHERE {} AND status = '{}') AS {}",
                 in_scope(""),
-                s.as_str()
+                s.as_str(),
+                status_column(*s)
             )
         })
         .collect();
     columns.extend(one_time_columns());
-    columns
-        .extend(["valid", "published", "pending", "fresh"].map(|c| format!("COALESCE(lr.{c}, 0)")));
+    columns.extend(
+        ["valid", "published", "pending", "fresh"]
+            .map(|c| format!("COALESCE(lr.{c}, 0) AS lr_{c}")),
+    );
     columns.push(format!(
         "(SELECT COUNT(*) FROM keypackage_pool_metadata {BY_SCOPE}
           WHERE {} AND last_resort IN (0, 1) AND not_after >= :now AND not_after < :horizon_end
-            AND +status IN ({LIVE}))",
+            AND +status IN ({LIVE})) AS expiring_soon",
         in_scope("")
     ));
     columns.push(format!(
         "(SELECT MIN(not_after) FROM keypackage_pool_metadata {BY_SCOPE}
-          WHERE {} AND last_resort IN (0, 1) AND not_after >= :now AND +status IN ({LIVE}))",
+          WHERE {} AND last_resort IN (0, 1) AND not_after >= :now AND +status IN ({LIVE}))
+          AS next_expiry",
         in_scope("")
     ));
     columns.push(format!(
-        "soon.prunable + (SELECT COUNT(*) {})",
+        "soon.prunable + (SELECT COUNT(*) {}) AS prunable",
         prunable(true)
     ));
     let sql = format!(
@@ -285,25 +305,23 @@ pub(crate) fn summary(
     Ok(stmt.query_row(
         &*bind(scope, &[(":now", now), (":horizon_end", horizon_end)]),
         |row| {
-            let count = |i: usize| row.get::<_, i64>(i).map(non_negative);
-            let n = KeyPackageStatus::ALL.len();
+            let count = |name: &str| count_named(row, name);
             let mut by_status = [0; KeyPackageStatus::ALL.len()];
-            for (i, slot) in by_status.iter_mut().enumerate() {
-                *slot = count(i)?;
+            for (slot, status) in by_status.iter_mut().zip(KeyPackageStatus::ALL) {
+                *slot = count(&status_column(status))?;
             }
-            let lr = n + 7;
             Ok(Summary {
                 by_status,
-                counts: OneTimeCounts::read(row, n)?,
+                counts: OneTimeCounts::read(row)?,
                 last_resort: LastResortCounts {
-                    valid: count(lr)?,
-                    published: count(lr + 1)?,
-                    pending: count(lr + 2)?,
-                    fresh: count(lr + 3)?,
+                    valid: count("lr_valid")?,
+                    published: count("lr_published")?,
+                    pending: count("lr_pending")?,
+                    fresh: count("lr_fresh")?,
                 },
-                expiring_soon: count(lr + 4)?,
-                next_expiry: row.get(lr + 5)?,
-                prunable: count(lr + 6)?,
+                expiring_soon: count("expiring_soon")?,
+                next_expiry: row.get("next_expiry")?,
+                prunable: count("prunable")?,
             })
         },
     )?)

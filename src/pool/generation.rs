@@ -112,7 +112,12 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
                         Ok(worker) => workers.push(worker),
                         // Workers already started see the closed channel
                         // when the receiver drops, and stop.
-                        Err(e) => return Err(Error::Worker(format!("cannot start a thread: {e}"))),
+                        Err(e) => {
+                            return Err(Error::Worker {
+                                what: "cannot start a thread".into(),
+                                source: Some(e),
+                            })
+                        }
                     }
                 }
                 drop(sender);
@@ -148,8 +153,8 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
                 }
                 match written {
                     Err(e) => Err(e),
-                    Ok(_) if panicked => Err(Error::Worker("a worker thread panicked".into())),
-                    Ok(batch) if batch.refs.len() != n => Err(Error::Worker(format!(
+                    Ok(_) if panicked => Err(Error::worker("a worker thread panicked")),
+                    Ok(batch) if batch.refs.len() != n => Err(Error::worker(format!(
                         "workers delivered {} of {n} KeyPackages",
                         batch.refs.len()
                     ))),
@@ -203,7 +208,7 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
             batch.push(self.build_one(&ScratchProvider::new(self.provider.crypto()), true)?);
             let mut refs = self.count(batch, true)?;
             refs.pop()
-                .ok_or_else(|| Error::Worker("no last-resort KeyPackage was built".into()))
+                .ok_or_else(|| Error::worker("no last-resort KeyPackage was built"))
         })
     }
 

@@ -20,8 +20,8 @@ use crate::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PoolAction {
-    /// Nothing: the pool is healthy.
-    None,
+    /// Nothing to do: the pool is healthy.
+    Nothing,
     /// Delete this many expired KeyPackages ([`KeyPackagePool::prune_expired`]).
     Prune(usize),
     /// There is no valid last-resort KeyPackage
@@ -79,7 +79,7 @@ pub struct PoolHealth {
     pub prunable: usize,
     /// Everything the pool needs, in the order to do it; empty when healthy.
     pub actions: Vec<PoolAction>,
-    /// The first of `actions`, or [`PoolAction::None`].
+    /// The first of `actions`, or [`PoolAction::Nothing`].
     pub recommended: PoolAction,
 }
 
@@ -238,7 +238,7 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
             expiring_soon: summary.expiring_soon,
             next_expiry: summary.next_expiry,
             prunable: summary.prunable,
-            recommended: actions.first().copied().unwrap_or(PoolAction::None),
+            recommended: actions.first().copied().unwrap_or(PoolAction::Nothing),
             actions,
         })
     }

@@ -54,8 +54,34 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
     /// uploads fail or the application marks them spent.
     ///
     /// `now` (Unix seconds) decides what is valid and what falls within the
-    /// horizon: pass the current time. A KeyPackage built here gets its lifetime from the
-    /// system clock.
+    /// horizon: pass the current time. A KeyPackage built here gets its
+    /// lifetime from the system clock.
+    ///
+    /// ```
+    /// use openmls::prelude::*;
+    /// use openmls_basic_credential::SignatureKeyPair;
+    /// use openmls_keypackage_pool::{KeyPackagePool, KeyPackageStatus, PoolConfig, PoolProvider};
+    ///
+    /// let provider = PoolProvider::open_in_memory()?;
+    /// let config = PoolConfig { target_size: 4, low_watermark: 2, hard_cap: 8, ..Default::default() };
+    /// let signer = SignatureKeyPair::new(config.ciphersuite.signature_algorithm())?;
+    /// let credential = CredentialWithKey {
+    ///     credential: BasicCredential::new(b"ida".to_vec()).into(),
+    ///     signature_key: signer.public().into(),
+    /// };
+    /// let pool = KeyPackagePool::new(&provider, &signer, credential, config)?;
+    /// let now = || std::time::UNIX_EPOCH.elapsed().map(|d| d.as_secs() as i64);
+    ///
+    /// let built = pool.ensure_last_resort(now()?)?.created.expect("none yet");
+    /// // Upload it with the one-time KeyPackages, then:
+    /// pool.mark_uploaded(&[&built])?;
+    /// // A valid one is on the server: nothing to build or remove.
+    /// let report = pool.ensure_last_resort(now()?)?;
+    /// assert_eq!((report.created, report.removed.len()), (None, 0));
+    /// let row = provider.storage().get_metadata(&built)?.expect("a row");
+    /// assert!(row.last_resort && row.status == KeyPackageStatus::Uploaded);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn ensure_last_resort(&self, now: i64) -> Result<LastResortReport> {
         self.provider.storage().transaction(|storage| {
             let conn = storage.connection();
@@ -85,7 +111,7 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
                                 &row.keypackage_ref,
                                 KeyPackageStatus::Created,
                                 now,
-                                TransitionDetails::None,
+                                TransitionDetails::StatusOnly,
                             )?;
                             report.retried = Some(row.keypackage_ref.clone());
                             row.keypackage_ref.clone()

@@ -27,9 +27,8 @@ use crate::{
     clock::unix_now,
     codec::{DefaultCodec, PoolCodec},
     error::{Error, Result},
-    metadata,
+    metadata::{self, PoolScope},
     provider::{PoolCrypto, PoolProvider},
-    scope::PoolScope,
 };
 
 /// A managed pool of one-time KeyPackages on a [`PoolProvider`].
@@ -75,9 +74,11 @@ use crate::{
 /// says which steps a pool needs.
 ///
 /// Generation holds the database's write lock while it builds (the crypto
-/// included), so that the batch is one transaction: about 0.2 ms per
-/// KeyPackage, during which other connections' writes wait (up to their
-/// busy timeout).
+/// included), so that the batch is one transaction: for as long as building
+/// the batch takes, which depends on the ciphersuite (an X-Wing KeyPackage
+/// takes more than twice as long as a classical one; the README's
+/// Performance section has the figures). Other connections' writes wait
+/// meanwhile, up to their busy timeout.
 ///
 /// ```
 /// use openmls_basic_credential::SignatureKeyPair;
@@ -170,6 +171,26 @@ impl<'a, S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'a, S, C, P> {
     /// no new keys), then by building new ones in one transaction, as many
     /// as the hard cap leaves room for. The returned refs are the retried
     /// ones, then the new ones; upload them all.
+    ///
+    /// ```
+    /// use openmls::prelude::*;
+    /// use openmls_basic_credential::SignatureKeyPair;
+    /// use openmls_keypackage_pool::{KeyPackagePool, PoolConfig, PoolProvider};
+    ///
+    /// let provider = PoolProvider::open_in_memory()?;
+    /// let config = PoolConfig { target_size: 4, low_watermark: 2, hard_cap: 8, ..Default::default() };
+    /// let signer = SignatureKeyPair::new(config.ciphersuite.signature_algorithm())?;
+    /// let credential = CredentialWithKey {
+    ///     credential: BasicCredential::new(b"ida".to_vec()).into(),
+    ///     signature_key: signer.public().into(),
+    /// };
+    /// let pool = KeyPackagePool::new(&provider, &signer, credential, config)?;
+    ///
+    /// assert_eq!(pool.replenish()?.len(), 4);
+    /// // The four waiting for upload already fill the gap.
+    /// assert!(pool.replenish()?.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn replenish(&self) -> Result<Vec<Vec<u8>>> {
         self.replenish_with_progress(|_, _| ())
     }
@@ -201,6 +222,29 @@ impl<'a, S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'a, S, C, P> {
     /// so a Welcome built from it can still be processed. An expired
     /// last-resort KeyPackage is deleted only when a newer last-resort one
     /// exists, so the client always keeps a fallback.
+    ///
+    /// ```
+    /// use openmls::prelude::*;
+    /// use openmls_basic_credential::SignatureKeyPair;
+    /// use openmls_keypackage_pool::{KeyPackagePool, PoolConfig, PoolProvider};
+    ///
+    /// let provider = PoolProvider::open_in_memory()?;
+    /// let config = PoolConfig { target_size: 4, low_watermark: 2, hard_cap: 8, ..Default::default() };
+    /// let signer = SignatureKeyPair::new(config.ciphersuite.signature_algorithm())?;
+    /// let credential = CredentialWithKey {
+    ///     credential: BasicCredential::new(b"ida".to_vec()).into(),
+    ///     signature_key: signer.public().into(),
+    /// };
+    /// let pool = KeyPackagePool::new(&provider, &signer, credential, config)?;
+    ///
+    /// let refs = pool.generate(2)?;
+    /// // In 2023 (Unix seconds) nothing had expired.
+    /// assert!(pool.prune_expired(1_700_000_000)?.is_empty());
+    /// // In 2096 both have: private keys and rows go; withdraw them.
+    /// assert_eq!(pool.prune_expired(4_000_000_000)?, refs);
+    /// assert!(provider.storage().key_package_bundle(&refs[0])?.is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn prune_expired(&self, now: i64) -> Result<Vec<Vec<u8>>> {
         self.provider.storage().transaction(|storage| {
             let refs = metadata::prunable_refs(storage.connection(), &self.scope, now)?;
@@ -215,7 +259,8 @@ impl<'a, S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'a, S, C, P> {
     /// `now` (Unix seconds) back to `available`; returns their refs.
     pub fn expire_lapsed_reservations(&self, now: i64) -> Result<Vec<Vec<u8>>> {
         let storage = self.provider.storage();
-        storage.guard()?;
-        metadata::release_lapsed_reservations(storage.connection(), &self.scope, now)
+        storage.write_alone(|| {
+            metadata::release_lapsed_reservations(storage.connection(), &self.scope, now)
+        })
     }
 }

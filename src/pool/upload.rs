@@ -123,7 +123,7 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
             .tls_serialize_detached()
             .map_err(|e| Error::KeyPackageEncode {
                 keypackage_ref: RefBytes::of(keypackage_ref),
-                message: e.to_string(),
+                source: e,
             })
     }
 

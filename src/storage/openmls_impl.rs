@@ -21,7 +21,7 @@ use crate::{
 impl<C: PoolCodec> PoolStorage<C> {
     /// `openmls_sqlite_storage`'s provider as a view over this connection;
     /// free to make, so one is made per call.
-    pub(super) fn delegate(&self) -> SqliteStorageProvider<C, &Connection> {
+    pub(super) fn sqlite_provider(&self) -> SqliteStorageProvider<C, &Connection> {
         SqliteStorageProvider::new(&self.conn)
     }
 
@@ -68,18 +68,10 @@ impl<C: PoolCodec> PoolStorage<C> {
         if self.scope_depth.get() == 0 {
             return Err(Error::TransactionLost);
         }
-        self.guard()?;
+        self.ensure_not_lost()?;
         let entry = PoolEntry::from_ref_and_bundle(kp_ref, bundle)?;
         self.insert_bundle_row(kp_ref, bundle)?;
-        match metadata::insert_uncounted(&self.conn, &entry, KeyPackageStatus::Created, unix_now()?)
-        {
-            Ok(()) => Ok(true),
-            Err(Error::DuplicateRef { .. }) => {
-                metadata::fill_scope(&self.conn, &entry)?;
-                Ok(false)
-            }
-            Err(e) => Err(e),
-        }
+        self.insert_entry_row(&entry, Counted::ByCaller)
     }
 
     /// The row `openmls_sqlite_storage`'s `write_key_package` writes for
@@ -98,44 +90,37 @@ impl<C: PoolCodec> PoolStorage<C> {
         Ok(())
     }
 
-    /// The one place a bundle and its metadata row are written: both in one
-    /// write scope, or neither.
+    /// The `created` metadata row of a bundle just stored; returns whether
+    /// a row was inserted.
     ///
-    /// A bundle written again under a ref that already has a row keeps that
-    /// row (the ref is a hash of the KeyPackage, so it is the same one).
-    fn write_entry(
-        &self,
-        entry: &PoolEntry,
-        hash_ref: &impl traits::HashReference<V>,
-        key_package: &impl traits::KeyPackage<V>,
-    ) -> Result<()> {
+    /// A bundle stored again under a ref that already has a row keeps that
+    /// row (the ref is a hash of the KeyPackage, so it is the same one); if
+    /// the row was made by hand, it learns its scope from the bundle.
+    fn insert_entry_row(&self, entry: &PoolEntry, counted: Counted) -> Result<bool> {
         let now = unix_now()?;
-        let scope = self.write_scope()?;
-        self.write_pair(entry, hash_ref, key_package, now)?;
-        self.finish(scope)
-    }
-
-    /// The bundle through `openmls_sqlite_storage`, then its metadata row.
-    fn write_pair(
-        &self,
-        entry: &PoolEntry,
-        hash_ref: &impl traits::HashReference<V>,
-        key_package: &impl traits::KeyPackage<V>,
-        now: i64,
-    ) -> Result<()> {
-        self.delegate().write_key_package(hash_ref, key_package)?;
-        self.record_entry(entry, now)
-    }
-
-    /// The metadata row of a bundle just written, in `created`.
-    fn record_entry(&self, entry: &PoolEntry, now: i64) -> Result<()> {
-        match metadata::insert(&self.conn, entry, KeyPackageStatus::Created, now) {
-            Ok(()) => Ok(()),
-            // The row stays; if it was made by hand, it learns its scope.
-            Err(Error::DuplicateRef { .. }) => metadata::fill_scope(&self.conn, entry).map(drop),
+        let inserted = match counted {
+            Counted::Here => metadata::insert(&self.conn, entry, KeyPackageStatus::Created, now),
+            Counted::ByCaller => {
+                metadata::insert_uncounted(&self.conn, entry, KeyPackageStatus::Created, now)
+            }
+        };
+        match inserted {
+            Ok(()) => Ok(true),
+            Err(Error::DuplicateRef { .. }) => {
+                metadata::fill_scope(&self.conn, entry).map(|_| false)
+            }
             Err(e) => Err(e),
         }
     }
+}
+
+/// Who adds a new metadata row to the per-status counts.
+#[derive(Clone, Copy)]
+enum Counted {
+    /// The insert itself, for a row written alone.
+    Here,
+    /// The batch the row belongs to, once for all of its rows.
+    ByCaller,
 }
 
 /// Writes trait methods that forward to `openmls_sqlite_storage` and turn its
@@ -149,34 +134,31 @@ impl<C: PoolCodec> PoolStorage<C> {
 /// that old copies wait in the write-ahead log to be erased.
 macro_rules! delegate {
     (@call read, $storage:ident, $call:expr) => {{
-        $storage.guard()?;
+        $storage.ensure_not_lost()?;
         $call.map_err(Error::from)
     }};
-    (@call plain, $storage:ident, $call:expr) => {{
-        $storage.guard()?;
-        let value = $call?;
-        $storage.after_write();
-        Ok(value)
-    }};
+    (@call plain, $storage:ident, $call:expr) => {
+        $storage.write_alone(|| $call.map_err(Error::from))
+    };
     (@call atomic, $storage:ident, $call:expr) => {{
         let scope = $storage.write_scope()?;
         let value = $call?;
-        $storage.finish(scope)?;
+        $storage.commit(scope)?;
         Ok(value)
     }};
     (@call erasing, $storage:ident, $call:expr) => {{
         let scope = $storage.write_scope()?;
         let value = $call?;
-        $storage.left_behind(Leftover::Deleted)?;
-        $storage.finish(scope)?;
+        $storage.record_leftover(Leftover::Deleted)?;
+        $storage.commit(scope)?;
         Ok(value)
     }};
     (@call superseding, $storage:ident, $call:expr) => {{
-        if $storage.erases_overwrites() {
+        if $storage.erasure.erases_overwrites() {
             let scope = $storage.write_scope()?;
             let value = $call?;
-            $storage.left_behind(Leftover::Overwritten)?;
-            $storage.finish(scope)?;
+            $storage.record_leftover(Leftover::Overwritten)?;
+            $storage.commit(scope)?;
             Ok(value)
         } else {
             // Some of these issue several statements that
@@ -190,7 +172,7 @@ macro_rules! delegate {
     )*) => {$(
         $(#[$attr])*
         fn $name<$($generic: $bound),+>(&self $(, $arg: $ty)*) -> Result<$ret> {
-            delegate!(@call $mode, self, self.delegate().$name::<$($generic),+>($($arg),*))
+            delegate!(@call $mode, self, self.sqlite_provider().$name::<$($generic),+>($($arg),*))
         }
     )*};
 }
@@ -210,7 +192,11 @@ impl<C: PoolCodec> StorageProvider<V> for PoolStorage<C> {
         key_package: &KeyPackage,
     ) -> Result<()> {
         let entry = Self::pool_entry_of(hash_ref, key_package)?;
-        self.write_entry(&entry, hash_ref, key_package)
+        let scope = self.write_scope()?;
+        self.sqlite_provider()
+            .write_key_package(hash_ref, key_package)?;
+        self.insert_entry_row(&entry, Counted::Here)?;
+        self.commit(scope)
     }
 
     /// Deletes the bundle and its metadata row in one transaction (a
@@ -222,12 +208,12 @@ impl<C: PoolCodec> StorageProvider<V> for PoolStorage<C> {
     ) -> Result<()> {
         let keypackage_ref = raw_ref_of::<C>(hash_ref)?;
         let scope = self.write_scope()?;
-        self.delegate().delete_key_package(hash_ref)?;
+        self.sqlite_provider().delete_key_package(hash_ref)?;
         // A bundle written before the pool managed this database has no row;
         // deleting it is still a success.
         metadata::delete(&self.conn, &keypackage_ref)?;
-        self.left_behind(Leftover::Deleted)?;
-        self.finish(scope)
+        self.record_leftover(Leftover::Deleted)?;
+        self.commit(scope)
     }
 
     crate::storage_methods::storage_methods!(delegate);

@@ -1,0 +1,166 @@
+//! Opening a [`PoolStorage`]: on a file, in memory, encrypted, or over a
+//! connection the application opened, with a codec and options.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use super::PoolStorage;
+#[cfg(feature = "sqlcipher")]
+use crate::error::Error;
+use crate::{
+    codec::{DefaultCodec, PoolCodec},
+    codec_marker,
+    erasure::ErasureSchedule,
+    error::Result,
+    options::StorageOptions,
+    schema,
+};
+
+impl PoolStorage<DefaultCodec> {
+    /// Opens (creating if needed) the database file at `path` with the default
+    /// codec, and brings its schema up to date.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with_codec(path)
+    }
+
+    /// A fresh database in memory, with the default codec.
+    pub fn open_in_memory() -> Result<Self> {
+        Self::open_in_memory_with_codec()
+    }
+
+    /// Opens (creating if needed) the database file at `path` with the
+    /// default codec and `options`.
+    pub fn open_with_options(path: impl AsRef<Path>, options: &StorageOptions) -> Result<Self> {
+        Self::open_with_codec_and_options(path, options)
+    }
+
+    /// Opens (creating if needed) a database file encrypted with SQLCipher
+    /// under the passphrase `key`, with the default codec and options.
+    ///
+    /// A wrong key, or a file that is not an encrypted database, is
+    /// [`Error::WrongKey`](crate::Error::WrongKey); nothing is written to it. The file's bytes,
+    /// header included, are indistinguishable from random.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), openmls_keypackage_pool::Error> {
+    /// use openmls_keypackage_pool::{Error, PoolStorage};
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("secret.db");
+    /// PoolStorage::open_encrypted(&path, "correct horse battery staple")?;
+    /// assert!(matches!(PoolStorage::open_encrypted(&path, "wrong"), Err(Error::WrongKey)));
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "sqlcipher")]
+    pub fn open_encrypted(path: impl AsRef<Path>, key: &str) -> Result<Self> {
+        let conn = Connection::open(path)?;
+        // The key must be the first thing the connection is told; reading
+        // the schema then proves it right before anything is written.
+        conn.pragma_update(None, "key", key)?;
+        match conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |row| {
+            row.get::<_, i64>(0)
+        }) {
+            Ok(_) => {}
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) => {
+                return Err(Error::WrongKey)
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Self::from_connection(conn)
+    }
+
+    /// Takes over an open connection with the default codec and
+    /// [`StorageOptions`]; see
+    /// [`from_connection_with_codec`](Self::from_connection_with_codec).
+    pub fn from_connection(conn: Connection) -> Result<Self> {
+        Self::from_connection_with_codec(conn, &StorageOptions::default())
+    }
+}
+
+impl<C: PoolCodec> PoolStorage<C> {
+    /// Opens (creating if needed) the database file at `path` with codec `C`
+    /// and the default [`StorageOptions`].
+    ///
+    /// ```
+    /// use openmls_keypackage_pool::{codec::JsonCodec, PoolStorage};
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let storage = PoolStorage::<JsonCodec>::open_with_codec(dir.path().join("pool.db"))?;
+    /// # Ok::<(), openmls_keypackage_pool::Error>(())
+    /// ```
+    pub fn open_with_codec(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with_codec_and_options(path, &StorageOptions::default())
+    }
+
+    /// Opens (creating if needed) the database file at `path` with codec `C`
+    /// and `options`.
+    pub fn open_with_codec_and_options(
+        path: impl AsRef<Path>,
+        options: &StorageOptions,
+    ) -> Result<Self> {
+        // Checked before the file is opened, so bad options create nothing.
+        options.validate()?;
+        Self::from_connection_with_codec(Connection::open(path)?, options)
+    }
+
+    /// A fresh in-memory database with codec `C`.
+    pub fn open_in_memory_with_codec() -> Result<Self> {
+        Self::from_connection_with_codec(Connection::open_in_memory()?, &StorageOptions::default())
+    }
+
+    /// Takes over an open connection with codec `C` and `options` (replacing
+    /// the connection's busy timeout, journal mode and sync level), and runs
+    /// whatever `openmls_sqlite_storage`'s migrations and this crate's have
+    /// not yet applied.
+    ///
+    /// When the schema is current this only reads: no write lock is taken,
+    /// so opening does not wait for another process's long transaction.
+    /// Several processes may create or upgrade one file at once; one
+    /// migrates while the others wait (up to the busy timeout) and then find
+    /// the schema current.
+    ///
+    /// The database records the [codec](crate::codec) it is stored with: a
+    /// database written with another codec is [`Error::CodecMismatch`](crate::Error::CodecMismatch), and
+    /// a pool schema newer than this build [`Error::SchemaTooNew`](crate::Error::SchemaTooNew), both
+    /// before anything (even the journal mode) is written to the file.
+    ///
+    /// A database written by a plain `openmls_sqlite_storage`
+    /// `SqliteStorageProvider` keeps all its data; its KeyPackages are listed
+    /// by [`unpooled_key_packages`](Self::unpooled_key_packages) until
+    /// adopted. Open it with the codec it was written with: its codec is
+    /// recorded once a stored entity decodes with the one given, and a
+    /// database whose entities do not is refused.
+    ///
+    /// ```
+    /// use openmls_keypackage_pool::{codec::JsonCodec, Error, PoolStorage};
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("pool.db");
+    /// drop(PoolStorage::<JsonCodec>::open_with_codec(&path)?);
+    /// match PoolStorage::open(&path) {
+    ///     Err(Error::CodecMismatch { found, expected }) => {
+    ///         assert_eq!((found.as_str(), expected), ("json", "messagepack"));
+    ///     }
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn from_connection_with_codec(
+        mut conn: Connection,
+        options: &StorageOptions,
+    ) -> Result<Self> {
+        // Refuse a newer schema, or another codec, before anything (even the
+        // journal mode) is written to the file.
+        schema::check_not_newer(&conn)?;
+        codec_marker::check::<C>(&conn)?;
+        schema::bring_up_to_date::<C>(&mut conn, options)?;
+        let erasure = ErasureSchedule::new(options.erasure, options.busy_timeout);
+        // Finish an erasure that another storage left pending (a reader was
+        // in its way, or it was killed). Best effort: the open has succeeded
+        // either way, and the next commit tries again.
+        erasure.finish_leftover(&conn);
+        Ok(Self::new(conn, erasure))
+    }
+}

@@ -1,0 +1,69 @@
+//! Listing the pool scopes a database holds, and removing a scope or a
+//! whole signature key.
+
+use super::PoolStorage;
+use crate::{
+    codec::PoolCodec,
+    error::Result,
+    metadata::PoolScope,
+    scope::{self, ScopeSummary},
+};
+
+impl<C: PoolCodec> PoolStorage<C> {
+    /// Every pool scope present in the database (every signature key and
+    /// ciphersuite with KeyPackages), with its counts at `now` (Unix
+    /// seconds), in one statement.
+    ///
+    /// ```
+    /// use openmls::prelude::*;
+    /// use openmls_basic_credential::SignatureKeyPair;
+    /// use openmls_keypackage_pool::{KeyPackagePool, PoolConfig, PoolProvider, PoolScope};
+    ///
+    /// let provider = PoolProvider::open_in_memory()?;
+    /// let config = PoolConfig::default();
+    /// let signer = SignatureKeyPair::new(config.ciphersuite.signature_algorithm())?;
+    /// let credential = CredentialWithKey {
+    ///     credential: BasicCredential::new(b"hal".to_vec()).into(),
+    ///     signature_key: signer.public().into(),
+    /// };
+    /// let scope = PoolScope::new(&credential, config.ciphersuite);
+    /// KeyPackagePool::new(&provider, &signer, credential, config)?.generate(3)?;
+    ///
+    /// let scopes = provider.storage().scopes(1_700_000_000)?;
+    /// assert_eq!(scopes.len(), 1);
+    /// assert_eq!(scopes[0].scope, scope);
+    /// assert_eq!((scopes[0].held, scopes[0].pending, scopes[0].usable), (3, 3, 0));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn scopes(&self, now: i64) -> Result<Vec<ScopeSummary>> {
+        scope::list(&self.conn, now)
+    }
+
+    /// Deletes every KeyPackage of `scope`, bundles and rows, in one
+    /// transaction; returns their refs, to withdraw from the server.
+    pub fn remove_scope(&self, scope: &PoolScope) -> Result<Vec<Vec<u8>>> {
+        self.remove_where(&scope.signature_key, Some(scope.ciphersuite))
+    }
+
+    /// Deletes every KeyPackage whose leaf node carries `signature_key`, in
+    /// every ciphersuite, bundles and rows, in one transaction; returns their
+    /// refs, to withdraw from the server. For a credential rotation: the old
+    /// key's KeyPackages must no longer be handed out.
+    pub fn remove_signature_key(&self, signature_key: &[u8]) -> Result<Vec<Vec<u8>>> {
+        self.remove_where(signature_key, None)
+    }
+
+    fn remove_where(&self, signature_key: &[u8], ciphersuite: Option<u16>) -> Result<Vec<Vec<u8>>> {
+        // The empty key marks rows without a scope; no pool's key is empty.
+        if signature_key.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.transaction(|storage| {
+            let refs = scope::refs_of(&storage.conn, signature_key, ciphersuite)?;
+            for keypackage_ref in &refs {
+                storage.remove_key_package(keypackage_ref)?;
+            }
+            Ok(refs)
+        })
+    }
+}
