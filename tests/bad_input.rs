@@ -41,7 +41,7 @@ fn a_truncated_database_is_an_error_or_a_failed_check_never_a_panic() {
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     match PoolStorage::open(&path) {
-        Err(Error::Sqlite(_)) | Err(Error::Migration(_)) => {}
+        Err(Error::Sqlite(_)) | Err(Error::Migration { .. }) => {}
         Err(other) => panic!("unexpected error kind: {other:?}"),
         Ok(storage) => {
             // If it opens at all, the damage must show.

@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use common::{build_key_package, bundle_count, metadata_count, Identity};
+use common::{build_key_package, bundle_count, metadata_count, to_hex, Identity};
 use openmls_keypackage_pool::{KeyPackageStatus, PoolProvider, PoolStorage};
 
 const PROCESSES: usize = 3;
@@ -29,10 +29,6 @@ fn unix_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
-}
-
-fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn file(dir: &Path, i: usize) -> PathBuf {

@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{bundle_count, metadata_count, Identity};
+use common::{bundle_count, metadata_count, to_hex, Identity};
 use openmls_keypackage_pool::{KeyPackagePool, PoolConfig, PoolProvider, PoolStorage};
 
 /// KeyPackages per transaction in the child.
@@ -56,10 +56,6 @@ fn churn(path: &Path, batches: Option<usize>) {
         pool.mark_uploaded(&refs).unwrap();
         done += 1;
     }
-}
-
-fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn from_hex(text: &str) -> Vec<u8> {

@@ -182,7 +182,9 @@ fn an_outer_transaction_that_fails_leaves_nothing() {
             build_key_package(&provider, &bob, false);
         }
         assert_eq!(bundle_count(storage), 3, "visible inside the transaction");
-        Err(Error::Migration("the application gave up".into()))
+        Err(Error::InvalidConfig {
+            reason: "the application gave up".into(),
+        })
     });
     assert!(result.is_err());
     let storage = provider.storage();
@@ -251,7 +253,9 @@ fn a_failed_inner_transaction_rolls_back_only_its_own_writes() {
             build_key_package(&provider, &bob, false);
             let inner: Result<(), Error> = storage.transaction(|_| {
                 build_key_package(&provider, &bob, false);
-                Err(Error::Migration("inner fails".into()))
+                Err(Error::InvalidConfig {
+                    reason: "inner fails".into(),
+                })
             });
             assert!(inner.is_err());
             Ok::<_, Error>(())

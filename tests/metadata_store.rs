@@ -134,21 +134,29 @@ fn every_pair_of_statuses_is_allowed_exactly_when_the_lifecycle_says() {
 }
 
 #[test]
-fn every_status_has_a_refused_move() {
-    // Each status must refuse at least one target: a lifecycle that allows
-    // everything from somewhere is no lifecycle.
+fn the_lifecycle_rule_refuses_some_move_from_every_status() {
+    // A lifecycle that allows every move from some status is no lifecycle.
+    // The rule asked is the crate's own (`can_transition_to`), and the store
+    // must refuse every move that rule refuses.
     let (_dir, storage) = storage();
     for (i, from) in KeyPackageStatus::ALL.into_iter().enumerate() {
+        let refused: Vec<_> = KeyPackageStatus::ALL
+            .into_iter()
+            .filter(|to| *to != from && !from.can_transition_to(*to))
+            .collect();
+        assert!(!refused.is_empty(), "the rule lets {from} move anywhere");
         let r = kp_ref(200 + i as u8);
         put_in(&storage, &r, from);
-        let refused = KeyPackageStatus::ALL
-            .into_iter()
-            .find(|to| *to != from && !ALLOWED.contains(&(from, *to)))
-            .unwrap();
-        assert!(matches!(
-            storage.update_pool_metadata_status(&r, refused),
-            Err(Error::InvalidTransition { .. })
-        ));
+        for to in refused {
+            assert!(
+                matches!(
+                    storage.update_pool_metadata_status(&r, to),
+                    Err(Error::InvalidTransition { .. })
+                ),
+                "{from} -> {to} is refused by the rule but not by the store"
+            );
+            assert_eq!(storage.get_metadata(&r).unwrap().unwrap().status, from);
+        }
     }
 }
 

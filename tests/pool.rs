@@ -9,7 +9,7 @@ use common::{
 use openmls::prelude::*;
 use openmls_keypackage_pool::{
     key_package_ref_from_bytes, Error, KeyPackagePool, KeyPackageStatus, PoolAction, PoolConfig,
-    PoolStorage,
+    PoolStorage, MAX_THREADS,
 };
 use tls_codec::Deserialize as _;
 
@@ -482,7 +482,7 @@ fn health_reports_counts_expiry_and_the_next_action() {
     let healthy = pool.health(t).unwrap();
     assert!(healthy.has_last_resort);
     assert_eq!(healthy.actions, []);
-    assert_eq!(healthy.recommended, PoolAction::None);
+    assert_eq!(healthy.recommended, PoolAction::Nothing);
 }
 
 #[test]
@@ -684,6 +684,27 @@ fn ensure_last_resort_keeps_the_published_one() {
         .is_some());
 }
 
+/// A signer that notes the name of every thread it signs on.
+struct ThreadNotingSigner<'a> {
+    signer: &'a openmls_basic_credential::SignatureKeyPair,
+    threads: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl openmls_traits::signatures::Signer for ThreadNotingSigner<'_> {
+    fn sign(&self, payload: &[u8]) -> Result<Vec<u8>, openmls_traits::signatures::SignerError> {
+        let name = std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_owned();
+        self.threads.lock().unwrap().insert(name);
+        self.signer.sign(payload)
+    }
+
+    fn signature_scheme(&self) -> SignatureScheme {
+        self.signer.signature_scheme()
+    }
+}
+
 #[test]
 fn generate_parallel_takes_any_thread_count() {
     let fx = Fixture::new();
@@ -691,6 +712,47 @@ fn generate_parallel_takes_any_thread_count() {
     assert_eq!(pool.generate_parallel(1, 1_000_000).unwrap().len(), 1);
     assert_eq!(pool.generate_parallel(0, 4).unwrap().len(), 0);
     assert_eq!(bundle_count(fx.storage()), 1);
+}
+
+#[test]
+fn generate_parallel_starts_at_most_max_threads() {
+    let fx = Fixture::new();
+    let signer = ThreadNotingSigner {
+        signer: &fx.identity.signer,
+        threads: Default::default(),
+    };
+    // Enough KeyPackages that every thread asked for would get work.
+    let n = 4 * MAX_THREADS;
+    let config = PoolConfig {
+        target_size: n,
+        hard_cap: n,
+        ..PoolConfig::default()
+    };
+    let pool = KeyPackagePool::new(
+        &fx.provider,
+        &signer,
+        fx.identity.credential.clone(),
+        config,
+    )
+    .unwrap();
+    assert_eq!(pool.generate_parallel(n, 1_000_000).unwrap().len(), n);
+    assert_eq!(bundle_count(fx.storage()), n as i64);
+    // Workers are named keypackage-worker-1, -2, ...; the calling thread
+    // counts as one of the threads.
+    let threads = signer.threads.into_inner().unwrap();
+    let workers: Vec<usize> = threads
+        .iter()
+        .filter_map(|name| name.strip_prefix("keypackage-worker-"))
+        .map(|i| i.parse().unwrap())
+        .collect();
+    assert!(
+        !workers.is_empty(),
+        "no worker thread built anything: {threads:?}"
+    );
+    assert!(
+        workers.iter().all(|i| *i < MAX_THREADS),
+        "a worker beyond MAX_THREADS ({MAX_THREADS}) ran: {workers:?}"
+    );
 }
 
 #[test]

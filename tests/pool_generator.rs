@@ -100,7 +100,7 @@ fn a_larger_count_tops_up_and_upload_marking_moves_everything() {
     assert_eq!(grown["usable"], 5);
     assert_eq!(grown["has_last_resort"], true);
     assert_eq!(grown["actions"], serde_json::json!([]));
-    assert_eq!(grown["recommended"], "None");
+    assert_eq!(grown["recommended"], "Nothing");
 }
 
 #[test]

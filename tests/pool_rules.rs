@@ -153,7 +153,7 @@ fn health_asks_for_the_upload_when_only_pending_key_packages_stand_between_the_p
         .unwrap();
     let health = pool.health(now()).unwrap();
     assert_eq!(health.actions, []);
-    assert_eq!(health.recommended, PoolAction::None);
+    assert_eq!(health.recommended, PoolAction::Nothing);
 }
 
 #[test]

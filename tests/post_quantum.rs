@@ -9,7 +9,9 @@ mod common;
 
 use std::path::Path;
 
-use common::{bundle_count, into_protocol_message, into_welcome, metadata_count, stored_bundle};
+use common::{
+    bundle_count, into_protocol_message, into_welcome, metadata_count, stored_bundle, Identity,
+};
 use openmls::prelude::*;
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_keypackage_pool::{
@@ -32,16 +34,6 @@ fn open(path: &Path) -> LibcruxPoolProvider {
     PoolProvider::libcrux(storage).expect("libcrux seeds its generator")
 }
 
-/// A signer for X-Wing's signature scheme (Ed25519) and its credential.
-fn identity(name: &str) -> (SignatureKeyPair, CredentialWithKey) {
-    let signer = SignatureKeyPair::new(X_WING.signature_algorithm()).expect("key pair");
-    let credential = CredentialWithKey {
-        credential: BasicCredential::new(name.as_bytes().to_vec()).into(),
-        signature_key: signer.public().into(),
-    };
-    (signer, credential)
-}
-
 /// A peer on `openmls_libcrux_crypto`'s own provider (in-memory storage),
 /// as another client would be.
 struct Peer {
@@ -52,7 +44,7 @@ struct Peer {
 
 impl Peer {
     fn new() -> Self {
-        let (signer, credential) = identity("peter");
+        let Identity { signer, credential } = Identity::for_suite("peter", X_WING);
         Self {
             provider: openmls_libcrux_crypto::Provider::new().expect("libcrux provider"),
             signer,
@@ -113,7 +105,7 @@ fn x_wing_pool_on_libcrux_generates_joins_and_reopens() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("pq-pool.db");
     let provider = open(&path);
-    let (signer, credential) = identity("quinn");
+    let Identity { signer, credential } = Identity::for_suite("quinn", X_WING);
     let config = PoolConfig {
         ciphersuite: X_WING,
         target_size: 8,

@@ -35,7 +35,12 @@ pub struct Identity {
 
 impl Identity {
     pub fn new(name: &str) -> Self {
-        let signer = SignatureKeyPair::new(CIPHERSUITE.signature_algorithm()).expect("key pair");
+        Self::for_suite(name, CIPHERSUITE)
+    }
+
+    /// An identity whose key pair signs with `ciphersuite`'s scheme.
+    pub fn for_suite(name: &str, ciphersuite: Ciphersuite) -> Self {
+        let signer = SignatureKeyPair::new(ciphersuite.signature_algorithm()).expect("key pair");
         let credential = CredentialWithKey {
             credential: BasicCredential::new(name.as_bytes().to_vec()).into(),
             signature_key: signer.public().into(),
@@ -210,6 +215,11 @@ pub fn fail_metadata<C: PoolCodec>(
 }
 
 pub const DAY: i64 = 24 * 60 * 60;
+
+/// Bytes as lowercase hex, two digits each.
+pub fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// A pool database file with one signing identity, for the pool tests.
 pub struct PoolFixture {
