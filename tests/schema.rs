@@ -143,33 +143,51 @@ fn a_newer_pool_schema_is_refused_without_writing() {
 
 #[test]
 fn opening_twice_applies_nothing_twice() {
-    // Every row of both histories, rowid included: a migration applied
-    // again, or its row rewritten, changes the snapshot.
-    fn histories(storage: &PoolStorage) -> Vec<(String, i64, i64)> {
-        let mut rows = Vec::new();
-        for table in [
-            "openmls_keypackage_pool_migrations",
+    // Each history, the column saying when a migration was applied, and a
+    // stamp in that column's format (refinery reads RFC 3339 back).
+    const HISTORIES: [(&str, &str, &str); 2] = [
+        ("openmls_keypackage_pool_migrations", "applied_at", "0"),
+        (
             "openmls_sqlite_storage_migrations",
-        ] {
-            let mut stmt = storage
-                .connection()
+            "applied_on",
+            "'2001-02-03T04:05:06Z'",
+        ),
+    ];
+    // Every row of both histories: (table, version, name, when applied).
+    fn histories(conn: &Connection) -> Vec<(String, i64, String, String)> {
+        let mut rows = Vec::new();
+        for (table, applied, _) in HISTORIES {
+            let mut stmt = conn
                 .prepare(&format!(
-                    "SELECT rowid, version FROM {table} ORDER BY rowid"
+                    "SELECT version, name, CAST({applied} AS TEXT) FROM {table} ORDER BY version"
                 ))
                 .unwrap();
             let found = stmt
-                .query_map([], |r| Ok((table.to_owned(), r.get(0)?, r.get(1)?)))
+                .query_map([], |r| {
+                    Ok((table.to_owned(), r.get(0)?, r.get(1)?, r.get(2)?))
+                })
                 .unwrap();
             rows.extend(found.map(Result::unwrap));
         }
         rows
     }
-    let count =
-        |rows: &[(String, i64, i64)], table: &str| rows.iter().filter(|(t, ..)| t == table).count();
+    let count = |rows: &[(String, i64, String, String)], table: &str| {
+        rows.iter().filter(|(t, ..)| t == table).count()
+    };
 
     let (_dir, path) = common::temp_db();
-    let first = histories(&PoolStorage::open(&path).unwrap());
-    let second = histories(&PoolStorage::open(&path).unwrap());
+    drop(PoolStorage::open(&path).unwrap());
+    // Stamp every row, so that a second open that applies or records any
+    // migration again, even within the same second, shows.
+    let conn = Connection::open(&path).unwrap();
+    for (table, applied, stamp) in HISTORIES {
+        conn.execute(&format!("UPDATE {table} SET {applied} = {stamp}"), [])
+            .unwrap();
+    }
+    let first = histories(&conn);
+    drop(conn);
+    let storage = PoolStorage::open(&path).unwrap();
+    let second = histories(storage.connection());
     // This crate's six migrations, and the six openmls_sqlite_storage 0.3
     // embeds, each recorded once.
     assert_eq!(count(&first, "openmls_keypackage_pool_migrations"), 6);
