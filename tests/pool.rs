@@ -2,6 +2,11 @@
 
 mod common;
 
+use std::{
+    collections::HashSet,
+    sync::{Condvar, Mutex},
+};
+
 use common::{
     build_key_package, bundle_count, lifetime_days, metadata_count, now, sized,
     PoolFixture as Fixture, DAY,
@@ -684,10 +689,14 @@ fn ensure_last_resort_keeps_the_published_one() {
         .is_some());
 }
 
-/// A signer that notes the name of every thread it signs on.
+/// A signer that notes the name of every thread it signs on. Worker
+/// threads wait to sign until the calling thread has signed once, which it
+/// does only after it has started every worker: so every worker started
+/// takes a KeyPackage to build before the first one is finished, and signs.
 struct ThreadNotingSigner<'a> {
     signer: &'a openmls_basic_credential::SignatureKeyPair,
-    threads: std::sync::Mutex<std::collections::HashSet<String>>,
+    threads: Mutex<HashSet<String>>,
+    caller_signed: (Mutex<bool>, Condvar),
 }
 
 impl openmls_traits::signatures::Signer for ThreadNotingSigner<'_> {
@@ -696,6 +705,16 @@ impl openmls_traits::signatures::Signer for ThreadNotingSigner<'_> {
             .name()
             .unwrap_or("unnamed")
             .to_owned();
+        let (signed, changed) = &self.caller_signed;
+        if name.starts_with("keypackage-worker-") {
+            // Bounded, so that a pool that never builds on the calling thread
+            // fails the test instead of hanging it.
+            let wait = std::time::Duration::from_secs(30);
+            drop(changed.wait_timeout_while(signed.lock().unwrap(), wait, |s| !*s));
+        } else {
+            *signed.lock().unwrap() = true;
+            changed.notify_all();
+        }
         self.threads.lock().unwrap().insert(name);
         self.signer.sign(payload)
     }
@@ -719,7 +738,8 @@ fn generate_parallel_starts_at_most_max_threads() {
     let fx = Fixture::new();
     let signer = ThreadNotingSigner {
         signer: &fx.identity.signer,
-        threads: Default::default(),
+        threads: Mutex::default(),
+        caller_signed: Default::default(),
     };
     // Enough KeyPackages that every thread asked for would get work.
     let n = 4 * MAX_THREADS;
