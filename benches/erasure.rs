@@ -92,8 +92,7 @@ fn policies(c: &mut Criterion) {
     group.sample_size(10);
     group.throughput(Throughput::Elements(MESSAGES as u64));
     let every_commit = ErasurePolicy::Overwrites {
-        commits: 1,
-        age: Duration::ZERO,
+        within: Duration::ZERO,
     };
     for (name, policy) in [
         ("deletions_only", ErasurePolicy::Deletions),

@@ -86,10 +86,9 @@ pub struct StorageOptions {
     /// cheaper and leaves key material recoverable from the file.
     pub secure_delete: bool,
     /// When old copies of deleted and overwritten secrets are erased from
-    /// the write-ahead log: by default right after their deletion, and for
-    /// overwritten ones at the 16th commit after, or the first commit 2
-    /// seconds after, whichever comes first (an idle storage erases at its
-    /// drop or next open).
+    /// the write-ahead log: by default deleted ones at the end of the commit
+    /// that deleted them, and overwritten ones within 2 seconds of the
+    /// commit that overwrote them, by the clock, on a background thread.
     pub erasure: ErasurePolicy,
 }
 

@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{bundle_count, metadata_count, to_hex, Identity};
+use common::{bundle_count, metadata_count, to_hex, traces::from_hex, Identity};
 use openmls_keypackage_pool::{KeyPackagePool, PoolConfig, PoolProvider, PoolStorage};
 
 /// KeyPackages per transaction in the child.
@@ -56,13 +56,6 @@ fn churn(path: &Path, batches: Option<usize>) {
         pool.mark_uploaded(&refs).unwrap();
         done += 1;
     }
-}
-
-fn from_hex(text: &str) -> Vec<u8> {
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-        .collect()
 }
 
 /// In a normal run: a short churn that must leave a whole pool. As a child

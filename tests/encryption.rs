@@ -4,7 +4,14 @@
 
 mod common;
 
-use common::{build_key_package, bundle_count, join, Identity, PlainClient};
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use common::{
+    build_key_package, bundle_count, conversation::Conversation, join, Identity, PlainClient,
+};
 use openmls_keypackage_pool::{Error, KeyPackageStatus, PoolProvider, PoolStorage};
 
 const KEY: &str = "a passphrase only the app knows";
@@ -61,4 +68,34 @@ fn a_plain_database_is_not_opened_as_an_encrypted_one() {
         PoolStorage::open_encrypted(&path, KEY),
         Err(Error::WrongKey)
     ));
+}
+
+#[test]
+fn an_idle_encrypted_storage_empties_its_log_within_the_bound() {
+    // The pages are encrypted, so no plaintext secret can be searched for;
+    // what shows the erasure ran is the log emptied while nothing is
+    // committed, which takes a keyed connection of the eraser's own.
+    let (dir, path) = common::temp_db();
+    let bob = PoolProvider::open_encrypted(&path, KEY).unwrap();
+    let mut chat = Conversation::with(dir, path.clone(), bob);
+    chat.messages(4);
+    let wal = PathBuf::from(format!("{}-wal", path.display()));
+    let wal_len = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+    assert!(wal_len() > 0, "the messages wrote nothing to the log");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while wal_len() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(wal_len(), 0, "the log still holds overwritten pages");
+    let pending: Option<i64> = chat
+        .bob
+        .storage()
+        .connection()
+        .query_row(
+            "SELECT pending_since FROM openmls_keypackage_pool_erasure",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(pending, None);
 }

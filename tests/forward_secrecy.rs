@@ -6,83 +6,32 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use common::{
-    build_key_package, into_protocol_message, join, secrets::msgpack_byte_sequences, Identity,
-    PlainClient,
+    build_key_package,
+    conversation::Conversation,
+    join,
+    secrets::msgpack_byte_sequences,
+    traces::{private_keys, traces, until_none},
+    Identity, PlainClient,
 };
 use openmls::prelude::*;
 use openmls_keypackage_pool::{ErasurePolicy, KeyPackagePool, PoolProvider, StorageOptions};
 
-/// The two private keys of a bundle, read from its serde form (OpenMLS only
-/// exposes one of them outside its own tests).
-fn private_keys(bundle: &KeyPackageBundle) -> (Vec<u8>, Vec<u8>) {
-    let value = serde_json::to_value(bundle).unwrap();
-    (
-        first_byte_array(&value["private_init_key"]).expect("init key"),
-        first_byte_array(&value["private_encryption_key"]).expect("encryption key"),
-    )
-}
+/// How long after the default bound (2 seconds) a test waits for an
+/// erasure before it calls the secrets found: the eraser's thread must be
+/// scheduled on a loaded machine.
+const SLACK: Duration = Duration::from_secs(3);
 
-fn first_byte_array(value: &serde_json::Value) -> Option<Vec<u8>> {
-    match value {
-        serde_json::Value::Array(items)
-            if !items.is_empty() && items.iter().all(|i| i.is_u64()) =>
-        {
-            items.iter().map(|i| i.as_u64().map(|b| b as u8)).collect()
-        }
-        serde_json::Value::Array(items) => items.iter().find_map(first_byte_array),
-        serde_json::Value::Object(map) => map.values().find_map(first_byte_array),
-        _ => None,
+/// How long secrets may stay under `options`' policy, with [`SLACK`]: how
+/// long a test waits for them to go.
+fn bound(options: &StorageOptions) -> Duration {
+    match options.erasure {
+        ErasurePolicy::Overwrites { within } => within + SLACK,
+        // Nothing erases overwrites: a control waits as long as the default.
+        _ => Duration::from_secs(2) + SLACK,
     }
-}
-
-/// Every way a codec could have laid `key` out: raw, as MessagePack
-/// integers (one byte each below 128, `0xcc` and the byte above), and as the
-/// decimal list JSON writes.
-fn encodings(key: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
-    let msgpack = key
-        .iter()
-        .flat_map(|&b| if b < 128 { vec![b] } else { vec![0xcc, b] })
-        .collect();
-    let json = key
-        .iter()
-        .map(|b| b.to_string())
-        .collect::<Vec<_>>()
-        .join(",")
-        .into_bytes();
-    vec![
-        ("raw", key.to_vec()),
-        ("messagepack", msgpack),
-        ("json", json),
-    ]
-}
-
-/// The files SQLite may keep for a database.
-fn database_files(db: &Path) -> Vec<PathBuf> {
-    ["", "-wal", "-shm", "-journal"]
-        .iter()
-        .map(|suffix| PathBuf::from(format!("{}{suffix}", db.display())))
-        .filter(|p| p.exists())
-        .collect()
-}
-
-/// Where `key` can still be found, as "file: encoding" lines.
-fn traces(db: &Path, key: &[u8]) -> Vec<String> {
-    let mut found = Vec::new();
-    for file in database_files(db) {
-        let bytes = std::fs::read(&file).unwrap();
-        for (encoding, pattern) in encodings(key) {
-            if bytes
-                .windows(pattern.len())
-                .any(|w| w == pattern.as_slice())
-            {
-                found.push(format!("{}: {encoding}", file.display()));
-            }
-        }
-    }
-    found
 }
 
 /// Consumes a KeyPackage through a real Welcome and returns where its init
@@ -163,150 +112,10 @@ fn a_pruned_key_package_leaves_no_trace_of_either_private_key() {
     }
 }
 
-/// Bob, on a database file with `options`, in a group Alice (in memory)
-/// created; he keeps the secrets of two past epochs, so that deleting them
-/// is something to check.
-struct Conversation {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-    alice: PlainClient,
-    alice_group: MlsGroup,
-    bob: PoolProvider,
-    bob_group: MlsGroup,
-}
-
-impl Conversation {
-    fn new(options: &StorageOptions) -> Self {
-        let (dir, path) = common::temp_db();
-        let bob = PoolProvider::open_with_options(&path, options).unwrap();
-        let bundle = build_key_package(&bob, &Identity::new("bob"), false);
-        let alice = PlainClient::new("alice");
-        let (alice_group, welcome) = alice.create_group_with(bundle.key_package());
-        let config = MlsGroupJoinConfig::builder()
-            .use_ratchet_tree_extension(true)
-            .max_past_epochs(2)
-            .build();
-        let bob_group = StagedWelcome::new_from_welcome(&bob, &config, welcome, None)
-            .unwrap()
-            .into_group(&bob)
-            .unwrap();
-        Self {
-            _dir: dir,
-            path,
-            alice,
-            alice_group,
-            bob,
-            bob_group,
-        }
-    }
-
-    /// Bob decrypts `n` application messages from Alice: each one advances
-    /// his secret tree and overwrites its stored row.
-    fn messages(&mut self, n: usize) {
-        for _ in 0..n {
-            let message = self
-                .alice_group
-                .create_message(&self.alice.provider, &self.alice.identity.signer, b"hi")
-                .unwrap();
-            let processed = self
-                .bob_group
-                .process_message(&self.bob, into_protocol_message(&message))
-                .unwrap();
-            assert!(matches!(
-                processed.into_content(),
-                ProcessedMessageContent::ApplicationMessage(_)
-            ));
-        }
-    }
-
-    /// Alice updates her leaf; Bob moves to the next epoch, keeping the
-    /// last one's message secrets.
-    fn new_epoch(&mut self) {
-        let commit = self
-            .alice_group
-            .self_update(
-                &self.alice.provider,
-                &self.alice.identity.signer,
-                LeafNodeParameters::default(),
-            )
-            .unwrap();
-        self.alice_group
-            .merge_pending_commit(&self.alice.provider)
-            .unwrap();
-        let processed = self
-            .bob_group
-            .process_message(&self.bob, into_protocol_message(commit.commit()))
-            .unwrap();
-        match processed.into_content() {
-            ProcessedMessageContent::StagedCommitMessage(staged) => self
-                .bob_group
-                .merge_staged_commit(&self.bob, *staged)
-                .unwrap(),
-            other => panic!("expected a commit, got {other:?}"),
-        }
-    }
-
-    /// Bob's stored message secrets (the secret trees of this epoch and the
-    /// past ones he keeps), as the codec wrote them.
-    fn stored_message_secrets(&self) -> Vec<u8> {
-        self.bob
-            .storage()
-            .connection()
-            .query_row(
-                "SELECT group_data FROM openmls_group_data WHERE data_type = 'message_secrets'",
-                [],
-                |row| row.get(0),
-            )
-            .unwrap()
-    }
-
-    /// Every entity OpenMLS has stored for Bob, as stored.
-    fn live_entities(&self) -> Vec<Vec<u8>> {
-        let conn = self.bob.storage().connection();
-        let mut stmt = conn
-            .prepare(
-                "SELECT group_data FROM openmls_group_data
-                 UNION ALL SELECT key_pairs FROM openmls_epoch_keys_pairs
-                 UNION ALL SELECT key_pair FROM openmls_encryption_keys
-                 UNION ALL SELECT leaf_node FROM openmls_own_leaf_nodes
-                 UNION ALL SELECT key_package FROM openmls_key_packages",
-            )
-            .unwrap();
-        let rows = stmt.query_map([], |row| row.get(0)).unwrap();
-        rows.map(Result::unwrap).collect()
-    }
-
-    /// Where the byte sequences that `old` held and no stored entity holds
-    /// any more can still be found in the files, searched while the database
-    /// is open. (A past epoch's stored secrets also hold public keys that
-    /// the current tree still has: those are live, not superseded.)
-    fn traces_of_superseded(&self, old: &[u8]) -> Vec<String> {
-        let live = self.live_entities();
-        let held = |secret: &Vec<u8>| {
-            let stored = &encodings(secret)[1].1;
-            live.iter()
-                .any(|entity| entity.windows(stored.len()).any(|w| w == stored.as_slice()))
-        };
-        let mut gone: Vec<Vec<u8>> = msgpack_byte_sequences(old)
-            .into_iter()
-            .filter(|secret| !held(secret))
-            .collect();
-        gone.sort();
-        gone.dedup();
-        assert!(
-            !gone.is_empty(),
-            "nothing was superseded: the check is void"
-        );
-        gone.iter()
-            .flat_map(|secret| traces(&self.path, secret))
-            .collect()
-    }
-}
-
 /// The secrets Bob's messages and a past-epoch deletion replaced, found in
-/// the files: after 20 further messages in one epoch, and after
-/// `delete_past_epoch_secrets` followed by 16 commits (the default policy's
-/// bound).
+/// the files once the policy's bound has passed: after 20 further messages
+/// in one epoch, and after an epoch change and `delete_past_epoch_secrets`
+/// followed by 16 messages. Nothing is committed while the test waits.
 fn superseded_secret_traces(options: &StorageOptions) -> (Vec<String>, Vec<String>) {
     let mut chat = Conversation::new(options);
     chat.messages(1);
@@ -318,7 +127,7 @@ fn superseded_secret_traces(options: &StorageOptions) -> (Vec<String>, Vec<Strin
         "the search cannot see live secrets"
     );
     chat.messages(20);
-    let after_messages = chat.traces_of_superseded(&before_messages);
+    let after_messages = wait_for_erasure(&chat, &before_messages, options);
 
     chat.new_epoch();
     chat.messages(1);
@@ -327,8 +136,21 @@ fn superseded_secret_traces(options: &StorageOptions) -> (Vec<String>, Vec<Strin
         .delete_past_epoch_secrets(&chat.bob, PastEpochDeletion::delete_all())
         .unwrap();
     chat.messages(16);
-    let after_deletion = chat.traces_of_superseded(&with_past_epoch);
+    let after_deletion = wait_for_erasure(&chat, &with_past_epoch, options);
     (after_messages, after_deletion)
+}
+
+/// The traces of what `old` held and Bob's storage no longer does, once
+/// none are left or the policy's bound (with slack) has passed; a policy
+/// that never erases overwrites waits the whole time.
+fn wait_for_erasure(chat: &Conversation, old: &[u8], options: &StorageOptions) -> Vec<String> {
+    let superseded = chat.superseded(old);
+    let found = || common::traces::traces_of_all(&chat.path, &superseded);
+    if options.erasure == ErasurePolicy::Deletions {
+        std::thread::sleep(bound(options));
+        return found();
+    }
+    until_none(bound(options), found)
 }
 
 #[test]

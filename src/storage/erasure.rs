@@ -10,22 +10,25 @@ impl<C: PoolCodec> PoolStorage<C> {
     /// KeyPackages, and the secrets OpenMLS has replaced, cannot be read
     /// back from them.
     ///
-    /// With `secure_delete` on (the default, see [`StorageOptions`](crate::StorageOptions)) SQLite
-    /// overwrites deleted content in the database pages; in WAL mode the
-    /// pages as they were before still sit in the `-wal` file until a
-    /// checkpoint copies the new ones back and the log is truncated. This
-    /// runs that checkpoint, without waiting for other connections. It runs
-    /// by itself as the [`ErasurePolicy`](crate::ErasurePolicy) says: by default after each commit
-    /// of this storage that deleted key material (a KeyPackage's bundle, or
-    /// OpenMLS's epoch, encryption, signature or PSK secrets), and for one
-    /// that overwrote secrets (every message OpenMLS decrypts rewrites its
-    /// message secrets) at the 16th commit after it or the first commit 2
-    /// seconds after it, whichever comes first. A pending erasure is
-    /// recorded in the database; when a reader is in the way it is retried
-    /// at the next commit of any storage on the file, at the next open, and
-    /// when this storage is dropped. Call it directly after committing a
-    /// transaction the application began on the raw connection, or once
-    /// another connection has finished reading.
+    /// With `secure_delete` on (the default, see
+    /// [`StorageOptions`](crate::StorageOptions)) SQLite overwrites deleted
+    /// content in the database pages; in WAL mode the pages as they were
+    /// before still sit in the `-wal` file until a checkpoint copies the new
+    /// ones back and the log is truncated. This runs that checkpoint now, on
+    /// this storage's connection, without waiting for other connections.
+    ///
+    /// It also runs by itself, as the [`ErasurePolicy`](crate::ErasurePolicy)
+    /// says: at the end of each commit of this storage that deleted key
+    /// material (a KeyPackage's bundle, or OpenMLS's epoch, encryption,
+    /// signature or PSK secrets), and, by default, within 2 seconds of a
+    /// commit that overwrote secrets (every message OpenMLS decrypts rewrites
+    /// its message secrets), on the storage's background eraser, whether or
+    /// not anything else is committed. A pending erasure is recorded in the
+    /// database; when a reader is in the way the eraser tries again until it
+    /// is done, and the next open of any process finishes one a crash
+    /// interrupted. Call this directly after committing a transaction the
+    /// application began on the raw connection, or when the files must be
+    /// clean right now (before a backup, say).
     ///
     /// This erases the content of the files; what the file system keeps of
     /// truncated or deleted blocks is beyond SQLite's reach. In the rollback

@@ -188,6 +188,8 @@ impl<C: PoolCodec> Drop for PoolStorage<C> {
     /// effort: what a reader still blocks stays recorded in the database for
     /// the next open or commit).
     fn drop(&mut self) {
+        // The eraser first, so that no checkpoint of its is under way.
+        self.erasure.stop();
         self.erasure.finish_leftover(&self.conn);
     }
 }

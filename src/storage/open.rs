@@ -3,11 +3,9 @@
 
 use std::path::Path;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OpenFlags};
 
 use super::PoolStorage;
-#[cfg(feature = "sqlcipher")]
-use crate::error::Error;
 use crate::{
     codec::{DefaultCodec, PoolCodec},
     codec_marker,
@@ -55,20 +53,10 @@ impl PoolStorage<DefaultCodec> {
     /// ```
     #[cfg(feature = "sqlcipher")]
     pub fn open_encrypted(path: impl AsRef<Path>, key: &str) -> Result<Self> {
+        let keying = Keying::Passphrase(key);
         let conn = Connection::open(path)?;
-        // The key must be the first thing the connection is told; reading
-        // the schema then proves it right before anything is written.
-        conn.pragma_update(None, "key", key)?;
-        match conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |row| {
-            row.get::<_, i64>(0)
-        }) {
-            Ok(_) => {}
-            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) => {
-                return Err(Error::WrongKey)
-            }
-            Err(e) => return Err(e.into()),
-        }
-        Self::from_connection(conn)
+        keying.apply(&conn)?;
+        Self::assemble(conn, &StorageOptions::default(), keying)
     }
 
     /// Takes over an open connection with the default codec and
@@ -147,20 +135,89 @@ impl<C: PoolCodec> PoolStorage<C> {
     /// }
     /// # Ok::<(), Error>(())
     /// ```
-    pub fn from_connection_with_codec(
+    pub fn from_connection_with_codec(conn: Connection, options: &StorageOptions) -> Result<Self> {
+        Self::assemble(conn, options, Keying::Plain)
+    }
+
+    /// Brings the schema of `conn`, keyed as `keying` says, up to date, and
+    /// sets up the storage over it.
+    fn assemble(
         mut conn: Connection,
         options: &StorageOptions,
+        keying: Keying<'_>,
     ) -> Result<Self> {
         // Refuse a newer schema, or another codec, before anything (even the
         // journal mode) is written to the file.
         schema::check_not_newer(&conn)?;
         codec_marker::check::<C>(&conn)?;
         schema::bring_up_to_date::<C>(&mut conn, options)?;
-        let erasure = ErasureSchedule::new(options.erasure, options.busy_timeout);
+        let erasure = ErasureSchedule::new(
+            options.erasure,
+            options.busy_timeout,
+            eraser_connection(&conn, keying),
+        );
         // Finish an erasure that another storage left pending (a reader was
         // in its way, or it was killed). Best effort: the open has succeeded
         // either way, and the next commit tries again.
         erasure.finish_leftover(&conn);
         Ok(Self::new(conn, erasure))
     }
+}
+
+/// How the storage's connection is keyed, so that a second connection on
+/// the file can be keyed the same way.
+#[derive(Clone, Copy)]
+enum Keying<'a> {
+    /// Not encrypted, or keyed by the application before it handed the
+    /// connection over (then no second connection can read the file).
+    Plain,
+    /// SQLCipher, with a passphrase.
+    #[cfg_attr(not(feature = "sqlcipher"), allow(dead_code))]
+    Passphrase(&'a str),
+}
+
+impl Keying<'_> {
+    /// Keys a freshly opened connection, before anything else is asked of
+    /// it; reading the schema then proves the key right before anything is
+    /// written. A wrong key is [`Error::WrongKey`](crate::Error::WrongKey).
+    fn apply(self, conn: &Connection) -> Result<()> {
+        let Self::Passphrase(key) = self else {
+            return Ok(());
+        };
+        conn.pragma_update(None, "key", key)?;
+        match conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |row| {
+            row.get::<_, i64>(0)
+        }) {
+            Ok(_) => Ok(()),
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) => {
+                Err(crate::Error::WrongKey)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// A second connection on the file `conn` is open on, keyed the same way,
+/// for the background eraser. `None` for an in-memory database, outside WAL
+/// mode (there is no log to empty), and when the file cannot be read that
+/// way (a connection the application keyed itself).
+fn eraser_connection(conn: &Connection, keying: Keying<'_>) -> Option<Connection> {
+    let path = conn.path().filter(|p| !p.is_empty())?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+        .ok()?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return None;
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_URI
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let eraser = Connection::open_with_flags(path, flags).ok()?;
+    keying.apply(&eraser).ok()?;
+    eraser
+        .query_row("SELECT COUNT(*) FROM sqlite_master", [], |row| {
+            row.get::<_, i64>(0)
+        })
+        .ok()?;
+    Some(eraser)
 }

@@ -2,9 +2,11 @@
 //! database files, all real.
 #![allow(dead_code)]
 
+pub mod conversation;
 pub mod lifecycle_model;
 pub mod plain_sqlite;
 pub mod secrets;
+pub mod traces;
 pub mod wal_writes;
 
 use std::path::PathBuf;

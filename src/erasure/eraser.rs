@@ -1,0 +1,97 @@
+//! The eraser: a thread with a connection of its own on the storage's file,
+//! which sleeps until an erasure is due, runs it, and tries again while
+//! another connection is in the way.
+
+use std::{
+    sync::Arc,
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use rusqlite::Connection;
+
+use super::{erase, Due};
+
+/// How long the eraser waits before trying again after another connection
+/// kept the log from being emptied: doubled at each failure, up to
+/// [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(20);
+
+/// The longest wait between two tries while the log is held.
+const RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// A running eraser; [`stop`](Self::stop) ends it.
+#[derive(Debug)]
+pub(super) struct Eraser {
+    due: Arc<Due>,
+    thread: JoinHandle<()>,
+}
+
+impl Eraser {
+    /// Starts the eraser on `conn`, a connection of its own on the storage's
+    /// file. `None` when no thread could be started: the storage then runs
+    /// what is due itself.
+    pub(super) fn start(conn: Connection, due: Arc<Due>) -> Option<Self> {
+        // Never wait inside SQLite: a checkpoint that waited for a reader
+        // would hold the write lock meanwhile, and stall the storage's own
+        // commits. Retries wait here instead, holding nothing.
+        conn.busy_timeout(Duration::ZERO).ok()?;
+        let shared = Arc::clone(&due);
+        let thread = std::thread::Builder::new()
+            .name("keypackage-pool-eraser".into())
+            .spawn(move || run(&conn, &shared))
+            .ok()?;
+        Some(Self { due, thread })
+    }
+
+    /// Asks the eraser to end and waits for it: at once when it sleeps,
+    /// after the erasure it is running otherwise.
+    pub(super) fn stop(self) {
+        self.due.lock().stopping = true;
+        self.due.changed.notify_all();
+        // A panic in the eraser has nothing left to clean up.
+        let _ = self.thread.join();
+    }
+}
+
+/// The eraser's loop: asleep while nothing is due, and until it is.
+fn run(conn: &Connection, due: &Due) {
+    let mut retry = RETRY_FIRST;
+    let mut state = due.lock();
+    loop {
+        if state.stopping {
+            return;
+        }
+        let now = Instant::now();
+        match state.at {
+            None => {
+                state = due
+                    .changed
+                    .wait(state)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            Some(at) if at > now => {
+                state = due
+                    .changed
+                    .wait_timeout(state, at - now)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .0;
+            }
+            Some(_) => {
+                // Taken before erasing: a leftover committed meanwhile sets
+                // its own deadline again.
+                state.at = None;
+                drop(state);
+                let erased = matches!(erase(conn), Ok(true));
+                state = due.lock();
+                if erased {
+                    retry = RETRY_FIRST;
+                } else {
+                    let again = Instant::now() + retry;
+                    state.at = Some(state.at.map_or(again, |at| at.min(again)));
+                    retry = (retry * 2).min(RETRY_MAX);
+                }
+            }
+        }
+    }
+}

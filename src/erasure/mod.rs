@@ -1,0 +1,394 @@
+//! Erasing old copies of secrets from the write-ahead log: the policy, the
+//! schedule a storage keeps to follow it ([`ErasureSchedule`]), the
+//! background [`eraser`] that carries it out off the caller's thread, and
+//! the record of erasures still pending, in `openmls_keypackage_pool_erasure`.
+//!
+//! In WAL mode a commit appends new page images to the `-wal` file; the
+//! images they replace, which hold the secrets as they were, stay in the log
+//! until a checkpoint copies the new pages into the database and the log is
+//! truncated. OpenMLS destroys most per-message and per-epoch secrets by
+//! overwriting the row that holds them (every message it decrypts rewrites
+//! the group's secret tree), so erasing only after deletions leaves
+//! superseded message keys readable on disk.
+//!
+//! The record in the database is what makes an erasure survive a crash: it
+//! is set in the transaction that leaves secrets behind, and any open, from
+//! any process, finishes the erasure. It is written once per pending period
+//! (a commit that finds it already set writes nothing), and cleared only
+//! when no commit from any connection has happened since before the
+//! checkpoint that emptied the log (SQLite's `data_version` says so): a
+//! commit in between may have left secrets the checkpoint did not see.
+
+mod eraser;
+
+use std::{
+    cell::Cell,
+    sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError},
+    time::{Duration, Instant},
+};
+
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
+
+use crate::{clock::unix_now_ms, error::Result};
+use eraser::Eraser;
+
+/// When old copies of secrets are erased from the database's files.
+///
+/// Part of [`StorageOptions`](crate::StorageOptions). On a database file in
+/// WAL mode, a background thread with a connection of its own (the
+/// storage's eraser) runs the erasures that are not due at once, so that a
+/// bound holds by the clock even when the client goes quiet, and the
+/// caller's thread never runs the checkpoint that decrypting a message would
+/// otherwise owe. Deleted key material is erased at the end of the commit
+/// that deleted it, under either policy. When another connection keeps the
+/// log from being emptied (a reader holding an old snapshot, in this
+/// process or another), the eraser tries again, at most a second apart,
+/// until it is done; the record in the database makes the next open of any
+/// process finish an erasure a crash interrupted.
+///
+/// What each policy costs per decrypted message is measured by
+/// `cargo run --release --example bench_report -- --erasure-only`; the
+/// README quotes one run.
+///
+/// A transaction the application begins and commits on the raw connection
+/// is not seen: the erasure it owes happens at this storage's next commit
+/// that leaves secrets behind, its next open or its drop, or when the
+/// application calls
+/// [`PoolStorage::erase_deleted_key_material`](crate::PoolStorage::erase_deleted_key_material)
+/// after committing.
+///
+/// ```
+/// use std::time::Duration;
+/// use openmls_keypackage_pool::{ErasurePolicy, StorageOptions};
+///
+/// // Erase right after every commit that replaced a secret, off the
+/// // caller's thread: the strictest bound.
+/// let options = StorageOptions {
+///     erasure: ErasurePolicy::Overwrites { within: Duration::ZERO },
+///     ..StorageOptions::default()
+/// };
+/// assert_ne!(options, StorageOptions::default());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErasurePolicy {
+    /// Erase after each commit that deleted key material (a KeyPackage's
+    /// bundle, epoch, encryption, signature or PSK secrets) only. Secrets
+    /// that OpenMLS destroys by overwriting them, such as the message keys
+    /// of every message it decrypts, stay readable in the log until the
+    /// next erasure. The behaviour of earlier versions; cheapest.
+    Deletions,
+    /// Erase after each commit that deleted key material, and erase
+    /// overwritten secrets (message secrets, epoch secrets, the resumption
+    /// PSK store, PSKs, epoch key pairs, and the draft features' export
+    /// tree and virtual-client state) at most `within` after the first
+    /// commit that left them, whether or not anything is committed after
+    /// it, unless another connection holds the log (see above).
+    Overwrites {
+        /// How long overwritten secrets may stay in the log.
+        within: Duration,
+    },
+}
+
+impl Default for ErasurePolicy {
+    /// [`Overwrites`](Self::Overwrites) within 2 seconds.
+    fn default() -> Self {
+        Self::Overwrites {
+            within: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What a write leaves behind in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Leftover {
+    /// Overwritten secrets: erased as the policy allows.
+    Overwritten,
+    /// Deleted key material: erased at the end of its commit.
+    Deleted,
+}
+
+/// When a storage's erasures run: what its open write scope leaves behind,
+/// when the next erasure is due, and the eraser thread that runs it.
+#[derive(Debug)]
+pub(crate) struct ErasureSchedule {
+    policy: ErasurePolicy,
+    /// The busy timeout the options set, restored after erasures on the
+    /// storage's own connection.
+    busy_timeout: Duration,
+    /// What the write scope now open leaves behind once it commits.
+    uncommitted: Cell<Option<Leftover>>,
+    /// When the next erasure is due; shared with the eraser.
+    due: Arc<Due>,
+    /// The background eraser, on a database file in WAL mode.
+    eraser: Option<Eraser>,
+}
+
+impl ErasureSchedule {
+    /// The schedule of a storage on `conn`. `eraser_conn` is a second
+    /// connection on the same file, set up as `conn` is (keyed, for an
+    /// encrypted one), for the background eraser; without one, erasures
+    /// that are due run on the storage's thread at its next commit.
+    pub(crate) fn new(
+        policy: ErasurePolicy,
+        busy_timeout: Duration,
+        eraser_conn: Option<Connection>,
+    ) -> Self {
+        let due = Arc::new(Due::default());
+        let eraser = eraser_conn.and_then(|conn| Eraser::start(conn, Arc::clone(&due)));
+        Self {
+            policy,
+            busy_timeout,
+            uncommitted: Cell::new(None),
+            due,
+            eraser,
+        }
+    }
+
+    /// Whether overwrites of secrets must go through a write scope to be
+    /// recorded.
+    pub(crate) fn erases_overwrites(&self) -> bool {
+        self.policy != ErasurePolicy::Deletions
+    }
+
+    /// Notes, inside the open write scope, that its commit leaves old copies
+    /// of secrets in the log: in the database (unless an erasure is already
+    /// recorded there), so that any later open finishes it after a crash,
+    /// and here. Overwrites count only under a policy that erases them.
+    pub(crate) fn record_leftover(&self, conn: &Connection, leftover: Leftover) -> Result<()> {
+        if leftover == Leftover::Overwritten && !self.erases_overwrites() {
+            return Ok(());
+        }
+        record(conn)?;
+        self.uncommitted
+            .set(self.uncommitted.get().max(Some(leftover)));
+        Ok(())
+    }
+
+    /// After a commit of the storage's connection reached the database:
+    /// erases deleted key material now, and schedules the erasure of
+    /// overwritten secrets. Best effort: the commit has succeeded either
+    /// way, and an erasure that could not finish stays pending.
+    pub(crate) fn after_commit(&self, conn: &Connection) {
+        match self.uncommitted.take() {
+            // A reader is in the way: the eraser tries again.
+            Some(Leftover::Deleted) if !matches!(self.erase_now(conn), Ok(true)) => {
+                self.due.at(Instant::now());
+            }
+            Some(Leftover::Deleted) => {}
+            Some(Leftover::Overwritten) => {
+                if let ErasurePolicy::Overwrites { within } = self.policy {
+                    self.due.at(Instant::now() + within);
+                }
+            }
+            None => {}
+        }
+        // Without an eraser, whatever is due runs here.
+        if self.eraser.is_none() && self.due.is_past() {
+            let _ = self.erase_now(conn);
+        }
+    }
+
+    /// Finishes an erasure that this storage or another left pending, when
+    /// the connection opens or closes. Best effort, and never waits for
+    /// another connection: what a reader still blocks stays recorded in the
+    /// database for the next open.
+    pub(crate) fn finish_leftover(&self, conn: &Connection) {
+        let _ = self.without_waiting(conn, || {
+            if self.due.is_set() || is_recorded(conn)? {
+                self.erase_and_clear(conn)?;
+            }
+            Ok(())
+        });
+    }
+
+    /// Stops the eraser, waiting for an erasure it is running to end; what
+    /// was still to come is left to [`finish_leftover`](Self::finish_leftover).
+    pub(crate) fn stop(&mut self) {
+        if let Some(eraser) = self.eraser.take() {
+            eraser.stop();
+        }
+    }
+
+    /// Checkpoints and truncates the log on the storage's connection without
+    /// waiting for anyone; see [`erase`].
+    pub(crate) fn erase_now(&self, conn: &Connection) -> Result<bool> {
+        self.without_waiting(conn, || self.erase_and_clear(conn))
+    }
+
+    fn erase_and_clear(&self, conn: &Connection) -> Result<bool> {
+        let erased = erase(conn)?;
+        if erased {
+            // Every leftover this storage committed is gone.
+            self.due.clear();
+        }
+        Ok(erased)
+    }
+
+    /// Runs `f` with the connection's busy timeout at zero, then puts the
+    /// options' timeout back. Erasure on the storage's connection runs right
+    /// after commits and on drop: a reader elsewhere must not stall it, and
+    /// what cannot be done now is retried. Set before the first read, since
+    /// in the rollback journal modes even a read queues behind a writer.
+    fn without_waiting<T>(&self, conn: &Connection, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        conn.busy_timeout(Duration::ZERO)?;
+        let result = f();
+        conn.busy_timeout(self.busy_timeout)?;
+        result
+    }
+}
+
+impl Drop for ErasureSchedule {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// When the next erasure is due, shared by a storage and its eraser.
+#[derive(Debug, Default)]
+struct Due {
+    at: Mutex<DueState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct DueState {
+    /// When the earliest erasure not yet run is due.
+    at: Option<Instant>,
+    /// Set when the storage goes away: the eraser ends.
+    stopping: bool,
+}
+
+impl Due {
+    fn lock(&self) -> MutexGuard<'_, DueState> {
+        // The state stays meaningful whatever a panicking holder left.
+        self.at.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// An erasure is due at `at` (or earlier, if one already is).
+    fn at(&self, at: Instant) {
+        let mut state = self.lock();
+        if state.at.is_none_or(|due| at < due) {
+            state.at = Some(at);
+            // Only a nearer deadline wakes the eraser: a burst of commits
+            // within one pending period costs one wake-up.
+            self.changed.notify_all();
+        }
+    }
+
+    fn is_set(&self) -> bool {
+        self.lock().at.is_some()
+    }
+
+    fn is_past(&self) -> bool {
+        self.lock().at.is_some_and(|due| due <= Instant::now())
+    }
+
+    fn clear(&self) {
+        self.lock().at = None;
+    }
+}
+
+/// Unix milliseconds; a clock set before 1970 reads as the epoch.
+fn now_ms() -> i64 {
+    unix_now_ms().unwrap_or(0)
+}
+
+/// Records, in the open transaction, that its commit leaves secrets behind,
+/// unless an erasure is recorded already: then the statement writes
+/// nothing, and the erasure that clears the record covers this commit too.
+fn record(conn: &Connection) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE openmls_keypackage_pool_erasure
+         SET pending_since = ?1, generation = generation + 1
+         WHERE id = 1 AND pending_since IS NULL",
+    )?
+    .execute([now_ms()])?;
+    Ok(())
+}
+
+/// Whether the database records an erasure as pending.
+fn is_recorded(conn: &Connection) -> Result<bool> {
+    let since: Option<Option<i64>> = conn
+        .prepare_cached("SELECT pending_since FROM openmls_keypackage_pool_erasure WHERE id = 1")?
+        .query_row([], |row| row.get(0))
+        .optional()?;
+    Ok(since.flatten().is_some())
+}
+
+/// The count SQLite bumps, for this connection, at every commit of another.
+fn data_version(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row("PRAGMA data_version", [], |row| row.get(0))?)
+}
+
+/// Checkpoints the log into the database and truncates it, then clears the
+/// record of a pending erasure if no other connection committed since
+/// before the checkpoint. `Ok(true)` when the log was emptied, `Ok(false)`
+/// when another connection (or a statement of this one still being
+/// stepped) kept part of it, or a transaction of this one is open. Waits
+/// for others only as long as the connection's busy timeout.
+pub(crate) fn erase(conn: &Connection) -> Result<bool> {
+    // A transaction of this connection is still open: its commit, not
+    // this, is where the erasure belongs.
+    if !conn.is_autocommit() {
+        return Ok(false);
+    }
+    let before = data_version(conn)?;
+    if !checkpoint(conn)? {
+        return Ok(false);
+    }
+    // Best effort: a record left set only costs one more checkpoint later.
+    if matches!(clear_if_nothing_committed_since(conn, before), Ok(true)) {
+        // Clearing wrote one page (the record's, no secret) to the log;
+        // emptying it again leaves no log at all. If a commit got in
+        // meanwhile the log is simply not empty: its own erasure comes.
+        let _ = checkpoint(conn);
+    }
+    Ok(true)
+}
+
+/// Clears the record, in a transaction of its own, unless another
+/// connection has committed since `data_version` read `before`; returns
+/// whether it did.
+fn clear_if_nothing_committed_since(conn: &Connection, before: i64) -> Result<bool> {
+    if !is_recorded(conn)? {
+        return Ok(false);
+    }
+    // Holding the write lock, no commit can come between the check and the
+    // update.
+    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+    if data_version(&tx)? != before {
+        return Ok(false);
+    }
+    tx.execute(
+        "UPDATE openmls_keypackage_pool_erasure SET pending_since = NULL WHERE id = 1",
+        [],
+    )?;
+    tx.commit()?;
+    Ok(true)
+}
+
+/// Checkpoints the log into the database and truncates it. `Ok(true)`
+/// when the log is now empty.
+fn checkpoint(conn: &Connection) -> Result<bool> {
+    // A statement of this connection still stepping holds a read snapshot
+    // the checkpoint cannot pass; SQLite reports that as an error.
+    if conn.is_busy() {
+        return Ok(false);
+    }
+    match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+        row.get::<_, i64>(0)
+    }) {
+        Ok(busy) => Ok(busy == 0),
+        Err(e) if is_busy_or_locked(&e) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether an error only says another connection (or a statement of this
+/// one) was in the way.
+fn is_busy_or_locked(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}

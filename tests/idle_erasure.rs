@@ -1,0 +1,206 @@
+//! The erasure bound holds by the clock: secrets OpenMLS overwrote leave
+//! the files within the bound while the storage is open and nothing more is
+//! committed, once a reader in another process lets go, and after a crash
+//! at the next open.
+//!
+//! The other processes are this test binary, re-run with `ERASURE_CHILD`
+//! set to a role and `ERASURE_DB` to the database.
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{
+    conversation::Conversation,
+    to_hex,
+    traces::{from_hex, traces_of_all, until_none},
+};
+use openmls_keypackage_pool::{ErasurePolicy, PoolStorage, StorageOptions};
+
+/// The default bound.
+const BOUND: Duration = Duration::from_secs(2);
+
+/// How long past the bound a test waits before it calls secrets found: the
+/// eraser must be scheduled on a loaded machine.
+const SLACK: Duration = Duration::from_secs(3);
+
+/// Bob decrypts four messages in one epoch; returns the conversation and
+/// the secrets the last three superseded.
+fn four_messages(options: &StorageOptions) -> (Conversation, Vec<Vec<u8>>) {
+    let mut chat = Conversation::new(options);
+    chat.messages(1);
+    let old = chat.stored_message_secrets();
+    chat.messages(3);
+    let superseded = chat.superseded(&old);
+    (chat, superseded)
+}
+
+#[test]
+fn an_idle_storage_erases_overwritten_secrets_within_the_bound() {
+    let (chat, superseded) = four_messages(&StorageOptions::default());
+    let started = Instant::now();
+    // Nothing is committed from here on; the storage stays open.
+    let found = until_none(BOUND + SLACK, || traces_of_all(&chat.path, &superseded));
+    assert_eq!(found, Vec::<String>::new());
+    // Erased by the clock, not at once: the bound is what is promised, and
+    // erasing at every commit is what it saves.
+    assert!(
+        started.elapsed() > Duration::from_millis(500),
+        "erased after {:?}, sooner than the bound allows",
+        started.elapsed()
+    );
+    let pending: Option<i64> = chat
+        .bob
+        .storage()
+        .connection()
+        .query_row(
+            "SELECT pending_since FROM openmls_keypackage_pool_erasure",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(pending, None, "the record is cleared once erased");
+}
+
+#[test]
+fn without_the_erasure_of_overwrites_an_idle_storage_keeps_them() {
+    // The control: the same search, the same wait, finds them.
+    let options = StorageOptions {
+        erasure: ErasurePolicy::Deletions,
+        ..StorageOptions::default()
+    };
+    let (chat, superseded) = four_messages(&options);
+    std::thread::sleep(BOUND + SLACK);
+    assert!(!traces_of_all(&chat.path, &superseded).is_empty());
+}
+
+/// Kills the child when dropped, so a failing assertion never leaves one
+/// running.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts this binary's `child` test in the role `role` on `db`, and waits
+/// for the line it prints when it is ready; returns it with the lines it
+/// printed before.
+fn start_child(role: &str, db: &Path) -> (Killed, Vec<String>) {
+    let mut child = Killed(
+        Command::new(std::env::current_exe().unwrap())
+            .args(["child", "--exact", "--nocapture", "--test-threads=1"])
+            .env("ERASURE_CHILD", role)
+            .env("ERASURE_DB", db)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let mut printed = Vec::new();
+    // libtest prints "test child ... " before the child's own output on the
+    // same line, so tokens are looked for anywhere in a line.
+    let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+    for line in lines.by_ref() {
+        if line.contains("erasure-child-ready") {
+            // The rest is read and dropped, so that the child never writes
+            // into a closed pipe.
+            std::thread::spawn(move || lines.for_each(drop));
+            return (child, printed);
+        }
+        printed.push(line);
+    }
+    panic!("the {role} child never became ready: {printed:?}");
+}
+
+/// In a normal run nothing; as a child of the tests below, the role
+/// `ERASURE_CHILD` names.
+#[test]
+fn child() {
+    let (Some(role), Some(db)) = (
+        std::env::var_os("ERASURE_CHILD"),
+        std::env::var_os("ERASURE_DB"),
+    ) else {
+        return;
+    };
+    let db = Path::new(&db);
+    match role.to_str() {
+        // Holds a read transaction until its standard input closes.
+        Some("reader") => {
+            let reader = rusqlite::Connection::open(db).unwrap();
+            reader
+                .execute_batch("BEGIN; SELECT COUNT(*) FROM openmls_group_data;")
+                .unwrap();
+            println!("erasure-child-ready");
+            let mut rest = String::new();
+            let _ = std::io::Read::read_to_string(&mut std::io::stdin(), &mut rest);
+            reader.execute_batch("COMMIT").unwrap();
+        }
+        // Bob on `db` with a bound far away: decrypts four messages, prints
+        // the secrets they superseded, and waits to be killed.
+        Some("member") => {
+            let options = StorageOptions {
+                erasure: ErasurePolicy::Overwrites {
+                    within: Duration::from_secs(600),
+                },
+                ..StorageOptions::default()
+            };
+            let bob =
+                openmls_keypackage_pool::PoolProvider::open_with_options(db, &options).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let mut chat = Conversation::with(dir, db.to_owned(), bob);
+            chat.messages(1);
+            let old = chat.stored_message_secrets();
+            chat.messages(3);
+            for secret in chat.superseded(&old) {
+                println!("erasure-child-secret {}", to_hex(&secret));
+            }
+            println!("erasure-child-ready");
+            std::thread::sleep(Duration::from_secs(120));
+        }
+        other => panic!("unknown child role {other:?}"),
+    }
+}
+
+#[test]
+fn a_reader_in_another_process_delays_the_erasure_until_it_lets_go() {
+    let (chat, superseded) = four_messages(&StorageOptions::default());
+    let (mut reader, _) = start_child("reader", &chat.path);
+    std::thread::sleep(BOUND + SLACK);
+    assert!(
+        !traces_of_all(&chat.path, &superseded).is_empty(),
+        "the reader did not hold the log"
+    );
+    // The reader commits and exits; the writer commits nothing more.
+    drop(reader.0.stdin.take());
+    assert!(reader.0.wait().unwrap().success());
+    let found = until_none(SLACK, || traces_of_all(&chat.path, &superseded));
+    assert_eq!(found, Vec::<String>::new());
+}
+
+#[test]
+fn a_process_killed_before_the_deadline_leaves_the_erasure_to_the_next_open() {
+    let (_dir, path) = common::temp_db();
+    let (child, printed) = start_child("member", &path);
+    let superseded: Vec<Vec<u8>> = printed
+        .iter()
+        .filter_map(|line| line.split("erasure-child-secret ").nth(1))
+        .map(|hex| from_hex(hex.trim()))
+        .collect();
+    assert!(!superseded.is_empty(), "the child reported nothing");
+    // Control: the killed process's log still holds them.
+    assert!(!traces_of_all(&path, &superseded).is_empty());
+    drop(child); // SIGKILL, long before the child's deadline
+
+    let _storage = PoolStorage::open(&path).unwrap();
+    assert_eq!(traces_of_all(&path, &superseded), Vec::<String>::new());
+}
