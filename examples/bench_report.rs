@@ -4,6 +4,7 @@
 //! ```sh
 //! cargo run --release --example bench_report            # a few minutes
 //! cargo run --release --example bench_report -- --quick # smaller sizes, a 100,000-row pool
+//! cargo run --release --example bench_report -- --erasure-only # the erasure policies per message
 //! # with X-Wing pools on openmls_libcrux_crypto as well:
 //! cargo run --release --features libcrux,draft-ietf-mls-pq-ciphersuites --example bench_report
 //! ```
@@ -30,7 +31,7 @@ use openmls_basic_credential::SignatureKeyPair;
 use openmls_keypackage_pool::{
     codec::MessagePackCodec, KeyPackagePool, KeyPackageStatus, PoolCrypto, PoolProvider,
 };
-use scenarios::{large_pool, Env, Scenario};
+use scenarios::{large_pool, messages::Receiver, Env, Scenario};
 use wal_writes::{WalBatch, Written};
 
 /// Measures KeyPackage creation and pool queries and prints ratios.
@@ -61,6 +62,9 @@ struct Cli {
     /// Only what one batch writes to the write-ahead log.
     #[arg(long)]
     wal_only: bool,
+    /// Only the cost of the erasure policies per decrypted message.
+    #[arg(long)]
+    erasure_only: bool,
     /// Only the X-Wing figures: creation, batch sizes, WAL and memory.
     #[cfg(all(feature = "libcrux", feature = "draft-ietf-mls-pq-ciphersuites"))]
     #[arg(long)]
@@ -91,6 +95,10 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         env.dir().display()
     );
+    if cli.erasure_only {
+        erasure(&env, &cli);
+        return;
+    }
     for suite in cli.suites() {
         if cli.wal_only {
             wal_writes(&env, &cli, suite);
@@ -110,6 +118,9 @@ fn main() {
     }
     if !cli.wal_only && (cli.queries_only || cli.suites().contains(&Suite::Classical)) {
         queries(&env, &cli);
+    }
+    if !cli.wal_only && !cli.queries_only && cli.suites().contains(&Suite::Classical) {
+        erasure(&env, &cli);
     }
 }
 
@@ -666,4 +677,48 @@ fn queries(env: &Env, cli: &Cli) {
         "| health, after the prune | {:.1} µs | < 1 ms |",
         health_after.as_secs_f64() * 1e6
     );
+}
+
+/// What the erasure policies cost per decrypted message: a member receives
+/// `n` messages in one epoch, each its own commit, on each kind of storage,
+/// beside the in-memory floor and the cost of one durable commit.
+fn erasure(env: &Env, cli: &Cli) {
+    let n = cli.n;
+    println!(
+        "\n## Decrypting {n} messages, one commit each (medians of {} interleaved runs)\n",
+        cli.runs
+    );
+    println!("| receiver | µs per message | ÷ in-memory | ÷ `Deletions` |");
+    println!("| --- | ---: | ---: | ---: |");
+    let all = Receiver::ALL;
+    let times = interleaved(env, cli.runs, n, &all, |receiver, n| receiver.run(env, n));
+    let time_of = |r: Receiver| times[all.iter().position(|x| *x == r).unwrap_or(0)];
+    let floor = time_of(Receiver::InMemory);
+    let deletions = time_of(Receiver::PoolDeletions);
+    for (receiver, t) in all.iter().zip(&times) {
+        println!(
+            "| {} | {:.0} | {:.2}x | {:.2}x |",
+            receiver.name(),
+            per_kp_us(*t, n),
+            t.as_secs_f64() / floor.as_secs_f64(),
+            t.as_secs_f64() / deletions.as_secs_f64()
+        );
+    }
+    let ratio = paired(
+        env,
+        cli.pairs,
+        || Receiver::PoolDeletions.run(env, n),
+        || Receiver::PoolDefault.run(env, n),
+    );
+    println!("\ndefault policy ÷ `Deletions`, {n} messages, paired: {ratio} (goal ≤ 1.05)");
+    // A burst of this many takes longer than the 2-second bound, so the
+    // eraser runs inside it at least once: its checkpoint is in the figure.
+    let long = 10 * n;
+    let ratio = paired(
+        env,
+        cli.pairs.div_ceil(3),
+        || Receiver::PoolDeletions.run(env, long),
+        || Receiver::PoolDefault.run(env, long),
+    );
+    println!("default policy ÷ `Deletions`, {long} messages, paired: {ratio}");
 }

@@ -28,6 +28,8 @@ use openmls_rust_crypto::OpenMlsRustCrypto;
 mod plain_sqlite;
 use plain_sqlite::PlainSqliteProvider;
 
+pub mod messages;
+
 pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
 
 /// What every scenario shares: who signs, and where files go.

@@ -114,6 +114,13 @@ impl<C: PoolCodec> PoolStorage<C> {
     /// a pool schema newer than this build [`Error::SchemaTooNew`](crate::Error::SchemaTooNew), both
     /// before anything (even the journal mode) is written to the file.
     ///
+    /// On a file in WAL mode the storage opens a second connection of its
+    /// own for its background eraser (see [`ErasurePolicy`](crate::ErasurePolicy)).
+    /// A connection the application keyed for SQLCipher itself cannot be
+    /// copied that way: the storage then has no eraser, and an erasure that
+    /// falls due runs at its next commit, open or drop instead. Open such a
+    /// database with `open_encrypted` to keep the bound by the clock.
+    ///
     /// A database written by a plain `openmls_sqlite_storage`
     /// `SqliteStorageProvider` keeps all its data; its KeyPackages are listed
     /// by [`unpooled_key_packages`](Self::unpooled_key_packages) until
