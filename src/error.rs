@@ -80,6 +80,14 @@ pub enum Error {
         keypackage_ref: Option<RefBytes>,
     },
 
+    /// A withdrawal reason text that is not one of
+    /// [`WithdrawalReason`](crate::WithdrawalReason)'s names.
+    #[error("unknown withdrawal reason {text:?}")]
+    InvalidWithdrawalReason {
+        /// The text that could not be parsed.
+        text: String,
+    },
+
     /// The lifecycle does not allow this status change.
     #[error("KeyPackage {keypackage_ref} cannot move from {from} to {to}")]
     InvalidTransition {

@@ -86,6 +86,7 @@ pub mod codec;
 mod codec_marker;
 mod erasure;
 mod error;
+mod grace;
 mod identity;
 mod keypackage_ref;
 mod metadata;
@@ -99,6 +100,7 @@ mod status;
 mod storage;
 mod storage_methods;
 mod verify;
+mod withdrawal;
 
 pub use erasure::ErasurePolicy;
 pub use error::{Error, RefBytes, Result};
@@ -109,7 +111,7 @@ pub use metadata::{KeyPackageMetadata, PoolEntry, PoolScope};
 /// `draft-ietf-mls-pq-ciphersuites` feature).
 #[cfg(feature = "libcrux")]
 pub use openmls_libcrux_crypto::CryptoProvider as LibcruxCrypto;
-pub use options::{JournalMode, StorageOptions, Synchronous, MAX_BUSY_TIMEOUT};
+pub use options::{JournalMode, StorageOptions, Synchronous, MAX_BUSY_TIMEOUT, MAX_GRACE};
 pub use pool::{
     KeyPackagePool, LastResortReport, PendingUpload, PendingUploads, PoolAction, PoolConfig,
     PoolHealth, UnreadableKeyPackage, MAX_LIFETIME_SECS, MAX_THREADS,
@@ -119,3 +121,4 @@ pub use scope::ScopeSummary;
 pub use status::KeyPackageStatus;
 pub use storage::PoolStorage;
 pub use verify::ConsistencyReport;
+pub use withdrawal::{Withdrawal, WithdrawalReason};

@@ -90,6 +90,17 @@ pub struct StorageOptions {
     /// that deleted them, and overwritten ones within 2 seconds of the
     /// commit that overwrote them, by the clock, on a background thread.
     pub erasure: ErasurePolicy,
+    /// How long a one-time KeyPackage keeps its private keys after it
+    /// leaves service while a peer may still invite with it: consumed by a
+    /// Welcome, or withdrawn by pruning, removal or the removal of its scope
+    /// or signature key. Within the window a second Welcome naming it still
+    /// joins; the KeyPackage is never usable, never uploaded again, and
+    /// counts in the hard cap. When the window ends, its bundle and row are
+    /// deleted and its keys erased from the files within the erasure bound,
+    /// whether or not the application calls anything. This is exactly how
+    /// long a consumed key stays readable on disk. Zero (the default)
+    /// deletes the keys at once; at most [`MAX_GRACE`].
+    pub spent_key_package_grace: Duration,
 }
 
 impl Default for StorageOptions {
@@ -100,9 +111,14 @@ impl Default for StorageOptions {
             busy_timeout: Duration::from_secs(5),
             secure_delete: true,
             erasure: ErasurePolicy::default(),
+            spent_key_package_grace: Duration::ZERO,
         }
     }
 }
+
+/// The longest grace window
+/// ([`StorageOptions::spent_key_package_grace`]): 7 days.
+pub const MAX_GRACE: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 /// The longest busy timeout SQLite can take: `i32::MAX` milliseconds, a
 /// little under 25 days.
@@ -110,8 +126,10 @@ pub const MAX_BUSY_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
 
 impl StorageOptions {
     /// Checks that SQLite can take these settings: the busy timeout is at
-    /// most [`MAX_BUSY_TIMEOUT`]. Opening with options that fail this is the
-    /// same error, before anything is written.
+    /// most [`MAX_BUSY_TIMEOUT`] ([`Error::BusyTimeoutTooLong`] otherwise),
+    /// and the grace window at most [`MAX_GRACE`]
+    /// ([`Error::InvalidConfig`] otherwise). Opening with options that fail
+    /// this is the same error, before anything is written.
     ///
     /// ```
     /// use std::time::Duration;
@@ -127,7 +145,20 @@ impl StorageOptions {
                 max: MAX_BUSY_TIMEOUT,
             });
         }
+        if self.spent_key_package_grace > MAX_GRACE {
+            return Err(Error::InvalidConfig {
+                reason: format!(
+                    "spent_key_package_grace {:?} is longer than the {:?} allowed",
+                    self.spent_key_package_grace, MAX_GRACE
+                ),
+            });
+        }
         Ok(())
+    }
+
+    /// The grace window in whole seconds (it is at most [`MAX_GRACE`]).
+    pub(crate) fn grace_secs(&self) -> i64 {
+        i64::try_from(self.spent_key_package_grace.as_secs()).unwrap_or(i64::MAX)
     }
 
     /// Applies the settings to `conn`, after [validating](Self::validate)

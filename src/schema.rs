@@ -65,6 +65,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "count_inserts_in_code",
         include_str!("../migrations/V6__count_inserts_in_code.sql"),
     ),
+    (
+        7,
+        "withdrawals_and_grace",
+        include_str!("../migrations/V7__withdrawals_and_grace.sql"),
+    ),
 ];
 
 /// The migration that adds each KeyPackage's scope.

@@ -39,51 +39,84 @@ pub struct ScopeSummary {
     pub has_last_resort: bool,
     /// The earliest `not_after` among its unexpired live KeyPackages.
     pub next_expiry: Option<i64>,
+    /// Withdrawals of its KeyPackages the server has not yet confirmed
+    /// (listed even after the scope's KeyPackages are all gone).
+    pub pending_withdrawals: usize,
+    /// One-time KeyPackages in their grace window, counted in `held`.
+    pub in_grace: usize,
 }
 
-/// Every scope with at least one row, in one statement: counts from the
-/// count table, and per scope a range read of its expiry index
-/// for what has expired at `now`.
+/// Every scope with at least one row or pending withdrawal, in one
+/// statement: counts from the count table, per scope a range read of its
+/// expiry index for what has expired at `now`, its withdrawals, and its
+/// KeyPackages in their grace window.
 pub(crate) fn list(conn: &Connection, now: i64) -> Result<Vec<ScopeSummary>> {
     // Correlated on the grouped scope; each subquery is a range of the
     // scope's expiry index.
     let in_scope = "m.signature_key = c.signature_key AND m.ciphersuite = c.ciphersuite";
     let sql = format!(
-        "SELECT c.signature_key, c.ciphersuite,
-                SUM(CASE WHEN c.last_resort = 0 THEN c.count ELSE 0 END),
-                SUM(CASE WHEN c.last_resort = 0 AND c.status = 'created' THEN c.count ELSE 0 END)
-                  - (SELECT COUNT(*) FROM keypackage_pool_metadata m
-                     WHERE {in_scope} AND m.last_resort = 0 AND m.not_after < :now
-                       AND m.status = 'created'),
-                SUM(CASE WHEN c.last_resort = 0 AND c.status IN ({USABLE}) THEN c.count ELSE 0 END)
-                  - (SELECT COUNT(*) FROM keypackage_pool_metadata m
-                     WHERE {in_scope} AND m.last_resort = 0 AND m.not_after < :now
-                       AND m.status IN ({USABLE})),
-                EXISTS (SELECT 1 FROM keypackage_pool_metadata m
-                        WHERE {in_scope} AND m.last_resort = 1 AND m.not_after >= :now
-                          AND m.status IN ({PUBLISHED})),
-                (SELECT MIN(m.not_after) FROM keypackage_pool_metadata m
-                 WHERE {in_scope} AND m.last_resort IN (0, 1) AND m.not_after >= :now
-                   AND m.status IN ({LIVE}))
-         FROM keypackage_pool_counts c
-         WHERE c.signature_key != x'' AND c.ciphersuite != 0
-         GROUP BY c.signature_key, c.ciphersuite
-         HAVING SUM(c.count) > 0
-         ORDER BY c.signature_key, c.ciphersuite"
+        "WITH counted AS (
+             SELECT c.signature_key, c.ciphersuite,
+                    SUM(CASE WHEN c.last_resort = 0 THEN c.count ELSE 0 END) AS held,
+                    SUM(CASE WHEN c.last_resort = 0 AND c.status = 'created'
+                             THEN c.count ELSE 0 END)
+                      - (SELECT COUNT(*) FROM keypackage_pool_metadata m
+                         WHERE {in_scope} AND m.last_resort = 0 AND m.not_after < :now
+                           AND m.status = 'created') AS pending,
+                    SUM(CASE WHEN c.last_resort = 0 AND c.status IN ({USABLE})
+                             THEN c.count ELSE 0 END)
+                      - (SELECT COUNT(*) FROM keypackage_pool_metadata m
+                         WHERE {in_scope} AND m.last_resort = 0 AND m.not_after < :now
+                           AND m.status IN ({USABLE})) AS usable,
+                    EXISTS (SELECT 1 FROM keypackage_pool_metadata m
+                            WHERE {in_scope} AND m.last_resort = 1 AND m.not_after >= :now
+                              AND m.status IN ({PUBLISHED})) AS has_last_resort,
+                    (SELECT MIN(m.not_after) FROM keypackage_pool_metadata m
+                     WHERE {in_scope} AND m.last_resort IN (0, 1) AND m.not_after >= :now
+                       AND m.status IN ({LIVE})) AS next_expiry
+             FROM keypackage_pool_counts c
+             WHERE c.signature_key != x'' AND c.ciphersuite != 0
+             GROUP BY c.signature_key, c.ciphersuite
+             HAVING SUM(c.count) > 0),
+         outbox AS (
+             SELECT signature_key, ciphersuite, COUNT(*) AS withdrawals
+             FROM keypackage_pool_withdrawals
+             WHERE signature_key != x'' AND ciphersuite != 0
+             GROUP BY signature_key, ciphersuite),
+         scopes AS (
+             SELECT signature_key, ciphersuite FROM counted
+             UNION SELECT signature_key, ciphersuite FROM outbox)
+         SELECT s.signature_key, s.ciphersuite,
+                COALESCE(c.held, 0) AS held, COALESCE(c.pending, 0) AS pending,
+                COALESCE(c.usable, 0) AS usable,
+                COALESCE(c.has_last_resort, 0) AS has_last_resort,
+                c.next_expiry AS next_expiry,
+                COALESCE(o.withdrawals, 0) AS withdrawals,
+                (SELECT COUNT(*) FROM keypackage_pool_metadata m
+                     INDEXED BY keypackage_pool_metadata_retired
+                 WHERE m.retired_until IS NOT NULL
+                   AND m.signature_key = s.signature_key AND m.ciphersuite = s.ciphersuite)
+                  AS in_grace
+         FROM scopes s
+         LEFT JOIN counted c USING (signature_key, ciphersuite)
+         LEFT JOIN outbox o USING (signature_key, ciphersuite)
+         ORDER BY s.signature_key, s.ciphersuite"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(named_params! {":now": now}, |row| {
-        let count = |i: usize| row.get::<_, i64>(i).map(non_negative);
+        let count = |name: &str| row.get::<_, i64>(name).map(non_negative);
         Ok(ScopeSummary {
             scope: PoolScope {
-                signature_key: row.get(0)?,
-                ciphersuite: row.get(1)?,
+                signature_key: row.get("signature_key")?,
+                ciphersuite: row.get("ciphersuite")?,
             },
-            held: count(2)?,
-            pending: count(3)?,
-            usable: count(4)?,
-            has_last_resort: row.get(5)?,
-            next_expiry: row.get(6)?,
+            held: count("held")?,
+            pending: count("pending")?,
+            usable: count("usable")?,
+            has_last_resort: row.get("has_last_resort")?,
+            next_expiry: row.get("next_expiry")?,
+            pending_withdrawals: count("withdrawals")?,
+            in_grace: count("in_grace")?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)

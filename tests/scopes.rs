@@ -265,9 +265,10 @@ fn a_scope_or_a_whole_signature_key_is_removed_in_one_go() {
 }
 
 /// Takes a database of this build back to the schema the release before
-/// scopes wrote (pool migrations V1 to V4): the scope columns, their index
-/// and the per-scope count table gone, V2's count table and triggers back
-/// (V6's removal of the insert trigger undone with them).
+/// scopes wrote (pool migrations V1 to V4): V7's withdrawal table and
+/// columns, the scope columns, their index and the per-scope count table
+/// gone, V2's count table and triggers back (V6's removal of the insert
+/// trigger undone with them).
 fn downgrade_to_v4(path: &std::path::Path) {
     let conn = rusqlite::Connection::open(path).unwrap();
     let v2 = include_str!("../migrations/V2__pool_counts.sql");
@@ -276,11 +277,15 @@ fn downgrade_to_v4(path: &std::path::Path) {
     let v2_counts = &v2[..v2.find("-- Listing by status").unwrap()];
     conn.execute_batch(&format!(
         "BEGIN;
+         DROP TABLE keypackage_pool_withdrawals;
+         DROP INDEX keypackage_pool_metadata_retired;
+         DROP INDEX keypackage_pool_metadata_scope_expiry;
+         ALTER TABLE keypackage_pool_metadata DROP COLUMN offered_at;
+         ALTER TABLE keypackage_pool_metadata DROP COLUMN retired_until;
          DROP TRIGGER IF EXISTS keypackage_pool_counts_after_insert;
          DROP TRIGGER keypackage_pool_counts_after_delete;
          DROP TRIGGER keypackage_pool_counts_after_update;
          DROP TABLE keypackage_pool_counts;
-         DROP INDEX keypackage_pool_metadata_scope_expiry;
          ALTER TABLE keypackage_pool_metadata DROP COLUMN ciphersuite;
          ALTER TABLE keypackage_pool_metadata DROP COLUMN signature_key;
          ALTER TABLE keypackage_pool_metadata DROP COLUMN credential_type;

@@ -10,7 +10,7 @@ use std::{
 
 use rusqlite::Connection;
 
-use super::{erase, Due};
+use super::{erase, instant_of, Due, Sweep};
 
 /// How long the eraser waits before trying again after another connection
 /// kept the log from being emptied: doubled at each failure, up to
@@ -31,7 +31,7 @@ impl Eraser {
     /// Starts the eraser on `conn`, a connection of its own on the storage's
     /// file. `None` when no thread could be started: the storage then runs
     /// what is due itself.
-    pub(super) fn start(conn: Connection, due: Arc<Due>) -> Option<Self> {
+    pub(super) fn start(conn: Connection, due: Arc<Due>, sweep: Sweep) -> Option<Self> {
         // Never wait inside SQLite: a checkpoint that waited for a reader
         // would hold the write lock meanwhile, and stall the storage's own
         // commits. Retries wait here instead, holding nothing.
@@ -39,7 +39,7 @@ impl Eraser {
         let shared = Arc::clone(&due);
         let thread = std::thread::Builder::new()
             .name("keypackage-pool-eraser".into())
-            .spawn(move || run(&conn, &shared))
+            .spawn(move || run(&conn, &shared, &sweep))
             .ok()?;
         Some(Self { due, thread })
     }
@@ -54,8 +54,9 @@ impl Eraser {
     }
 }
 
-/// The eraser's loop: asleep while nothing is due, and until it is.
-fn run(conn: &Connection, due: &Due) {
+/// The eraser's loop: asleep while nothing is due, and until it is; then
+/// the sweep, and the erasure of what it and the storage left behind.
+fn run(conn: &Connection, due: &Due, sweep: &Sweep) {
     let mut retry = RETRY_FIRST;
     let mut state = due.lock();
     loop {
@@ -82,9 +83,14 @@ fn run(conn: &Connection, due: &Due) {
                 // its own deadline again.
                 state.at = None;
                 drop(state);
+                let swept = sweep(conn);
                 let erased = matches!(erase(conn), Ok(true));
                 state = due.lock();
-                if erased {
+                if let Ok((_, Some(next))) = swept {
+                    let next = instant_of(next);
+                    state.at = Some(state.at.map_or(next, |at| at.min(next)));
+                }
+                if erased && swept.is_ok() {
                     retry = RETRY_FIRST;
                 } else {
                     let again = Instant::now() + retry;

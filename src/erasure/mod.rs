@@ -107,9 +107,14 @@ pub(crate) enum Leftover {
     Deleted,
 }
 
+/// Work that falls due by the clock besides erasing (deleting KeyPackages
+/// whose grace window ended), run on whichever connection erases before it
+/// erases: returns how many items went, and when the next falls due (Unix
+/// seconds).
+pub(crate) type Sweep = Arc<dyn Fn(&Connection) -> Result<(usize, Option<i64>)> + Send + Sync>;
+
 /// When a storage's erasures run: what its open write scope leaves behind,
 /// when the next erasure is due, and the eraser thread that runs it.
-#[derive(Debug)]
 pub(crate) struct ErasureSchedule {
     policy: ErasurePolicy,
     /// The busy timeout the options set, restored after erasures on the
@@ -117,10 +122,25 @@ pub(crate) struct ErasureSchedule {
     busy_timeout: Duration,
     /// What the write scope now open leaves behind once it commits.
     uncommitted: Cell<Option<Leftover>>,
+    /// The earliest deadline (Unix seconds) the write scope now open sets
+    /// for the sweep.
+    uncommitted_deadline: Cell<Option<i64>>,
     /// When the next erasure is due; shared with the eraser.
     due: Arc<Due>,
+    /// What falls due besides erasing.
+    sweep: Sweep,
     /// The background eraser, on a database file in WAL mode.
     eraser: Option<Eraser>,
+}
+
+impl std::fmt::Debug for ErasureSchedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ErasureSchedule")
+            .field("policy", &self.policy)
+            .field("due", &self.due)
+            .field("eraser", &self.eraser.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ErasureSchedule {
@@ -132,16 +152,36 @@ impl ErasureSchedule {
         policy: ErasurePolicy,
         busy_timeout: Duration,
         eraser_conn: Option<Connection>,
+        sweep: Sweep,
     ) -> Self {
         let due = Arc::new(Due::default());
-        let eraser = eraser_conn.and_then(|conn| Eraser::start(conn, Arc::clone(&due)));
+        let eraser =
+            eraser_conn.and_then(|conn| Eraser::start(conn, Arc::clone(&due), Arc::clone(&sweep)));
         Self {
             policy,
             busy_timeout,
             uncommitted: Cell::new(None),
+            uncommitted_deadline: Cell::new(None),
             due,
+            sweep,
             eraser,
         }
+    }
+
+    /// Notes, inside the open write scope, that the sweep has work at
+    /// `deadline` (Unix seconds) once the scope commits.
+    pub(crate) fn record_deadline(&self, deadline: i64) {
+        let earliest = self
+            .uncommitted_deadline
+            .get()
+            .map_or(deadline, |d| d.min(deadline));
+        self.uncommitted_deadline.set(Some(earliest));
+    }
+
+    /// Schedules the sweep's next deadline (Unix seconds), for work the
+    /// database already holds when the storage opens.
+    pub(crate) fn schedule_deadline(&self, deadline: i64) {
+        self.due.at(instant_of(deadline));
     }
 
     /// Whether overwrites of secrets must go through a write scope to be
@@ -182,8 +222,15 @@ impl ErasureSchedule {
             }
             None => {}
         }
+        if let Some(deadline) = self.uncommitted_deadline.take() {
+            self.due.at(instant_of(deadline));
+        }
         // Without an eraser, whatever is due runs here.
         if self.eraser.is_none() && self.due.is_past() {
+            self.due.clear();
+            if let Ok((_, Some(next))) = self.without_waiting(conn, || (self.sweep)(conn)) {
+                self.due.at(instant_of(next));
+            }
             let _ = self.erase_now(conn);
         }
     }
@@ -216,12 +263,9 @@ impl ErasureSchedule {
     }
 
     fn erase_and_clear(&self, conn: &Connection) -> Result<bool> {
-        let erased = erase(conn)?;
-        if erased {
-            // Every leftover this storage committed is gone.
-            self.due.clear();
-        }
-        Ok(erased)
+        // What is due stays due: the sweep's next deadline may be among it,
+        // and an erasure run once more finds an empty log.
+        erase(conn)
     }
 
     /// Runs `f` with the connection's busy timeout at zero, then puts the
@@ -293,10 +337,17 @@ fn now_ms() -> i64 {
     unix_now_ms().unwrap_or(0)
 }
 
+/// The moment just after the second `deadline` (Unix seconds) has begun:
+/// work due "at or before" that second is found due then.
+fn instant_of(deadline: i64) -> Instant {
+    let wait_ms = deadline.saturating_mul(1000).saturating_sub(now_ms()) + 10;
+    Instant::now() + Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0))
+}
+
 /// Records, in the open transaction, that its commit leaves secrets behind,
 /// unless an erasure is recorded already: then the statement writes
 /// nothing, and the erasure that clears the record covers this commit too.
-fn record(conn: &Connection) -> Result<()> {
+pub(crate) fn record(conn: &Connection) -> Result<()> {
     conn.prepare_cached(
         "UPDATE openmls_keypackage_pool_erasure
          SET pending_since = ?1, generation = generation + 1

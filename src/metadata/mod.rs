@@ -23,7 +23,7 @@ use crate::{
 pub(crate) const COLUMNS: &str =
     "keypackage_ref, status, created_at, uploaded_at, reserved_at, spent_at, \
      not_after, reservation_id, reservation_expires_at, reserved_by, spent_group_id, spent_by, \
-     last_resort, signature_key, ciphersuite, credential_type";
+     last_resort, signature_key, ciphersuite, credential_type, offered_at, retired_until";
 
 /// Inserts a new row in `status` and counts it; a second row for the same
 /// ref is [`Error::DuplicateRef`].
@@ -345,6 +345,8 @@ impl RawRow {
                 last_resort: row.get(12)?,
                 scope: PoolScope::from_columns(row.get(13)?, row.get(14)?),
                 credential_type: Some(row.get::<_, u16>(15)?).filter(|t| *t != 0),
+                offered_at: row.get(16)?,
+                retired_until: row.get(17)?,
             },
         })
     }
@@ -406,5 +408,16 @@ pub(crate) fn rebuild_counts(conn: &Connection) -> Result<()> {
          FROM keypackage_pool_metadata
          GROUP BY status, last_resort, signature_key, ciphersuite;",
     )?;
+    Ok(())
+}
+
+/// Notes that `pending_upload` has handed the KeyPackage of
+/// `keypackage_ref` to the application, unless it did before.
+pub(crate) fn mark_offered(conn: &Connection, keypackage_ref: &[u8], now: i64) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE keypackage_pool_metadata SET offered_at = ?2
+         WHERE keypackage_ref = ?1 AND offered_at IS NULL",
+    )?
+    .execute(params![keypackage_ref, now])?;
     Ok(())
 }

@@ -52,11 +52,13 @@ fn in_scope(table: &str) -> String {
 
 /// Whether a row is free to prune once expired at `:now`: a reserved
 /// KeyPackage is held until its reservation has lapsed too, so a Welcome
-/// built from it can still be processed.
+/// built from it can still be processed; one in its grace window stays
+/// until the window ends, when it goes by itself.
 fn not_held(table: &str) -> String {
     format!(
         "NOT ({table}status = 'reserved'
-              AND COALESCE({table}reservation_expires_at, {table}not_after) >= :now)"
+              AND COALESCE({table}reservation_expires_at, {table}not_after) >= :now)
+         AND {table}retired_until IS NULL"
     )
 }
 
@@ -461,4 +463,17 @@ pub(crate) fn release_lapsed_reservations(
     ))?;
     let rows = stmt.query_map(&*bind(scope, &[(":now", now)]), |row| row.get(0))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// How many of the scope's KeyPackages are in their grace window.
+pub(crate) fn in_grace(conn: &Connection, scope: &PoolScope) -> Result<usize> {
+    let count: i64 = conn
+        .prepare_cached(&format!(
+            "SELECT COUNT(*) FROM keypackage_pool_metadata
+                 INDEXED BY keypackage_pool_metadata_retired
+             WHERE retired_until IS NOT NULL AND {}",
+            in_scope("")
+        ))?
+        .query_row(&*bind(scope, &[]), |row| row.get(0))?;
+    Ok(non_negative(count))
 }

@@ -50,6 +50,14 @@ pub struct KeyPackageMetadata {
     pub scope: Option<PoolScope>,
     /// Its leaf node's credential type (the u16 code point), when known.
     pub credential_type: Option<u16>,
+    /// When [`KeyPackagePool::pending_upload`](crate::KeyPackagePool::pending_upload)
+    /// first handed it to the application: from then on a server may hold
+    /// it, even before it is marked uploaded.
+    pub offered_at: Option<i64>,
+    /// The end (Unix seconds) of its grace window, if it left service while
+    /// a peer may still invite with it (see
+    /// [`StorageOptions::spent_key_package_grace`](crate::StorageOptions::spent_key_package_grace)).
+    pub retired_until: Option<i64>,
 }
 
 /// What a stored KeyPackageBundle tells the pool: the facts its metadata

@@ -10,6 +10,7 @@ use crate::{
     metadata::{self, LastResortCounts, OneTimeCounts},
     provider::PoolCrypto,
     status::KeyPackageStatus,
+    withdrawal,
 };
 
 /// Something a client should do to its pool.
@@ -24,6 +25,11 @@ pub enum PoolAction {
     Nothing,
     /// Delete this many expired KeyPackages ([`KeyPackagePool::prune_expired`]).
     Prune(usize),
+    /// Ask the server to stop handing out this many KeyPackages whose keys
+    /// are gone or going ([`KeyPackagePool::pending_withdrawals`], then
+    /// [`PoolStorage::confirm_withdrawn`](crate::PoolStorage::confirm_withdrawn)).
+    /// Pruning adds the pruned ones a server may hold.
+    Withdraw(usize),
     /// There is no valid last-resort KeyPackage
     /// ([`KeyPackagePool::ensure_last_resort`]).
     CreateLastResort,
@@ -46,7 +52,7 @@ pub enum PoolAction {
     Upload(usize),
 }
 
-/// A snapshot of the pool, read in one SQL statement.
+/// A snapshot of the pool, read in one read transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolHealth {
     counts: [usize; KeyPackageStatus::ALL.len()],
@@ -77,6 +83,14 @@ pub struct PoolHealth {
     /// Expired KeyPackages [`prune_expired`](KeyPackagePool::prune_expired)
     /// would delete now.
     pub prunable: usize,
+    /// Withdrawals of this pool's KeyPackages the server has not yet
+    /// confirmed ([`KeyPackagePool::pending_withdrawals`]).
+    pub pending_withdrawals: usize,
+    /// One-time KeyPackages in their grace window: out of service, keys
+    /// still on disk until the window ends (see
+    /// [`StorageOptions::spent_key_package_grace`](crate::StorageOptions::spent_key_package_grace)).
+    /// Counted in `held`.
+    pub in_grace: usize,
     /// Everything the pool needs, in the order to do it; empty when healthy.
     pub actions: Vec<PoolAction>,
     /// The first of `actions`, or [`PoolAction::Nothing`].
@@ -143,6 +157,7 @@ fn actions(
     counts: &OneTimeCounts,
     last_resort: &LastResortCounts,
     prunable: usize,
+    withdrawals: usize,
 ) -> Vec<PoolAction> {
     let mut actions = Vec::new();
     // What the actions before the upload leave pending is uploaded with
@@ -150,6 +165,9 @@ fn actions(
     let mut pending = counts.pending + last_resort.pending;
     if prunable > 0 {
         actions.push(PoolAction::Prune(prunable));
+    }
+    if withdrawals > 0 {
+        actions.push(PoolAction::Withdraw(withdrawals));
     }
     if last_resort.valid == 0 {
         actions.push(PoolAction::CreateLastResort);
@@ -173,11 +191,13 @@ fn actions(
 }
 
 impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
-    /// Counts, expiry, and what the pool needs, in one SQL statement.
+    /// Counts, expiry, and what the pool needs, read in one snapshot.
     ///
     /// [`actions`](PoolHealth::actions) lists, in the order to carry them
     /// out: [`Prune`](PoolAction::Prune) expired KeyPackages (they must not
-    /// be advertised); [`CreateLastResort`](PoolAction::CreateLastResort)
+    /// be advertised); [`Withdraw`](PoolAction::Withdraw) the KeyPackages
+    /// the server may hand out although their keys are gone;
+    /// [`CreateLastResort`](PoolAction::CreateLastResort)
     /// when none is valid; [`Replenish`](PoolAction::Replenish) with what
     /// [`replenish`](Self::replenish) would make pending (the rule is
     /// [`replenish`](Self::replenish)'s, KeyPackages expiring within the
@@ -214,18 +234,22 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn health(&self, now: i64) -> Result<PoolHealth> {
-        let summary = metadata::summary(
-            self.provider.storage().connection(),
-            &self.scope,
-            now,
-            self.config.horizon_end(now),
-        )?;
+        let conn = self.provider.storage().connection();
+        // One snapshot for the three reads; dropping it rolls back nothing.
+        let _snapshot = if conn.is_autocommit() {
+            Some(conn.unchecked_transaction()?)
+        } else {
+            None
+        };
+        let summary = metadata::summary(conn, &self.scope, now, self.config.horizon_end(now))?;
+        let pending_withdrawals = withdrawal::count(conn, &self.scope)?;
         let plan = Plan::for_counts(&self.config, &summary.counts);
         let actions = actions(
             plan,
             &summary.counts,
             &summary.last_resort,
             summary.prunable,
+            pending_withdrawals,
         );
         Ok(PoolHealth {
             counts: summary.by_status,
@@ -238,6 +262,8 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
             expiring_soon: summary.expiring_soon,
             next_expiry: summary.next_expiry,
             prunable: summary.prunable,
+            pending_withdrawals,
+            in_grace: metadata::in_grace(conn, &self.scope)?,
             recommended: actions.first().copied().unwrap_or(PoolAction::Nothing),
             actions,
         })

@@ -10,6 +10,7 @@ use crate::{
     metadata::{self, LastResortRow, TransitionDetails},
     provider::PoolCrypto,
     status::KeyPackageStatus,
+    withdrawal::WithdrawalReason,
 };
 
 /// What [`KeyPackagePool::ensure_last_resort`] did.
@@ -141,7 +142,10 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
                     || Some(&row.keypackage_ref) == latest_spent.as_ref()
                     || row.status == KeyPackageStatus::Reserved;
                 if !stays {
-                    storage.remove_key_package(&row.keypackage_ref)?;
+                    storage.take_out_of_service(
+                        &row.keypackage_ref,
+                        WithdrawalReason::SurplusLastResort,
+                    )?;
                     report.removed.push(row.keypackage_ref.clone());
                 }
             }

@@ -29,6 +29,7 @@ use crate::{
     error::{Error, Result},
     metadata::{self, PoolScope},
     provider::{PoolCrypto, PoolProvider},
+    withdrawal::{self, Withdrawal, WithdrawalReason},
 };
 
 /// A managed pool of one-time KeyPackages on a [`PoolProvider`].
@@ -249,10 +250,18 @@ impl<'a, S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'a, S, C, P> {
         self.provider.storage().transaction(|storage| {
             let refs = metadata::prunable_refs(storage.connection(), &self.scope, now)?;
             for keypackage_ref in &refs {
-                storage.remove_key_package(keypackage_ref)?;
+                storage.take_out_of_service(keypackage_ref, WithdrawalReason::Expired)?;
             }
             Ok(refs)
         })
+    }
+
+    /// The withdrawals of this pool's KeyPackages not yet confirmed, oldest
+    /// first (see
+    /// [`PoolStorage::pending_withdrawals`](crate::PoolStorage::pending_withdrawals)
+    /// for the loop, and for confirming them).
+    pub fn pending_withdrawals(&self) -> Result<Vec<Withdrawal>> {
+        withdrawal::pending(self.provider.storage().connection(), Some(&self.scope))
     }
 
     /// Puts this pool's reserved KeyPackages whose reservation expired before

@@ -75,37 +75,42 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
     /// others are still returned. Any other failure (the database busy, an
     /// I/O error) fails the call: it says nothing about one KeyPackage.
     ///
-    /// Rows and bundles are read from one snapshot, so a KeyPackage deleted
-    /// meanwhile by another connection is either listed whole or not at all.
+    /// Each KeyPackage it returns ready is noted as handed out: an upload
+    /// may reach the server before the application records it, so from
+    /// then on, if the KeyPackage leaves service, its withdrawal is recorded
+    /// (see [`PoolStorage::pending_withdrawals`](crate::PoolStorage::pending_withdrawals)).
+    /// Rows and bundles are read, and the notes written, in one
+    /// transaction, so a KeyPackage deleted meanwhile by another connection
+    /// is either listed whole or not at all.
     pub fn pending_upload(&self) -> Result<PendingUploads> {
-        let conn = self.provider.storage().connection();
-        // Dropping a read transaction rolls back nothing.
-        let _snapshot = if conn.is_autocommit() {
-            Some(conn.unchecked_transaction()?)
-        } else {
-            None
-        };
-        let mut pending = PendingUploads::default();
-        for row in metadata::uploadable(conn, &self.scope, unix_now()?)? {
-            match self.encode_for_upload(&row) {
-                Ok(key_package) => pending.ready.push(PendingUpload {
-                    keypackage_ref: row.keypackage_ref,
-                    key_package,
-                    not_after: row.not_after,
-                    last_resort: row.last_resort,
-                }),
-                Err(
-                    error @ (Error::CorruptBundle { .. }
-                    | Error::MissingBundle { .. }
-                    | Error::KeyPackageEncode { .. }),
-                ) => pending.unreadable.push(UnreadableKeyPackage {
-                    keypackage_ref: row.keypackage_ref,
-                    error,
-                }),
-                Err(other) => return Err(other),
+        self.provider.storage().transaction(|storage| {
+            let conn = storage.connection();
+            let now = unix_now()?;
+            let mut pending = PendingUploads::default();
+            for row in metadata::uploadable(conn, &self.scope, now)? {
+                match self.encode_for_upload(&row) {
+                    Ok(key_package) => {
+                        metadata::mark_offered(conn, &row.keypackage_ref, now)?;
+                        pending.ready.push(PendingUpload {
+                            keypackage_ref: row.keypackage_ref,
+                            key_package,
+                            not_after: row.not_after,
+                            last_resort: row.last_resort,
+                        });
+                    }
+                    Err(
+                        error @ (Error::CorruptBundle { .. }
+                        | Error::MissingBundle { .. }
+                        | Error::KeyPackageEncode { .. }),
+                    ) => pending.unreadable.push(UnreadableKeyPackage {
+                        keypackage_ref: row.keypackage_ref,
+                        error,
+                    }),
+                    Err(other) => return Err(other),
+                }
             }
-        }
-        Ok(pending)
+            Ok(pending)
+        })
     }
 
     /// The TLS encoding of the KeyPackage in `row`'s stored bundle.

@@ -2,17 +2,20 @@
 //! without a row, adopted into the pool.
 
 use openmls::prelude::KeyPackageBundle;
-use openmls_traits::storage::{StorageProvider, CURRENT_VERSION};
+use openmls_traits::storage::StorageProvider as _;
 
 use super::PoolStorage;
 use crate::{
     bundles,
     clock::unix_now,
     codec::PoolCodec,
+    erasure::Leftover,
     error::{Error, RefBytes, Result},
-    keypackage_ref::key_package_ref_from_bytes,
+    grace,
+    keypackage_ref::{check_ref, key_package_ref_from_bytes},
     metadata::{self, PoolEntry},
     status::KeyPackageStatus,
+    withdrawal::{self, WithdrawalReason},
 };
 
 impl<C: PoolCodec> PoolStorage<C> {
@@ -34,12 +37,61 @@ impl<C: PoolCodec> PoolStorage<C> {
             })
     }
 
-    /// Deletes a KeyPackage's bundle and metadata row together, as OpenMLS
-    /// does when a Welcome consumes it. Deleting a ref that has neither is
-    /// not an error.
+    /// Takes a KeyPackage out of service: deletes its bundle and metadata
+    /// row together, and, if a server may hold it, records its withdrawal
+    /// ([`WithdrawalReason::Removed`]) in the same transaction. With a grace
+    /// window, a one-time KeyPackage keeps its bundle until the window ends
+    /// (see [`StorageOptions::spent_key_package_grace`](crate::StorageOptions::spent_key_package_grace)).
+    /// Removing a ref that has neither bundle nor row is not an error.
     pub fn remove_key_package(&self, keypackage_ref: &[u8]) -> Result<()> {
+        let scope = self.write_scope()?;
+        self.take_out_of_service(keypackage_ref, WithdrawalReason::Removed)?;
+        self.commit(scope)
+    }
+
+    /// The one way a KeyPackage leaves service, which every deleting path
+    /// takes (pruning, last-resort surplus, removal of a scope, a signature
+    /// key or one KeyPackage, and OpenMLS consuming it): inside the open
+    /// write scope, records its withdrawal if a server may hold it; then
+    /// either starts the grace window of a one-time KeyPackage that a peer
+    /// may still invite with (its bundle stays), or deletes its bundle and
+    /// row. A KeyPackage already in its window keeps it. Returns whether the
+    /// keys were deleted now.
+    pub(crate) fn take_out_of_service(
+        &self,
+        keypackage_ref: &[u8],
+        reason: WithdrawalReason,
+    ) -> Result<bool> {
+        check_ref(keypackage_ref)?;
+        let now = unix_now()?;
+        let row = metadata::get(&self.conn, keypackage_ref)?;
+        if row.as_ref().is_some_and(|row| row.retired_until.is_some()) {
+            return Ok(false);
+        }
+        let may_be_held = withdrawal::record(&self.conn, keypackage_ref, reason, now)?;
+        let one_time = row.as_ref().is_some_and(|row| !row.last_resort);
+        // A peer may invite with it if a server may have handed it out, or
+        // if a Welcome just used it (whoever handed it to that inviter may
+        // hand it to another).
+        let invitable = may_be_held || reason == WithdrawalReason::Consumed;
+        if self.grace_secs > 0 && one_time && invitable {
+            let status = if reason == WithdrawalReason::Consumed {
+                KeyPackageStatus::Spent
+            } else {
+                KeyPackageStatus::Expired
+            };
+            let until = now.saturating_add(self.grace_secs);
+            grace::retire(&self.conn, keypackage_ref, status, until, now)?;
+            self.erasure.record_deadline(until);
+            return Ok(false);
+        }
         let kp_ref = key_package_ref_from_bytes(keypackage_ref)?;
-        <Self as StorageProvider<CURRENT_VERSION>>::delete_key_package(self, &kp_ref)
+        self.sqlite_provider().delete_key_package(&kp_ref)?;
+        // A bundle written before the pool managed this database has no
+        // row; deleting it is still a success.
+        metadata::delete(&self.conn, keypackage_ref)?;
+        self.record_leftover(Leftover::Deleted)?;
+        Ok(true)
     }
 
     /// KeyPackageBundles in OpenMLS storage that have no metadata row, such

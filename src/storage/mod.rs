@@ -5,7 +5,8 @@
 //! drop does. Each area of its public API has a file of its own: [`open`]
 //! (constructors), [`openmls_impl`] (the `StorageProvider` hook),
 //! [`metadata_store`] (the metadata rows by hand), [`key_packages`] (whole
-//! KeyPackages and adoption), [`scopes`] (listing and removing pools),
+//! KeyPackages, taking them out of service, and adoption), [`withdrawals`]
+//! (the outbox), [`scopes`] (listing and removing pools),
 //! [`consistency`] (verify and repair), [`erasure`] (erasing on demand) and
 //! [`identities`]. The concepts they compose (the metadata table, scopes,
 //! the erasure schedule, ...) live in modules of their own that never name
@@ -20,6 +21,7 @@ mod metadata_store;
 mod open;
 mod openmls_impl;
 mod scopes;
+mod withdrawals;
 mod write_scope;
 
 use batch_cache::BatchCache;
@@ -64,6 +66,9 @@ pub struct PoolStorage<C: PoolCodec = DefaultCodec> {
     scope_depth: Cell<u32>,
     /// When old copies of secrets are erased from the write-ahead log.
     erasure: ErasureSchedule,
+    /// How long a one-time KeyPackage that left service keeps its keys, in
+    /// seconds ([`StorageOptions::spent_key_package_grace`](crate::StorageOptions::spent_key_package_grace)).
+    grace_secs: i64,
     // `fn() -> C` keeps `PoolStorage` `Send` whatever the codec type is.
     _codec: PhantomData<fn() -> C>,
 }
@@ -78,11 +83,12 @@ impl<C: PoolCodec> std::fmt::Debug for PoolStorage<C> {
 
 impl<C: PoolCodec> PoolStorage<C> {
     /// The storage over a connection whose schema is up to date.
-    fn new(conn: Connection, erasure: ErasureSchedule) -> Self {
+    fn new(conn: Connection, erasure: ErasureSchedule, grace_secs: i64) -> Self {
         Self {
             conn,
             scope_depth: Cell::new(0),
             erasure,
+            grace_secs,
             _codec: PhantomData,
         }
     }

@@ -1,16 +1,18 @@
 //! Opening a [`PoolStorage`]: on a file, in memory, encrypted, or over a
 //! connection the application opened, with a codec and options.
 
-use std::path::Path;
+use std::{path::Path, sync::Arc};
 
 use rusqlite::{Connection, OpenFlags};
 
 use super::PoolStorage;
 use crate::{
+    clock::unix_now,
     codec::{DefaultCodec, PoolCodec},
     codec_marker,
-    erasure::ErasureSchedule,
+    erasure::{ErasureSchedule, Sweep},
     error::Result,
+    grace,
     options::StorageOptions,
     schema,
 };
@@ -158,16 +160,25 @@ impl<C: PoolCodec> PoolStorage<C> {
         schema::check_not_newer(&conn)?;
         codec_marker::check::<C>(&conn)?;
         schema::bring_up_to_date::<C>(&mut conn, options)?;
+        // KeyPackages whose grace window ended are deleted by whichever
+        // connection erases, the eraser's included.
+        let sweep: Sweep = Arc::new(|conn: &Connection| grace::purge::<C>(conn, unix_now()?));
         let erasure = ErasureSchedule::new(
             options.erasure,
             options.busy_timeout,
             eraser_connection(&conn, keying),
+            sweep,
         );
         // Finish an erasure that another storage left pending (a reader was
         // in its way, or it was killed). Best effort: the open has succeeded
         // either way, and the next commit tries again.
         erasure.finish_leftover(&conn);
-        Ok(Self::new(conn, erasure))
+        // Windows still running (or ended while no storage was open) are
+        // the eraser's to close; finding them only reads.
+        if let Ok(Some(next)) = grace::next_end(&conn) {
+            erasure.schedule_deadline(next);
+        }
+        Ok(Self::new(conn, erasure, options.grace_secs()))
     }
 }
 

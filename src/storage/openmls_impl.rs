@@ -199,20 +199,21 @@ impl<C: PoolCodec> StorageProvider<V> for PoolStorage<C> {
         self.commit(scope)
     }
 
-    /// Deletes the bundle and its metadata row in one transaction (a
-    /// savepoint inside an open one). OpenMLS calls
-    /// this when a Welcome consumes a KeyPackage (never for last-resort ones).
+    /// Takes the KeyPackage out of service in one transaction (a savepoint
+    /// inside an open one): its withdrawal recorded, as
+    /// [`WithdrawalReason::Consumed`](crate::WithdrawalReason::Consumed), if
+    /// a server may hold it, and its bundle and metadata row deleted, or,
+    /// with a grace window, kept until the window ends so that another
+    /// Welcome naming it still joins. OpenMLS calls this when a Welcome
+    /// consumes a KeyPackage (never for last-resort ones), while staging
+    /// the Welcome.
     fn delete_key_package<KeyPackageRef: traits::HashReference<V>>(
         &self,
         hash_ref: &KeyPackageRef,
     ) -> Result<()> {
         let keypackage_ref = raw_ref_of::<C>(hash_ref)?;
         let scope = self.write_scope()?;
-        self.sqlite_provider().delete_key_package(hash_ref)?;
-        // A bundle written before the pool managed this database has no row;
-        // deleting it is still a success.
-        metadata::delete(&self.conn, &keypackage_ref)?;
-        self.record_leftover(Leftover::Deleted)?;
+        self.take_out_of_service(&keypackage_ref, crate::WithdrawalReason::Consumed)?;
         self.commit(scope)
     }
 

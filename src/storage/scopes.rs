@@ -7,6 +7,7 @@ use crate::{
     error::Result,
     metadata::PoolScope,
     scope::{self, ScopeSummary},
+    withdrawal::WithdrawalReason,
 };
 
 impl<C: PoolCodec> PoolStorage<C> {
@@ -42,7 +43,11 @@ impl<C: PoolCodec> PoolStorage<C> {
     /// Deletes every KeyPackage of `scope`, bundles and rows, in one
     /// transaction; returns their refs, to withdraw from the server.
     pub fn remove_scope(&self, scope: &PoolScope) -> Result<Vec<Vec<u8>>> {
-        self.remove_where(&scope.signature_key, Some(scope.ciphersuite))
+        self.remove_where(
+            &scope.signature_key,
+            Some(scope.ciphersuite),
+            WithdrawalReason::ScopeRemoved,
+        )
     }
 
     /// Deletes every KeyPackage whose leaf node carries `signature_key`, in
@@ -50,10 +55,15 @@ impl<C: PoolCodec> PoolStorage<C> {
     /// refs, to withdraw from the server. For a credential rotation: the old
     /// key's KeyPackages must no longer be handed out.
     pub fn remove_signature_key(&self, signature_key: &[u8]) -> Result<Vec<Vec<u8>>> {
-        self.remove_where(signature_key, None)
+        self.remove_where(signature_key, None, WithdrawalReason::KeyRemoved)
     }
 
-    fn remove_where(&self, signature_key: &[u8], ciphersuite: Option<u16>) -> Result<Vec<Vec<u8>>> {
+    fn remove_where(
+        &self,
+        signature_key: &[u8],
+        ciphersuite: Option<u16>,
+        reason: WithdrawalReason,
+    ) -> Result<Vec<Vec<u8>>> {
         // The empty key marks rows without a scope; no pool's key is empty.
         if signature_key.is_empty() {
             return Ok(Vec::new());
@@ -61,7 +71,7 @@ impl<C: PoolCodec> PoolStorage<C> {
         self.transaction(|storage| {
             let refs = scope::refs_of(&storage.conn, signature_key, ciphersuite)?;
             for keypackage_ref in &refs {
-                storage.remove_key_package(keypackage_ref)?;
+                storage.take_out_of_service(keypackage_ref, reason)?;
             }
             Ok(refs)
         })
