@@ -13,7 +13,10 @@
 //! ciphersuite, side by side on one file) prunes expired KeyPackages, keeps
 //! one last-resort KeyPackage, tops the pool up so that usable plus pending
 //! KeyPackages reach `--count`, and prints a health table (or JSON).
-//! Running it again reuses the pools rather than growing them. Built with
+//! Running it again reuses the pools rather than growing them. The table
+//! also shows the withdrawals waiting for the server and the KeyPackages in
+//! their grace window (`--grace-secs`); `--confirm-withdrawn` confirms the
+//! withdrawals, as `--mark-uploaded` does the uploads. Built with
 //! the `libcrux` feature it uses `openmls_libcrux_crypto`, which adds the
 //! X-Wing post-quantum ciphersuite (with `draft-ietf-mls-pq-ciphersuites`);
 //! `--list-ciphersuites` shows what the build supports.
@@ -26,7 +29,7 @@ use openmls::prelude::*;
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_keypackage_pool::{
     codec::DefaultCodec, KeyPackagePool, KeyPackageStatus, LastResortReport, PoolAction,
-    PoolConfig, PoolHealth, PoolProvider, PoolStorage, MAX_LIFETIME_SECS,
+    PoolConfig, PoolHealth, PoolProvider, PoolStorage, StorageOptions, MAX_LIFETIME_SECS,
 };
 
 /// Generates one-time MLS KeyPackages into a SQLite pool and reports its
@@ -55,6 +58,17 @@ struct Cli {
     /// client would after a successful upload to its server.
     #[arg(long)]
     mark_uploaded: bool,
+
+    /// Confirm every withdrawal the pool has waiting, as a client would
+    /// once its server has deleted those KeyPackages.
+    #[arg(long)]
+    confirm_withdrawn: bool,
+
+    /// How long a one-time KeyPackage taken out of service keeps its keys,
+    /// in seconds, so that a second Welcome naming it still joins (at most
+    /// 7 days).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=7 * 86_400))]
+    grace_secs: u64,
 
     /// The ciphersuite of a pool, by OpenMLS's name (for example
     /// MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519) or code point (0x0001).
@@ -169,7 +183,11 @@ fn run(cli: &Cli) -> Result<(), String> {
             )
         })?;
     }
-    let storage = PoolStorage::open(&cli.db)
+    let options = StorageOptions {
+        spent_key_package_grace: std::time::Duration::from_secs(cli.grace_secs),
+        ..StorageOptions::default()
+    };
+    let storage = PoolStorage::open_with_options(&cli.db, &options)
         .map_err(|e| format!("cannot open pool database {}: {e}", cli.db.display()))?;
     let provider = PoolProvider::with_crypto(storage, crypto);
     let mut reports = Vec::new();
@@ -226,6 +244,20 @@ fn run_pool(
         pool.mark_uploaded(&pending.ready_refs())
             .map_err(|e| e.to_string())?;
     }
+    let mut confirmed = 0;
+    if cli.confirm_withdrawn {
+        let refs: Vec<Vec<u8>> = pool
+            .pending_withdrawals()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|w| w.keypackage_ref)
+            .collect();
+        provider
+            .storage()
+            .confirm_withdrawn(&refs)
+            .map_err(|e| e.to_string())?;
+        confirmed = refs.len();
+    }
     let health = pool.health(now).map_err(|e| e.to_string())?;
 
     let run = Run {
@@ -236,6 +268,7 @@ fn run_pool(
         pruned: pruned.len(),
         last_resort: last_resort_outcome(&last_resort),
         generated,
+        confirmed,
         hard_cap: pool.config().hard_cap,
         now,
     };
@@ -304,6 +337,7 @@ struct Run<'a> {
     pruned: usize,
     last_resort: &'static str,
     generated: usize,
+    confirmed: usize,
     hard_cap: usize,
     now: i64,
 }
@@ -327,8 +361,8 @@ fn table(run: &Run<'_>, health: &PoolHealth) -> String {
         n => format!("generated {n}"),
     };
     lines.push(format!(
-        "this run       {generated}, pruned {}, last resort {}",
-        run.pruned, run.last_resort
+        "this run       {generated}, pruned {}, last resort {}, withdrawals confirmed {}",
+        run.pruned, run.last_resort, run.confirmed
     ));
     lines.push(String::new());
     lines.push(format!("{:<12}{:>8}", "status", "count"));
@@ -357,6 +391,14 @@ fn table(run: &Run<'_>, health: &PoolHealth) -> String {
             (false, true) => "built, waiting for upload",
             (false, false) => "missing",
         }
+    ));
+    lines.push(format!(
+        "withdrawals waiting            {}",
+        health.pending_withdrawals
+    ));
+    lines.push(format!(
+        "in their grace window          {}",
+        health.in_grace
     ));
     lines.push(format!(
         "expiring within horizon        {}",
@@ -407,6 +449,9 @@ fn to_json(run: &Run<'_>, health: &PoolHealth) -> serde_json::Value {
         "pending_upload": health.pending_upload,
         "next_expiry": health.next_expiry,
         "prunable": health.prunable,
+        "pending_withdrawals": health.pending_withdrawals,
+        "in_grace": health.in_grace,
+        "confirmed_withdrawals": run.confirmed,
         "recommended": format!("{:?}", health.recommended),
         "actions": health.actions.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>(),
     })
@@ -426,6 +471,7 @@ fn describe(action: &PoolAction) -> String {
     match action {
         PoolAction::Nothing => "nothing".to_owned(),
         PoolAction::Prune(n) => format!("prune {n} expired"),
+        PoolAction::Withdraw(n) => format!("withdraw {n} from the server"),
         PoolAction::CreateLastResort => "create a last-resort KeyPackage".to_owned(),
         PoolAction::Replenish(n) => format!("replenish {n}"),
         PoolAction::CapReached(n) => {

@@ -270,3 +270,63 @@ fn ciphersuites_are_listed_and_unknown_ones_refused() {
     assert!(listed.status.success());
     assert!(!db.exists());
 }
+
+#[test]
+fn withdrawals_and_grace_windows_are_shown_and_withdrawals_confirmed() {
+    let (_dir, db) = common::temp_db();
+    let path = db.clone();
+    let db = db.to_str().unwrap();
+    json(&run(&[
+        "--db",
+        db,
+        "--count",
+        "4",
+        "--json",
+        "--mark-uploaded",
+    ]));
+    // The application takes two uploaded KeyPackages out of service, with a
+    // grace window.
+    {
+        let options = openmls_keypackage_pool::StorageOptions {
+            spent_key_package_grace: std::time::Duration::from_secs(3_600),
+            ..Default::default()
+        };
+        let storage = PoolStorage::open_with_options(&path, &options).unwrap();
+        let uploaded = storage
+            .get_metadata_by_status(KeyPackageStatus::Uploaded)
+            .unwrap();
+        let one_time: Vec<_> = uploaded.iter().filter(|m| !m.last_resort).take(2).collect();
+        for row in one_time {
+            storage.remove_key_package(&row.keypackage_ref).unwrap();
+        }
+    }
+    let shown = json(&run(&["--db", db, "--count", "4", "--json"]));
+    assert_eq!(shown["pending_withdrawals"], 2);
+    assert_eq!(shown["in_grace"], 2);
+    assert!(shown["actions"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!("Withdraw(2)")));
+    let table = String::from_utf8(run(&["--db", db, "--count", "4"]).stdout).unwrap();
+    assert!(
+        table.contains("withdrawals waiting            2"),
+        "{table}"
+    );
+    assert!(
+        table.contains("in their grace window          2"),
+        "{table}"
+    );
+
+    let confirmed = json(&run(&[
+        "--db",
+        db,
+        "--count",
+        "4",
+        "--json",
+        "--confirm-withdrawn",
+    ]));
+    assert_eq!(confirmed["confirmed_withdrawals"], 2);
+    assert_eq!(confirmed["pending_withdrawals"], 0);
+    // Still in the window: the keys stay until it ends.
+    assert_eq!(confirmed["in_grace"], 2);
+}

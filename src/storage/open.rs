@@ -166,7 +166,7 @@ impl<C: PoolCodec> PoolStorage<C> {
         let erasure = ErasureSchedule::new(
             options.erasure,
             options.busy_timeout,
-            eraser_connection(&conn, keying),
+            eraser_connection(&conn, keying, options),
             sweep,
         );
         // Finish an erasure that another storage left pending (a reader was
@@ -215,11 +215,16 @@ impl Keying<'_> {
     }
 }
 
-/// A second connection on the file `conn` is open on, keyed the same way,
-/// for the background eraser. `None` for an in-memory database, outside WAL
-/// mode (there is no log to empty), and when the file cannot be read that
-/// way (a connection the application keyed itself).
-fn eraser_connection(conn: &Connection, keying: Keying<'_>) -> Option<Connection> {
+/// A second connection on the file `conn` is open on, keyed and set up the
+/// same way (`secure_delete` above all: the eraser deletes KeyPackages whose
+/// grace window ended), for the background eraser. `None` for an in-memory
+/// database, outside WAL mode (there is no log to empty), and when the file
+/// cannot be read that way (a connection the application keyed itself).
+fn eraser_connection(
+    conn: &Connection,
+    keying: Keying<'_>,
+    options: &StorageOptions,
+) -> Option<Connection> {
     let path = conn.path().filter(|p| !p.is_empty())?;
     let mode: String = conn
         .query_row("PRAGMA journal_mode", [], |row| row.get(0))
@@ -232,6 +237,7 @@ fn eraser_connection(conn: &Connection, keying: Keying<'_>) -> Option<Connection
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let eraser = Connection::open_with_flags(path, flags).ok()?;
     keying.apply(&eraser).ok()?;
+    options.apply(&eraser).ok()?;
     eraser
         .query_row("SELECT COUNT(*) FROM sqlite_master", [], |row| {
             row.get::<_, i64>(0)
