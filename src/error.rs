@@ -277,6 +277,14 @@ pub enum Error {
         integrity_errors: usize,
     },
 
+    /// The database path is a symbolic link; it is refused rather than
+    /// followed, and nothing is written through it.
+    #[error("the database path {} is a symbolic link; open the file it points to directly", path.display())]
+    SymlinkRefused {
+        /// The path given.
+        path: std::path::PathBuf,
+    },
+
     /// An encrypted database could not be read with the key given (or the
     /// file is not an encrypted pool database at all).
     #[error("the database cannot be decrypted with this key, or is not an encrypted database")]

@@ -86,6 +86,7 @@ pub mod codec;
 mod codec_marker;
 mod erasure;
 mod error;
+mod files;
 mod grace;
 mod identity;
 mod keypackage_ref;

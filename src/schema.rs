@@ -17,7 +17,7 @@
 //! `<database>-migration-lock`, a file that stays empty beside the database.
 
 use std::{
-    fs::{File, OpenOptions, TryLockError},
+    fs::{File, TryLockError},
     time::{Duration, Instant},
 };
 
@@ -29,6 +29,7 @@ use crate::{
     codec::PoolCodec,
     codec_marker::{self, Marker},
     error::{Error, Result},
+    files,
     options::StorageOptions,
     scope,
 };
@@ -184,12 +185,7 @@ impl MigrationLock {
         let io_error = |e: std::io::Error| Error::migration(lock_path.as_str(), e);
         // Never deleted: a process waiting on the old file would otherwise
         // hold a lock nobody else sees.
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_error)?;
+        let file = files::open_owned(std::path::Path::new(&lock_path)).map_err(io_error)?;
         let deadline = Instant::now() + wait;
         loop {
             match file.try_lock() {

@@ -12,7 +12,7 @@ use crate::{
     codec_marker,
     erasure::{ErasureSchedule, Sweep},
     error::Result,
-    grace,
+    files, grace,
     options::StorageOptions,
     schema,
 };
@@ -56,7 +56,7 @@ impl PoolStorage<DefaultCodec> {
     #[cfg(feature = "sqlcipher")]
     pub fn open_encrypted(path: impl AsRef<Path>, key: &str) -> Result<Self> {
         let keying = Keying::Passphrase(key);
-        let conn = Connection::open(path)?;
+        let conn = files::open_database(path.as_ref())?;
         keying.apply(&conn)?;
         Self::assemble(conn, &StorageOptions::default(), keying)
     }
@@ -92,7 +92,7 @@ impl<C: PoolCodec> PoolStorage<C> {
     ) -> Result<Self> {
         // Checked before the file is opened, so bad options create nothing.
         options.validate()?;
-        Self::from_connection_with_codec(Connection::open(path)?, options)
+        Self::from_connection_with_codec(files::open_database(path.as_ref())?, options)
     }
 
     /// A fresh in-memory database with codec `C`.
@@ -155,6 +155,10 @@ impl<C: PoolCodec> PoolStorage<C> {
         options: &StorageOptions,
         keying: Keying<'_>,
     ) -> Result<Self> {
+        // Files an earlier build (or the application) left looser.
+        if let Some(path) = conn.path().filter(|p| !p.is_empty()) {
+            files::tighten(std::path::Path::new(path));
+        }
         // Refuse a newer schema, or another codec, before anything (even the
         // journal mode) is written to the file.
         schema::check_not_newer(&conn)?;

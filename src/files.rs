@@ -1,0 +1,144 @@
+//! The database's files on disk: readable and writable by their owner
+//! alone, whatever the process umask, and never reached through a symbolic
+//! link.
+//!
+//! SQLite creates the `-wal`, `-shm` and `-journal` files with the mode of
+//! the database file, so creating the database file owner-only before
+//! SQLite opens it is enough for those; the migration lock is this crate's
+//! own and is created owner-only too. Files an earlier build left looser
+//! are tightened whenever a storage opens. The directory belongs to the
+//! application: its mode is left alone.
+
+use std::{
+    fs::OpenOptions,
+    io,
+    path::{Path, PathBuf},
+};
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::error::{Error, Result};
+
+/// What SQLite and this crate may keep beside a database file.
+const SIDECARS: [&str; 4] = ["-wal", "-shm", "-journal", "-migration-lock"];
+
+/// Whether `path` names a file on disk, rather than SQLite's in-memory
+/// name or a URI (whose files are the application's to set up).
+fn is_plain_file(path: &Path) -> bool {
+    let text = path.to_string_lossy();
+    !text.is_empty() && text != ":memory:" && !text.starts_with("file:")
+}
+
+/// Refuses a database path that is a symbolic link: the file it points to
+/// is not where the application asked for its keys to be.
+fn refuse_symlink(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => Err(Error::SymlinkRefused {
+            path: path.to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Opens (creating if needed) the database file at `path` the way this
+/// crate keeps its files: refused when `path` is a symbolic link, created
+/// owner-only, and opened with SQLite's no-follow flag.
+pub(crate) fn open_database(path: &Path) -> Result<Connection> {
+    if is_plain_file(path) {
+        refuse_symlink(path)?;
+        // Best effort: if the file cannot be made here, SQLite's own open
+        // reports why, in its terms.
+        let _ = create_owner_only(path);
+        tighten(path);
+    }
+    let flags = OpenFlags::default() | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+    Connection::open_with_flags(path, flags).map_err(|e| match e.sqlite_error_code() {
+        // A symbolic link made between the check above and the open.
+        Some(rusqlite::ErrorCode::CannotOpen) if is_symlink(path) => Error::SymlinkRefused {
+            path: path.to_owned(),
+        },
+        _ => e.into(),
+    })
+}
+
+fn is_symlink(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+}
+
+/// The database's files that exist now, sidecars included.
+fn existing_files(db: &Path) -> Vec<PathBuf> {
+    std::iter::once(db.to_owned())
+        .chain(
+            SIDECARS
+                .iter()
+                .map(|suffix| PathBuf::from(format!("{}{suffix}", db.display()))),
+        )
+        .filter(|p| p.exists())
+        .collect()
+}
+
+/// Makes the database at `db` and every file beside it owner-only, where
+/// any is looser. Best effort: a file owned by another user, or on a file
+/// system without modes, is left as it is.
+pub(crate) fn tighten(db: &Path) {
+    if !is_plain_file(db) {
+        return;
+    }
+    for file in existing_files(db) {
+        let _ = make_owner_only(&file);
+    }
+}
+
+/// Opens (creating if needed, owner-only) a file of this crate's beside the
+/// database, such as the migration lock.
+pub(crate) fn open_owned(path: &Path) -> io::Result<std::fs::File> {
+    let mut options = OpenOptions::new();
+    options.create(true).truncate(false).write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let file = options.open(path)?;
+    make_owner_only(path)?;
+    Ok(file)
+}
+
+#[cfg(unix)]
+fn create_owner_only(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // `create_new` (O_EXCL) never follows a symbolic link, dangling or not.
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(not(unix))]
+fn create_owner_only(_path: &Path) -> io::Result<()> {
+    Ok(())
+}
+
+#[cfg(unix)]
+fn make_owner_only(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::symlink_metadata(path)?;
+    if meta.file_type().is_symlink() {
+        return Ok(());
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn make_owner_only(_path: &Path) -> io::Result<()> {
+    Ok(())
+}
