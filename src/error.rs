@@ -277,6 +277,25 @@ pub enum Error {
         integrity_errors: usize,
     },
 
+    /// An empty passphrase, which SQLCipher would take as "no encryption";
+    /// refused before anything is opened.
+    #[error("an empty passphrase would leave the database unencrypted")]
+    EmptyPassphrase,
+
+    /// The build was asked to encrypt, but the SQLite it runs on is not
+    /// SQLCipher (`PRAGMA cipher_version` answers nothing): refused rather
+    /// than writing plaintext.
+    #[error("SQLCipher is not linked into this build; refusing to write an unencrypted database")]
+    SqlcipherMissing,
+
+    /// [`PoolStorage::rekey`](crate::PoolStorage) could not start; the
+    /// database and its key are unchanged.
+    #[error("the database cannot be rekeyed now: {reason}")]
+    RekeyRefused {
+        /// Why.
+        reason: &'static str,
+    },
+
     /// The database path is a symbolic link; it is refused rather than
     /// followed, and nothing is written through it.
     #[error("the database path {} is a symbolic link; open the file it points to directly", path.display())]

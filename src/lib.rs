@@ -89,6 +89,7 @@ mod error;
 mod files;
 mod grace;
 mod identity;
+mod keying;
 mod keypackage_ref;
 mod metadata;
 mod options;
@@ -105,6 +106,8 @@ mod withdrawal;
 
 pub use erasure::ErasurePolicy;
 pub use error::{Error, RefBytes, Result};
+#[cfg(feature = "sqlcipher")]
+pub use keying::DatabaseKey;
 pub use keypackage_ref::{key_package_ref_from_bytes, MAX_REF_LEN};
 pub use metadata::{KeyPackageMetadata, PoolEntry, PoolScope};
 /// `openmls_libcrux_crypto`'s crypto and randomness provider, the one that

@@ -169,6 +169,10 @@ impl StorageOptions {
         // Savepoint journals go to temporary files; in memory they cost a
         // copy instead of a write per page.
         conn.pragma_update(None, "temp_store", "MEMORY")?;
+        // The schema's own SQL (views, triggers, defaults) may not call
+        // functions with side effects: a file another program altered
+        // cannot run them with this connection's rights.
+        conn.pragma_update(None, "trusted_schema", false)?;
         // Returns the mode in force, which stays "memory" for an in-memory
         // database: that is fine.
         let _mode: String = conn.pragma_update_and_check(

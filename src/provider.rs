@@ -86,6 +86,13 @@ impl PoolProvider<DefaultCodec> {
         Ok(Self::new(PoolStorage::open_encrypted(path, key)?))
     }
 
+    /// Opens (creating if needed) a database file encrypted with SQLCipher
+    /// under a raw key; see [`PoolStorage::open_with_key`].
+    #[cfg(feature = "sqlcipher")]
+    pub fn open_with_key(path: impl AsRef<Path>, key: &crate::DatabaseKey) -> Result<Self> {
+        Ok(Self::new(PoolStorage::open_with_key(path, key)?))
+    }
+
     /// Opens (creating if needed) the database file at `path` with
     /// `options`.
     pub fn open_with_options(path: impl AsRef<Path>, options: &StorageOptions) -> Result<Self> {

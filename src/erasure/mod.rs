@@ -22,7 +22,7 @@
 mod eraser;
 
 use std::{
-    cell::Cell,
+    cell::{Cell, RefCell},
     sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant},
 };
@@ -130,7 +130,7 @@ pub(crate) struct ErasureSchedule {
     /// What falls due besides erasing.
     sweep: Sweep,
     /// The background eraser, on a database file in WAL mode.
-    eraser: Option<Eraser>,
+    eraser: RefCell<Option<Eraser>>,
 }
 
 impl std::fmt::Debug for ErasureSchedule {
@@ -138,7 +138,7 @@ impl std::fmt::Debug for ErasureSchedule {
         f.debug_struct("ErasureSchedule")
             .field("policy", &self.policy)
             .field("due", &self.due)
-            .field("eraser", &self.eraser.is_some())
+            .field("eraser", &self.eraser.borrow().is_some())
             .finish_non_exhaustive()
     }
 }
@@ -154,18 +154,26 @@ impl ErasureSchedule {
         eraser_conn: Option<Connection>,
         sweep: Sweep,
     ) -> Self {
-        let due = Arc::new(Due::default());
-        let eraser =
-            eraser_conn.and_then(|conn| Eraser::start(conn, Arc::clone(&due), Arc::clone(&sweep)));
-        Self {
+        let schedule = Self {
             policy,
             busy_timeout,
             uncommitted: Cell::new(None),
             uncommitted_deadline: Cell::new(None),
-            due,
+            due: Arc::new(Due::default()),
             sweep,
-            eraser,
-        }
+            eraser: RefCell::new(None),
+        };
+        schedule.start(eraser_conn);
+        schedule
+    }
+
+    /// Starts the eraser on `eraser_conn` (none without one), after
+    /// [`stop`](Self::stop): when the database's key has changed, say.
+    pub(crate) fn start(&self, eraser_conn: Option<Connection>) {
+        self.stop();
+        let eraser = eraser_conn
+            .and_then(|conn| Eraser::start(conn, Arc::clone(&self.due), Arc::clone(&self.sweep)));
+        *self.eraser.borrow_mut() = eraser;
     }
 
     /// Notes, inside the open write scope, that the sweep has work at
@@ -226,7 +234,7 @@ impl ErasureSchedule {
             self.due.at(instant_of(deadline));
         }
         // Without an eraser, whatever is due runs here.
-        if self.eraser.is_none() && self.due.is_past() {
+        if self.eraser.borrow().is_none() && self.due.is_past() {
             self.due.clear();
             if let Ok((_, Some(next))) = self.without_waiting(conn, || (self.sweep)(conn)) {
                 self.due.at(instant_of(next));
@@ -250,8 +258,10 @@ impl ErasureSchedule {
 
     /// Stops the eraser, waiting for an erasure it is running to end; what
     /// was still to come is left to [`finish_leftover`](Self::finish_leftover).
-    pub(crate) fn stop(&mut self) {
-        if let Some(eraser) = self.eraser.take() {
+    pub(crate) fn stop(&self) {
+        // Taken before stopping: the eraser is joined with no borrow held.
+        let eraser = self.eraser.borrow_mut().take();
+        if let Some(eraser) = eraser {
             eraser.stop();
         }
     }

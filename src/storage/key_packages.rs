@@ -74,13 +74,14 @@ impl<C: PoolCodec> PoolStorage<C> {
         // if a Welcome just used it (whoever handed it to that inviter may
         // hand it to another).
         let invitable = may_be_held || reason == WithdrawalReason::Consumed;
-        if self.grace_secs > 0 && one_time && invitable {
+        let grace_secs = self.options.grace_secs();
+        if grace_secs > 0 && one_time && invitable {
             let status = if reason == WithdrawalReason::Consumed {
                 KeyPackageStatus::Spent
             } else {
                 KeyPackageStatus::Expired
             };
-            let until = now.saturating_add(self.grace_secs);
+            let until = now.saturating_add(grace_secs);
             grace::retire(&self.conn, keypackage_ref, status, until, now)?;
             self.erasure.record_deadline(until);
             return Ok(false);

@@ -14,6 +14,8 @@
 
 mod batch_cache;
 mod consistency;
+#[cfg(feature = "sqlcipher")]
+mod encryption;
 mod erasure;
 mod identities;
 mod key_packages;
@@ -34,6 +36,8 @@ use crate::{
     codec::{DefaultCodec, PoolCodec},
     erasure::{ErasureSchedule, Leftover},
     error::{Error, Result},
+    keying::Keying,
+    options::StorageOptions,
 };
 pub(crate) use write_scope::WriteScope;
 
@@ -66,9 +70,13 @@ pub struct PoolStorage<C: PoolCodec = DefaultCodec> {
     scope_depth: Cell<u32>,
     /// When old copies of secrets are erased from the write-ahead log.
     erasure: ErasureSchedule,
-    /// How long a one-time KeyPackage that left service keeps its keys, in
-    /// seconds ([`StorageOptions::spent_key_package_grace`](crate::StorageOptions::spent_key_package_grace)).
-    grace_secs: i64,
+    /// How the connections are keyed, for the eraser's connection after a
+    /// rekey (zeroed on drop).
+    #[cfg_attr(not(feature = "sqlcipher"), allow(dead_code))]
+    keying: std::cell::RefCell<Keying>,
+    /// The options the storage was opened with: every connection of its
+    /// own is set up by them.
+    options: StorageOptions,
     // `fn() -> C` keeps `PoolStorage` `Send` whatever the codec type is.
     _codec: PhantomData<fn() -> C>,
 }
@@ -83,12 +91,18 @@ impl<C: PoolCodec> std::fmt::Debug for PoolStorage<C> {
 
 impl<C: PoolCodec> PoolStorage<C> {
     /// The storage over a connection whose schema is up to date.
-    fn new(conn: Connection, erasure: ErasureSchedule, grace_secs: i64) -> Self {
+    fn new(
+        conn: Connection,
+        erasure: ErasureSchedule,
+        keying: Keying,
+        options: StorageOptions,
+    ) -> Self {
         Self {
             conn,
             scope_depth: Cell::new(0),
             erasure,
-            grace_secs,
+            keying: std::cell::RefCell::new(keying),
+            options,
             _codec: PhantomData,
         }
     }

@@ -6,6 +6,8 @@ use std::{path::Path, sync::Arc};
 use rusqlite::{Connection, OpenFlags};
 
 use super::PoolStorage;
+#[cfg(feature = "sqlcipher")]
+use crate::keying::DatabaseKey;
 use crate::{
     clock::unix_now,
     codec::{DefaultCodec, PoolCodec},
@@ -13,6 +15,7 @@ use crate::{
     erasure::{ErasureSchedule, Sweep},
     error::Result,
     files, grace,
+    keying::Keying,
     options::StorageOptions,
     schema,
 };
@@ -55,8 +58,43 @@ impl PoolStorage<DefaultCodec> {
     /// ```
     #[cfg(feature = "sqlcipher")]
     pub fn open_encrypted(path: impl AsRef<Path>, key: &str) -> Result<Self> {
-        let keying = Keying::Passphrase(key);
-        let conn = files::open_database(path.as_ref())?;
+        Self::open_keyed(path.as_ref(), Keying::passphrase(key)?)
+    }
+
+    /// Opens (creating if needed) a database file encrypted with SQLCipher
+    /// under the raw 32-byte `key`, with no key derivation: the way to use
+    /// a key the platform's keystore holds, and much cheaper to open than a
+    /// passphrase (see the README's encryption section).
+    ///
+    /// A wrong key, a database encrypted under a passphrase, or a file that
+    /// is not an encrypted database is
+    /// [`Error::WrongKey`](crate::Error::WrongKey); nothing is written to
+    /// it. Every connection the storage opens pins SQLCipher 4's settings
+    /// and memory wiping, and checks that SQLCipher is linked at all
+    /// ([`Error::SqlcipherMissing`](crate::Error::SqlcipherMissing)).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), openmls_keypackage_pool::Error> {
+    /// use openmls_keypackage_pool::{DatabaseKey, Error, PoolStorage};
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("secret.db");
+    /// // In an application, 32 random bytes from the platform keystore.
+    /// let key = DatabaseKey::from_bytes([0x5c; 32]);
+    /// drop(PoolStorage::open_with_key(&path, &key)?);
+    /// let wrong = DatabaseKey::from_bytes([0x5d; 32]);
+    /// assert!(matches!(PoolStorage::open_with_key(&path, &wrong), Err(Error::WrongKey)));
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "sqlcipher")]
+    pub fn open_with_key(path: impl AsRef<Path>, key: &DatabaseKey) -> Result<Self> {
+        Self::open_keyed(path.as_ref(), Keying::raw(key))
+    }
+
+    #[cfg(feature = "sqlcipher")]
+    fn open_keyed(path: &Path, keying: Keying) -> Result<Self> {
+        let conn = files::open_database(path)?;
         keying.apply(&conn)?;
         Self::assemble(conn, &StorageOptions::default(), keying)
     }
@@ -150,11 +188,7 @@ impl<C: PoolCodec> PoolStorage<C> {
 
     /// Brings the schema of `conn`, keyed as `keying` says, up to date, and
     /// sets up the storage over it.
-    fn assemble(
-        mut conn: Connection,
-        options: &StorageOptions,
-        keying: Keying<'_>,
-    ) -> Result<Self> {
+    fn assemble(mut conn: Connection, options: &StorageOptions, keying: Keying) -> Result<Self> {
         // Files an earlier build (or the application) left looser.
         if let Some(path) = conn.path().filter(|p| !p.is_empty()) {
             files::tighten(std::path::Path::new(path));
@@ -170,7 +204,7 @@ impl<C: PoolCodec> PoolStorage<C> {
         let erasure = ErasureSchedule::new(
             options.erasure,
             options.busy_timeout,
-            eraser_connection(&conn, keying, options),
+            eraser_connection(&conn, &keying, options),
             sweep,
         );
         // Finish an erasure that another storage left pending (a reader was
@@ -182,40 +216,7 @@ impl<C: PoolCodec> PoolStorage<C> {
         if let Ok(Some(next)) = grace::next_end(&conn) {
             erasure.schedule_deadline(next);
         }
-        Ok(Self::new(conn, erasure, options.grace_secs()))
-    }
-}
-
-/// How the storage's connection is keyed, so that a second connection on
-/// the file can be keyed the same way.
-#[derive(Clone, Copy)]
-enum Keying<'a> {
-    /// Not encrypted, or keyed by the application before it handed the
-    /// connection over (then no second connection can read the file).
-    Plain,
-    /// SQLCipher, with a passphrase.
-    #[cfg_attr(not(feature = "sqlcipher"), allow(dead_code))]
-    Passphrase(&'a str),
-}
-
-impl Keying<'_> {
-    /// Keys a freshly opened connection, before anything else is asked of
-    /// it; reading the schema then proves the key right before anything is
-    /// written. A wrong key is [`Error::WrongKey`](crate::Error::WrongKey).
-    fn apply(self, conn: &Connection) -> Result<()> {
-        let Self::Passphrase(key) = self else {
-            return Ok(());
-        };
-        conn.pragma_update(None, "key", key)?;
-        match conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |row| {
-            row.get::<_, i64>(0)
-        }) {
-            Ok(_) => Ok(()),
-            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) => {
-                Err(crate::Error::WrongKey)
-            }
-            Err(e) => Err(e.into()),
-        }
+        Ok(Self::new(conn, erasure, keying, options.clone()))
     }
 }
 
@@ -224,9 +225,9 @@ impl Keying<'_> {
 /// grace window ended), for the background eraser. `None` for an in-memory
 /// database, outside WAL mode (there is no log to empty), and when the file
 /// cannot be read that way (a connection the application keyed itself).
-fn eraser_connection(
+pub(super) fn eraser_connection(
     conn: &Connection,
-    keying: Keying<'_>,
+    keying: &Keying,
     options: &StorageOptions,
 ) -> Option<Connection> {
     let path = conn.path().filter(|p| !p.is_empty())?;
@@ -248,4 +249,57 @@ fn eraser_connection(
         })
         .ok()?;
     Some(eraser)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(conn: &Connection, pragma: &str) -> String {
+        conn.query_row(&format!("PRAGMA {pragma}"), [], |row| {
+            row.get::<_, rusqlite::types::Value>(0)
+        })
+        .map(|value| match value {
+            rusqlite::types::Value::Integer(i) => i.to_string(),
+            rusqlite::types::Value::Text(text) => text,
+            other => format!("{other:?}"),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn the_erasers_connection_is_set_up_like_the_storages() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = PoolStorage::open(dir.path().join("pool.db")).unwrap();
+        let eraser = eraser_connection(&storage.conn, &Keying::Plain, &storage.options)
+            .expect("a file in WAL mode gets one");
+        for conn in [&storage.conn, &eraser] {
+            assert_eq!(read(conn, "secure_delete"), "1");
+            assert_eq!(read(conn, "temp_store"), "2");
+            assert_eq!(read(conn, "trusted_schema"), "0");
+        }
+    }
+
+    #[cfg(feature = "sqlcipher")]
+    #[test]
+    fn the_erasers_connection_is_keyed_and_pinned_like_the_storages() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = DatabaseKey::from_bytes([0x33; 32]);
+        let storage = PoolStorage::open_with_key(dir.path().join("pool.db"), &key).unwrap();
+        let eraser = eraser_connection(&storage.conn, &Keying::raw(&key), &storage.options)
+            .expect("a keyed file in WAL mode gets one");
+        assert_eq!(read(&eraser, "cipher_memory_security"), "1");
+        assert_eq!(read(&eraser, "trusted_schema"), "0");
+        let settings: Vec<String> = eraser
+            .prepare("PRAGMA cipher_settings")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(
+            settings.iter().any(|s| s == "PRAGMA kdf_iter = 256000;"),
+            "{settings:?}"
+        );
+    }
 }

@@ -1,0 +1,119 @@
+//! Changing the key of an encrypted database (the `sqlcipher` feature).
+
+use super::{open::eraser_connection, PoolStorage};
+use crate::{
+    codec::PoolCodec,
+    erasure,
+    error::{Error, Result},
+    keying::{DatabaseKey, Keying},
+};
+
+impl<C: PoolCodec> PoolStorage<C> {
+    /// Re-encrypts the database under the raw key `key`, from a passphrase
+    /// or another raw key: when the application moves its key into the
+    /// platform keystore, or rotates it.
+    ///
+    /// Crash-safe: the log is emptied under the old key first, and the
+    /// pages are rewritten in one transaction of SQLite's rollback journal
+    /// (the database leaves WAL mode for it and goes back), so a crash at
+    /// any moment leaves a database that opens with exactly one of the two
+    /// keys, with nothing lost. Afterwards no file of the database holds a
+    /// page the old key decrypts: every page is rewritten, and the journal
+    /// and the log are emptied.
+    ///
+    /// The storage needs the file to itself: a transaction of its own, or
+    /// another connection still on the file (another process, another
+    /// storage), is [`Error::RekeyRefused`] with the database and its key
+    /// unchanged. A database this storage did not key itself (opened with
+    /// [`open`](Self::open) or taken over from the application) is refused
+    /// the same way.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), openmls_keypackage_pool::Error> {
+    /// use openmls_keypackage_pool::{DatabaseKey, Error, PoolStorage};
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("secret.db");
+    /// let storage = PoolStorage::open_encrypted(&path, "an old passphrase")?;
+    /// storage.rekey(&DatabaseKey::from_bytes([0x42; 32]))?;
+    /// drop(storage);
+    ///
+    /// assert!(matches!(PoolStorage::open_encrypted(&path, "an old passphrase"), Err(Error::WrongKey)));
+    /// PoolStorage::open_with_key(&path, &DatabaseKey::from_bytes([0x42; 32]))?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn rekey(&self, key: &DatabaseKey) -> Result<()> {
+        self.rekey_to(Keying::raw(key))
+    }
+
+    /// [`rekey`](Self::rekey) to a passphrase; an empty one is
+    /// [`Error::EmptyPassphrase`], before anything changes.
+    pub fn rekey_passphrase(&self, passphrase: &str) -> Result<()> {
+        self.rekey_to(Keying::passphrase(passphrase)?)
+    }
+
+    fn rekey_to(&self, new: Keying) -> Result<()> {
+        if matches!(*self.keying.borrow(), Keying::Plain) {
+            return Err(Error::RekeyRefused {
+                reason: "the storage did not key this database (open it with a key)",
+            });
+        }
+        if self.scope_depth.get() > 0 || !self.conn.is_autocommit() {
+            return Err(Error::RekeyRefused {
+                reason: "a transaction of this storage is open",
+            });
+        }
+        // Empty the log under the old key, waiting for readers as long as
+        // the busy timeout allows.
+        if !erasure::erase(&self.conn)? {
+            return Err(Error::RekeyRefused {
+                reason: "another connection keeps the write-ahead log",
+            });
+        }
+        // The eraser's connection is keyed the old way, and leaving WAL
+        // mode needs the file to this connection alone.
+        self.erasure.stop();
+        let result = self.rekey_in_rollback_mode(&new);
+        if result.is_ok() {
+            *self.keying.borrow_mut() = new;
+        }
+        let keying = self.keying.borrow();
+        self.erasure
+            .start(eraser_connection(&self.conn, &keying, &self.options));
+        result
+    }
+
+    /// Rewrites every page under `new` in one rollback-journal transaction,
+    /// then puts the journal mode back.
+    fn rekey_in_rollback_mode(&self, new: &Keying) -> Result<()> {
+        let mode: String = self
+            .conn
+            .query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
+        let in_wal = mode.eq_ignore_ascii_case("wal");
+        if in_wal {
+            let now: String = self
+                .conn
+                .query_row("PRAGMA journal_mode = DELETE", [], |row| row.get(0))
+                .map_err(|_| Error::RekeyRefused {
+                    reason: "another connection has the database open",
+                })?;
+            if !now.eq_ignore_ascii_case("delete") {
+                return Err(Error::RekeyRefused {
+                    reason: "another connection has the database open",
+                });
+            }
+        }
+        let rekeyed = new.rekey(&self.conn);
+        if in_wal {
+            // Back to WAL whatever happened; the log starts empty.
+            let back: rusqlite::Result<String> =
+                self.conn
+                    .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0));
+            if rekeyed.is_ok() {
+                back?;
+            }
+        }
+        rekeyed
+    }
+}
