@@ -5,6 +5,7 @@
 //! cargo run --release --example bench_report            # a few minutes
 //! cargo run --release --example bench_report -- --quick # smaller sizes, a 100,000-row pool
 //! cargo run --release --example bench_report -- --erasure-only # the erasure policies per message
+//! cargo run --release --features sqlcipher --example bench_report -- --encryption-only
 //! # with X-Wing pools on openmls_libcrux_crypto as well:
 //! cargo run --release --features libcrux,draft-ietf-mls-pq-ciphersuites --example bench_report
 //! ```
@@ -65,6 +66,11 @@ struct Cli {
     /// Only the cost of the erasure policies per decrypted message.
     #[arg(long)]
     erasure_only: bool,
+    /// Only what encryption at rest costs: opening with a raw key or a
+    /// passphrase, and generating encrypted or not.
+    #[cfg(feature = "sqlcipher")]
+    #[arg(long)]
+    encryption_only: bool,
     /// Only the X-Wing figures: creation, batch sizes, WAL and memory.
     #[cfg(all(feature = "libcrux", feature = "draft-ietf-mls-pq-ciphersuites"))]
     #[arg(long)]
@@ -97,6 +103,11 @@ fn main() {
     );
     if cli.erasure_only {
         erasure(&env, &cli);
+        return;
+    }
+    #[cfg(feature = "sqlcipher")]
+    if cli.encryption_only {
+        encryption(&env, &cli);
         return;
     }
     for suite in cli.suites() {
@@ -721,4 +732,75 @@ fn erasure(env: &Env, cli: &Cli) {
         || Receiver::PoolDefault.run(env, long),
     );
     println!("default policy ÷ `Deletions`, {long} messages, paired: {ratio}");
+}
+
+/// What encryption at rest costs, all in one run: opening an existing
+/// encrypted database with a raw key and with a passphrase (PBKDF2, 256,000
+/// rounds) against opening a plain one, and `generate(n)` on an encrypted
+/// file against a plain one, in back-to-back pairs.
+#[cfg(feature = "sqlcipher")]
+fn encryption(env: &Env, cli: &Cli) {
+    use openmls_keypackage_pool::{DatabaseKey, PoolStorage};
+
+    let key = || DatabaseKey::from_bytes([0x4b; 32]);
+    let passphrase = "a passphrase of the usual kind";
+    let plain = env.fresh_path("plain");
+    let raw = env.fresh_path("raw");
+    let derived = env.fresh_path("passphrase");
+    // Each holds one pool of a few KeyPackages, so an open reads a schema
+    // and pages like a client's.
+    for provider in [
+        PoolProvider::new(PoolStorage::open(&plain).expect("open")),
+        PoolProvider::new(PoolStorage::open_with_key(&raw, &key()).expect("open")),
+        PoolProvider::new(PoolStorage::open_encrypted(&derived, passphrase).expect("open")),
+    ] {
+        env.pool(&provider, 8).generate(8).expect("generate");
+    }
+    let open = |f: &dyn Fn()| {
+        let started = Instant::now();
+        f();
+        started.elapsed()
+    };
+    let opens = 21;
+    let median_of = |f: &dyn Fn() -> Duration| median((0..opens).map(|_| f()).collect());
+    let t_plain = median_of(&|| open(&|| drop(PoolStorage::open(&plain).expect("open"))));
+    let t_raw =
+        median_of(&|| open(&|| drop(PoolStorage::open_with_key(&raw, &key()).expect("open"))));
+    let t_derived = median_of(&|| {
+        open(&|| drop(PoolStorage::open_encrypted(&derived, passphrase).expect("open")))
+    });
+    println!("\n## Encryption at rest (medians of {opens} opens; generation in pairs)\n");
+    println!("| operation | time | ÷ plain |");
+    println!("| --- | ---: | ---: |");
+    for (name, t) in [
+        ("open an existing database, plain", t_plain),
+        ("open it encrypted, raw key", t_raw),
+        ("open it encrypted, passphrase", t_derived),
+    ] {
+        println!(
+            "| {name} | {:.2} ms | {:.2}x |",
+            t.as_secs_f64() * 1e3,
+            t.as_secs_f64() / t_plain.as_secs_f64()
+        );
+    }
+    let n = cli.n;
+    let generate = |path: std::path::PathBuf, encrypted: bool| {
+        let storage = if encrypted {
+            PoolStorage::open_with_key(&path, &key()).expect("open")
+        } else {
+            PoolStorage::open(&path).expect("open")
+        };
+        let provider = PoolProvider::new(storage);
+        let pool = env.pool(&provider, n);
+        let started = Instant::now();
+        pool.generate(n).expect("generate");
+        started.elapsed()
+    };
+    let ratio = paired(
+        env,
+        cli.pairs,
+        || generate(env.fresh_path("gen-plain"), false),
+        || generate(env.fresh_path("gen-encrypted"), true),
+    );
+    println!("\n`generate({n})`, encrypted with a raw key ÷ plain, paired: {ratio}");
 }
