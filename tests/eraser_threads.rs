@@ -39,13 +39,7 @@ fn erasers() -> usize {
 /// Whether the database records an erasure as pending, read with a
 /// connection of its own.
 fn recorded_pending(path: &std::path::Path) -> bool {
-    let conn = rusqlite::Connection::open(path).unwrap();
-    conn.query_row(
-        "SELECT pending_since IS NOT NULL FROM openmls_keypackage_pool_erasure",
-        [],
-        |row| row.get(0),
-    )
-    .unwrap()
+    common::erasure_pending(&rusqlite::Connection::open(path).unwrap())
 }
 
 #[test]

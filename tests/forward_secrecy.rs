@@ -198,29 +198,15 @@ fn an_erasure_a_reader_blocked_is_finished_by_the_next_open() {
         !traces(&path, &init_key).is_empty(),
         "the reader did not block the erasure"
     );
-    let pending: Option<i64> = reader
-        .query_row(
-            "SELECT pending_since FROM openmls_keypackage_pool_erasure",
-            [],
-            |row| row.get(0),
-        )
-        .unwrap_or(None);
+    let pending = common::erasure_pending(&reader);
     reader.execute_batch("COMMIT").unwrap();
-    assert!(
-        pending.is_none(),
-        "the reader's snapshot predates the record"
-    );
+    assert!(!pending, "the reader's snapshot predates the record");
 
     // The record outlived the storage: the next open erases.
     let storage = openmls_keypackage_pool::PoolStorage::open(&path).unwrap();
     assert_eq!(traces(&path, &init_key), Vec::<String>::new());
-    let pending: Option<i64> = storage
-        .connection()
-        .query_row(
-            "SELECT pending_since FROM openmls_keypackage_pool_erasure",
-            [],
-            |row| row.get(0),
-        )
-        .unwrap();
-    assert_eq!(pending, None, "the record is cleared once erased");
+    assert!(
+        !common::erasure_pending(storage.connection()),
+        "the record is cleared once erased"
+    );
 }

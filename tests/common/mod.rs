@@ -218,6 +218,16 @@ pub fn fail_metadata<C: PoolCodec>(
 
 pub const DAY: i64 = 24 * 60 * 60;
 
+/// Whether the database `conn` is open on records an erasure as pending.
+pub fn erasure_pending(conn: &rusqlite::Connection) -> bool {
+    conn.query_row(
+        "SELECT pending_since IS NOT NULL FROM openmls_keypackage_pool_erasure",
+        [],
+        |row| row.get(0),
+    )
+    .unwrap()
+}
+
 /// Bytes as lowercase hex, two digits each.
 pub fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
