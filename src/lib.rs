@@ -52,8 +52,11 @@
 //! ```
 //!
 //! When a Welcome consumes one of these KeyPackages, OpenMLS deletes its
-//! bundle and the pool row goes with it. Last-resort KeyPackages are never
-//! deleted by OpenMLS, and keep their rows.
+//! bundle and the pool row goes with it (or, with a grace window, both stay
+//! until the window ends, so that a second Welcome naming it still joins);
+//! if a server may still hand it out, a withdrawal is recorded in the same
+//! transaction. Last-resort KeyPackages are never deleted by OpenMLS, and
+//! keep their rows.
 //!
 //! # Where to go next
 //!
@@ -62,10 +65,14 @@
 //! - [`KeyPackageStatus`]: the lifecycle and which moves it allows.
 //! - [`PoolStorage`]: the metadata store, outer transactions, identities, and
 //!   adopting a database written by plain `openmls_sqlite_storage`.
+//! - [`PoolStorage::pending_withdrawals`]: the outbox of KeyPackages the
+//!   server should stop handing out, and the upload-withdraw-confirm loop;
+//!   [`StorageOptions::spent_key_package_grace`] for the grace window.
 //! - [`StorageOptions`]: journal mode, sync level, busy timeout,
 //!   `secure_delete` and the [`ErasurePolicy`] for old copies of secrets in
-//!   the write-ahead log; with the `sqlcipher` feature,
-//!   `PoolStorage::open_encrypted` for encryption at rest.
+//!   the write-ahead log (erased by the clock, on a background thread); with
+//!   the `sqlcipher` feature, `PoolStorage::open_with_key` (a raw key from
+//!   the platform keystore), `open_encrypted` (a passphrase) and `rekey`.
 //! - [`PoolStorage::verify`] and [`PoolStorage::repair`]: checks for
 //!   start-up.
 //! - [`PoolProvider::with_crypto`]: another crypto provider. With the
