@@ -9,7 +9,7 @@ CREATE TABLE keypackage_pool_withdrawals (
     signature_key BLOB NOT NULL,
     ciphersuite INTEGER NOT NULL,
     -- expired, surplus_last_resort, scope_removed, key_removed, consumed,
-    -- removed: why the KeyPackage left service.
+    -- removed, repaired: why the KeyPackage left service.
     reason TEXT NOT NULL,
     recorded_at INTEGER NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,

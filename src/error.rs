@@ -282,6 +282,19 @@ pub enum Error {
     #[error("an empty passphrase would leave the database unencrypted")]
     EmptyPassphrase,
 
+    /// A passphrase with a NUL character, which SQLite's parser cannot take;
+    /// refused before anything is opened.
+    #[error("a passphrase may not contain a NUL character")]
+    PassphraseWithNul,
+
+    /// A rekey ran but the database did not change key: it is still under
+    /// its old key, and this storage's connection may no longer read it.
+    /// Reopen the storage with the old key.
+    #[error(
+        "the rekey did not take; the database is still under its old key: reopen it with that key"
+    )]
+    RekeyFailed,
+
     /// The build was asked to encrypt, but the SQLite it runs on is not
     /// SQLCipher (`PRAGMA cipher_version` answers nothing): refused rather
     /// than writing plaintext.

@@ -91,16 +91,17 @@ pub(crate) fn tighten(db: &Path) {
 
 /// Opens (creating if needed, owner-only) a file of this crate's beside the
 /// database, such as the migration lock.
+/// A symbolic link in its place is refused, not followed.
 pub(crate) fn open_owned(path: &Path) -> io::Result<std::fs::File> {
     let mut options = OpenOptions::new();
     options.create(true).truncate(false).write(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+        options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
     }
     let file = options.open(path)?;
-    make_owner_only(path)?;
+    restrict(&file)?;
     Ok(file)
 }
 
@@ -125,20 +126,34 @@ fn create_owner_only(_path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Makes the file at `path` owner-only, through a handle opened without
+/// following a symbolic link, so the mode changed is that file's.
 #[cfg(unix)]
 fn make_owner_only(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    restrict(&file)
+}
+
+#[cfg(not(unix))]
+fn make_owner_only(_path: &Path) -> io::Result<()> {
+    Ok(())
+}
+
+/// Sets an open file's mode to 0600 where it is looser.
+#[cfg(unix)]
+fn restrict(file: &std::fs::File) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::symlink_metadata(path)?;
-    if meta.file_type().is_symlink() {
-        return Ok(());
-    }
-    if meta.permissions().mode() & 0o077 != 0 {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    if file.metadata()?.permissions().mode() & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     }
     Ok(())
 }
 
 #[cfg(not(unix))]
-fn make_owner_only(_path: &Path) -> io::Result<()> {
+fn restrict(_file: &std::fs::File) -> io::Result<()> {
     Ok(())
 }

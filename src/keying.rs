@@ -1,8 +1,9 @@
 //! How the storage's connections are keyed. Without the `sqlcipher`
 //! feature there is nothing to key. With it: a raw 32-byte key
-//! ([`DatabaseKey`]) or a passphrase, SQLCipher's settings pinned before
-//! the key on every connection, and the statements that carry a key built
-//! in memory that is zeroed once they have run.
+//! ([`DatabaseKey`]) or a passphrase, SQLCipher's settings pinned on every
+//! connection (memory wiping before the key, the format right after it,
+//! before anything is read), and the statements that carry a key built in
+//! memory that is zeroed once they have run.
 
 use rusqlite::Connection;
 
@@ -66,6 +67,11 @@ impl Keying {
         if passphrase.is_empty() {
             return Err(Error::EmptyPassphrase);
         }
+        // SQLite's tokenizer stops at a NUL, and its error would quote the
+        // statement, passphrase and all.
+        if passphrase.contains('\0') {
+            return Err(Error::PassphraseWithNul);
+        }
         Ok(Self::Passphrase(Zeroizing::new(passphrase.to_owned())))
     }
 
@@ -113,7 +119,14 @@ impl Keying {
     /// `PRAGMA {pragma} = …` with this key, in a buffer zeroed on drop.
     #[cfg(feature = "sqlcipher")]
     fn statement(&self, pragma: &str) -> Zeroizing<String> {
-        let mut sql = Zeroizing::new(String::with_capacity(96));
+        // Sized for the longest form up front: a buffer that grew would
+        // leave a copy of the key behind in the memory it gave back.
+        let key_len = match self {
+            Self::Plain => 0,
+            Self::Passphrase(passphrase) => 2 * passphrase.len(),
+            Self::Raw(bytes) => 2 * bytes.len(),
+        };
+        let mut sql = Zeroizing::new(String::with_capacity(pragma.len() + key_len + 24));
         sql.push_str("PRAGMA ");
         sql.push_str(pragma);
         sql.push_str(" = ");
@@ -143,14 +156,24 @@ impl Keying {
     }
 }
 
-/// Runs one statement that may return a row (`PRAGMA key` answers "ok"),
-/// without keeping its text anywhere but where SQLite does.
+/// Runs one statement that carries a key and may return a row (`PRAGMA
+/// key` answers "ok"). An error never quotes the statement: rusqlite's
+/// input errors carry the SQL text, key included, and are replaced by
+/// SQLite's bare error.
 #[cfg(feature = "sqlcipher")]
 fn run_statement(conn: &Connection, sql: &str) -> Result<()> {
-    let mut stmt = conn.prepare(sql)?;
-    let mut rows = stmt.query([])?;
-    while rows.next()?.is_some() {}
-    Ok(())
+    let run = || -> rusqlite::Result<()> {
+        let mut stmt = conn.prepare(sql)?;
+        let mut rows = stmt.query([])?;
+        while rows.next()?.is_some() {}
+        Ok(())
+    };
+    run().map_err(|e| match e {
+        rusqlite::Error::SqlInputError { error, .. } => {
+            Error::Sqlite(rusqlite::Error::SqliteFailure(error, None))
+        }
+        other => other.into(),
+    })
 }
 
 /// Fails loudly when the build has no SQLCipher: plain SQLite takes the

@@ -97,7 +97,9 @@ pub struct StorageOptions {
     /// joins; the KeyPackage is never usable, never uploaded again, and
     /// counts in the hard cap. When the window ends, its bundle and row are
     /// deleted and its keys erased from the files within the erasure bound,
-    /// whether or not the application calls anything. This is exactly how
+    /// whether or not the application calls anything (on a database file in
+    /// WAL mode, by the storage's eraser; otherwise at its next commit or
+    /// open). This is exactly how
     /// long a consumed key stays readable on disk. Zero (the default)
     /// deletes the keys at once; at most [`MAX_GRACE`].
     pub spent_key_package_grace: Duration,

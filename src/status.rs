@@ -46,9 +46,13 @@ pub enum KeyPackageStatus {
     /// Reported used (for example by the server) before this client saw the
     /// Welcome. When OpenMLS consumes a one-time KeyPackage from a Welcome it
     /// deletes the bundle and this row with it, so rows stay `spent` only
-    /// when the application marks them so, or for last-resort KeyPackages.
+    /// when the application marks them so, for last-resort KeyPackages, or,
+    /// with a grace window, for consumed ones until the window ends (the
+    /// window sets it from any status).
     Spent,
-    /// Past its `not_after`; must not be advertised.
+    /// Past its `not_after`; must not be advertised. With a grace window,
+    /// also a KeyPackage withdrawn before its time, until the window ends
+    /// (the window sets it from any status).
     Expired,
     /// Upload failed; may be retried by moving back to `Created`.
     Failed,

@@ -41,17 +41,21 @@ pub enum WithdrawalReason {
     /// The application removed it
     /// ([`PoolStorage::remove_key_package`](crate::PoolStorage::remove_key_package)).
     Removed,
+    /// Its bundle was missing, and
+    /// [`PoolStorage::repair`](crate::PoolStorage::repair) removed its row.
+    Repaired,
 }
 
 impl WithdrawalReason {
     /// Every reason, in declaration order.
-    pub const ALL: [WithdrawalReason; 6] = [
+    pub const ALL: [WithdrawalReason; 7] = [
         Self::Expired,
         Self::SurplusLastResort,
         Self::ScopeRemoved,
         Self::KeyRemoved,
         Self::Consumed,
         Self::Removed,
+        Self::Repaired,
     ];
 
     /// The name stored in the database.
@@ -63,6 +67,7 @@ impl WithdrawalReason {
             Self::KeyRemoved => "key_removed",
             Self::Consumed => "consumed",
             Self::Removed => "removed",
+            Self::Repaired => "repaired",
         }
     }
 }

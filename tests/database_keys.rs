@@ -344,3 +344,31 @@ fn a_rekey_killed_at_any_moment_leaves_one_key_that_opens_everything() {
     }
     println!("rekey took {took} µs; kills left {old} on the old key, {new} on the new");
 }
+
+#[test]
+fn a_passphrase_with_a_nul_is_refused_without_quoting_it() {
+    let (_dir, path) = common::temp_db();
+    let error = PoolStorage::open_encrypted(&path, "before\0after").unwrap_err();
+    assert!(matches!(error, Error::PassphraseWithNul), "{error:?}");
+    assert!(!format!("{error:?}{error}").contains("before"));
+    assert!(!path.exists());
+}
+
+#[test]
+fn after_a_rekey_the_eraser_still_empties_the_log_within_the_bound() {
+    use common::conversation::Conversation;
+    let (dir, path) = common::temp_db();
+    let bob = PoolProvider::open_with_key(&path, &key(0x21)).unwrap();
+    let mut chat = Conversation::with(dir, path.clone(), bob);
+    chat.bob.storage().rekey(&key(0x22)).unwrap();
+    chat.messages(4);
+    let wal = PathBuf::from(format!("{}-wal", path.display()));
+    let wal_len = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+    assert!(wal_len() > 0, "the messages wrote nothing to the log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while wal_len() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(wal_len(), 0, "no eraser after the rekey");
+    assert!(!common::erasure_pending(chat.bob.storage().connection()));
+}

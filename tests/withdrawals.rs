@@ -575,3 +575,28 @@ fn a_process_killed_among_removals_leaves_a_withdrawal_for_every_key_gone() {
         offered.len()
     );
 }
+
+#[test]
+fn repair_records_the_withdrawal_of_a_row_whose_bundle_is_gone() {
+    let fx = Fixture::new(Duration::ZERO);
+    let pool = fx.pool(config());
+    let refs = pool.generate(2).unwrap();
+    pool.pending_upload().unwrap();
+    pool.mark_uploaded(&refs[..1]).unwrap();
+    // Both bundles lost behind the pool's back.
+    fx.storage()
+        .connection()
+        .execute("DELETE FROM openmls_key_packages", [])
+        .unwrap();
+    let repaired = fx.storage().repair().unwrap();
+    assert_eq!(repaired.metadata_without_bundle.len(), 2);
+    // Both were handed out, so a server may hold either.
+    assert_eq!(
+        fx.outbox(),
+        sorted(
+            refs.iter()
+                .map(|r| (r.clone(), WithdrawalReason::Repaired))
+                .collect()
+        )
+    );
+}

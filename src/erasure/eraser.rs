@@ -45,12 +45,20 @@ impl Eraser {
     }
 
     /// Asks the eraser to end and waits for it: at once when it sleeps,
-    /// after the erasure it is running otherwise.
+    /// after the erasure it is running otherwise. The schedule is left as
+    /// it was, ready for another eraser.
     pub(super) fn stop(self) {
         self.due.lock().stopping = true;
         self.due.changed.notify_all();
         // A panic in the eraser has nothing left to clean up.
         let _ = self.thread.join();
+        self.due.lock().stopping = false;
+    }
+
+    /// Whether the thread still runs (it ends only when stopped, or if it
+    /// panicked).
+    pub(super) fn is_running(&self) -> bool {
+        !self.thread.is_finished()
     }
 }
 

@@ -234,13 +234,26 @@ impl ErasureSchedule {
             self.due.at(instant_of(deadline));
         }
         // Without an eraser, whatever is due runs here.
-        if self.eraser.borrow().is_none() && self.due.is_past() {
-            self.due.clear();
-            if let Ok((_, Some(next))) = self.without_waiting(conn, || (self.sweep)(conn)) {
-                self.due.at(instant_of(next));
+        if !self.eraser_running() && self.due.is_past() {
+            let swept = self.without_waiting(conn, || (self.sweep)(conn));
+            let erased = self.erase_now(conn);
+            // Only work done is cleared: what failed stays due, and the
+            // next commit tries again.
+            if let (Ok((_, next)), Ok(true)) = (swept, erased) {
+                self.due.clear();
+                if let Some(next) = next {
+                    self.due.at(instant_of(next));
+                }
             }
-            let _ = self.erase_now(conn);
         }
+    }
+
+    /// Whether an eraser thread is there to run what falls due.
+    fn eraser_running(&self) -> bool {
+        self.eraser
+            .borrow()
+            .as_ref()
+            .is_some_and(Eraser::is_running)
     }
 
     /// Finishes an erasure that this storage or another left pending, when

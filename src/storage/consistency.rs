@@ -2,10 +2,12 @@
 
 use super::PoolStorage;
 use crate::{
+    clock::unix_now,
     codec::PoolCodec,
     error::{Error, Result},
     metadata, scope,
     verify::{self, ConsistencyReport},
+    withdrawal::{self, WithdrawalReason},
 };
 
 impl<C: PoolCodec> PoolStorage<C> {
@@ -64,7 +66,15 @@ impl<C: PoolCodec> PoolStorage<C> {
             for keypackage_ref in &found.bundles_without_metadata {
                 storage.remove_key_package(keypackage_ref)?;
             }
+            let now = unix_now()?;
             for keypackage_ref in &found.metadata_without_bundle {
+                // Its keys are gone; a server may still hand it out.
+                withdrawal::record(
+                    &storage.conn,
+                    keypackage_ref,
+                    WithdrawalReason::Repaired,
+                    now,
+                )?;
                 metadata::delete(&storage.conn, keypackage_ref)?;
             }
             if !found.metadata_without_scope.is_empty() {

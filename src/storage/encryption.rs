@@ -1,5 +1,7 @@
 //! Changing the key of an encrypted database (the `sqlcipher` feature).
 
+use rusqlite::{Connection, OpenFlags};
+
 use super::{open::eraser_connection, PoolStorage};
 use crate::{
     codec::PoolCodec,
@@ -26,7 +28,13 @@ impl<C: PoolCodec> PoolStorage<C> {
     /// storage), is [`Error::RekeyRefused`] with the database and its key
     /// unchanged. A database this storage did not key itself (opened with
     /// [`open`](Self::open) or taken over from the application) is refused
-    /// the same way.
+    /// the same way. The outcome is checked with a fresh connection under
+    /// the new key: SQLCipher can answer "ok" to a rewrite it rolled back
+    /// (a full disk, say), and that is [`Error::RekeyFailed`]: the database
+    /// is still under the old key, and the storage must be reopened with
+    /// it. If the database cannot go back to WAL mode at once (another
+    /// connection came in), it stays in rollback-journal mode until it is
+    /// next opened; the new key stands.
     ///
     /// ```
     /// # fn main() -> Result<(), openmls_keypackage_pool::Error> {
@@ -74,9 +82,23 @@ impl<C: PoolCodec> PoolStorage<C> {
         // The eraser's connection is keyed the old way, and leaving WAL
         // mode needs the file to this connection alone.
         self.erasure.stop();
-        let result = self.rekey_in_rollback_mode(&new);
+        let result = self.rekey_in_rollback_mode(&new).and_then(|()| {
+            // SQLCipher reports success even when its rewrite was rolled
+            // back: only a fresh connection under the new key tells.
+            if self.opens_with(&new) {
+                Ok(())
+            } else {
+                Err(Error::RekeyFailed)
+            }
+        });
         if result.is_ok() {
             *self.keying.borrow_mut() = new;
+            // Back to WAL, now that the key has changed. If another
+            // connection got in meanwhile, the database stays in rollback
+            // mode until the next open sets WAL again; the rekey stands.
+            let _ = self.conn.query_row("PRAGMA journal_mode = WAL", [], |row| {
+                row.get::<_, String>(0)
+            });
         }
         let keying = self.keying.borrow();
         self.erasure
@@ -84,8 +106,20 @@ impl<C: PoolCodec> PoolStorage<C> {
         result
     }
 
-    /// Rewrites every page under `new` in one rollback-journal transaction,
-    /// then puts the journal mode back.
+    /// Whether a fresh connection keyed with `keying` reads the database.
+    fn opens_with(&self, keying: &Keying) -> bool {
+        let Some(path) = self.conn.path().filter(|p| !p.is_empty()) else {
+            return false;
+        };
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+        Connection::open_with_flags(path, flags)
+            .map_err(Error::from)
+            .and_then(|probe| keying.apply(&probe))
+            .is_ok()
+    }
+
+    /// Rewrites every page under `new` in one rollback-journal transaction;
+    /// on failure, puts WAL mode back.
     fn rekey_in_rollback_mode(&self, new: &Keying) -> Result<()> {
         let mode: String = self
             .conn
@@ -105,14 +139,10 @@ impl<C: PoolCodec> PoolStorage<C> {
             }
         }
         let rekeyed = new.rekey(&self.conn);
-        if in_wal {
-            // Back to WAL whatever happened; the log starts empty.
-            let back: rusqlite::Result<String> =
-                self.conn
-                    .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0));
-            if rekeyed.is_ok() {
-                back?;
-            }
+        if in_wal && rekeyed.is_err() {
+            let _ = self.conn.query_row("PRAGMA journal_mode = WAL", [], |row| {
+                row.get::<_, String>(0)
+            });
         }
         rekeyed
     }

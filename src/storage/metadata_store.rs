@@ -73,10 +73,15 @@ impl<C: PoolCodec> PoolStorage<C> {
         metadata::by_status(&self.conn, status)
     }
 
-    /// Deletes a metadata row, leaving any bundle in OpenMLS storage alone.
+    /// Deletes a metadata row, leaving any bundle in OpenMLS storage alone
+    /// and recording no withdrawal: bookkeeping by hand. A bundle left
+    /// without its row (one in its grace window included, which then no
+    /// longer ends by itself) stays until [`repair`](Self::repair) removes
+    /// it.
     ///
-    /// To remove a KeyPackage entirely, delete it through OpenMLS's
-    /// `StorageProvider::delete_key_package`, which removes both.
+    /// To take a KeyPackage out of service, use
+    /// [`remove_key_package`](Self::remove_key_package), which handles both
+    /// and the withdrawal.
     pub fn delete_pool_metadata(&self, keypackage_ref: &[u8]) -> Result<()> {
         check_ref(keypackage_ref)?;
         if self.write_alone(|| metadata::delete(&self.conn, keypackage_ref))? {

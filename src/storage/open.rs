@@ -239,7 +239,8 @@ pub(super) fn eraser_connection(
     }
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_URI
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_NOFOLLOW;
     let eraser = Connection::open_with_flags(path, flags).ok()?;
     keying.apply(&eraser).ok()?;
     options.apply(&eraser).ok()?;

@@ -40,8 +40,11 @@ impl<C: PoolCodec> PoolStorage<C> {
         scope::list(&self.conn, now)
     }
 
-    /// Deletes every KeyPackage of `scope`, bundles and rows, in one
-    /// transaction; returns their refs, to withdraw from the server.
+    /// Takes every KeyPackage of `scope` out of service in one transaction:
+    /// bundles and rows deleted (with a grace window, one-time KeyPackages a
+    /// peer may still invite with keep theirs until it ends), and a
+    /// withdrawal recorded for each one a server may hold
+    /// ([`WithdrawalReason::ScopeRemoved`]). Returns all their refs.
     pub fn remove_scope(&self, scope: &PoolScope) -> Result<Vec<Vec<u8>>> {
         self.remove_where(
             &scope.signature_key,
@@ -50,10 +53,13 @@ impl<C: PoolCodec> PoolStorage<C> {
         )
     }
 
-    /// Deletes every KeyPackage whose leaf node carries `signature_key`, in
-    /// every ciphersuite, bundles and rows, in one transaction; returns their
-    /// refs, to withdraw from the server. For a credential rotation: the old
-    /// key's KeyPackages must no longer be handed out.
+    /// Takes every KeyPackage whose leaf node carries `signature_key`, in
+    /// every ciphersuite, out of service in one transaction, as
+    /// [`remove_scope`](Self::remove_scope) does
+    /// ([`WithdrawalReason::KeyRemoved`]); returns all their refs. For a
+    /// signature key that is replaced: its KeyPackages must no longer be
+    /// handed out, and the outbox keeps their withdrawals after the key is
+    /// gone.
     pub fn remove_signature_key(&self, signature_key: &[u8]) -> Result<Vec<Vec<u8>>> {
         self.remove_where(signature_key, None, WithdrawalReason::KeyRemoved)
     }
