@@ -173,7 +173,11 @@ fn two_processes_lose_nothing() {
     for child in children {
         let output = child.wait_with_output().unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(output.status.success(), "child failed:\n{stdout}");
+        assert!(
+            output.status.success(),
+            "child failed ({}):\n{stdout}",
+            output.status
+        );
         for line in stdout.lines() {
             if let Some(rest) = line.split("pool-concurrency-totals ").nth(1) {
                 let n: Vec<u64> = rest
@@ -203,8 +207,11 @@ trait SpawnPiped {
 
 impl SpawnPiped for Command {
     fn output_async(&mut self) -> std::process::Child {
+        // The child's standard error goes where the parent's does: a child
+        // that dies without a word from libtest (a signal, an abort) says
+        // why there.
         self.stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
             .spawn()
             .unwrap()
     }
