@@ -263,7 +263,7 @@ impl ErasureSchedule {
     pub(crate) fn finish_leftover(&self, conn: &Connection) {
         let _ = self.without_waiting(conn, || {
             if self.due.is_set() || is_recorded(conn)? {
-                self.erase_and_clear(conn)?;
+                erase(conn)?;
             }
             Ok(())
         });
@@ -282,13 +282,9 @@ impl ErasureSchedule {
     /// Checkpoints and truncates the log on the storage's connection without
     /// waiting for anyone; see [`erase`].
     pub(crate) fn erase_now(&self, conn: &Connection) -> Result<bool> {
-        self.without_waiting(conn, || self.erase_and_clear(conn))
-    }
-
-    fn erase_and_clear(&self, conn: &Connection) -> Result<bool> {
         // What is due stays due: the sweep's next deadline may be among it,
         // and an erasure run once more finds an empty log.
-        erase(conn)
+        self.without_waiting(conn, || erase(conn))
     }
 
     /// Runs `f` with the connection's busy timeout at zero, then puts the
