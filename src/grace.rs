@@ -58,6 +58,12 @@ pub(crate) fn next_end(conn: &Connection) -> Result<Option<i64>> {
 /// are deleted as `openmls_sqlite_storage` deletes them, under the key the
 /// codec `C` gives their ref.
 pub(crate) fn purge<C: Codec>(conn: &Connection, now: i64) -> Result<(usize, Option<i64>)> {
+    // Most wakes of the eraser find no window ended: that is a read, and
+    // takes no write lock from the storage.
+    let next = next_end(conn)?;
+    if next.is_none_or(|end| end > now) {
+        return Ok((0, next));
+    }
     let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
     let ended: Vec<Vec<u8>> = {
         let mut stmt = tx.prepare_cached(
