@@ -96,6 +96,21 @@ pub fn until_none(within: Duration, mut found: impl FnMut() -> Vec<String>) -> V
     }
 }
 
+/// Checks `done` every 50 ms until it holds or `within` has passed;
+/// returns whether it held.
+pub fn eventually(within: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Bytes from lowercase hex.
 pub fn from_hex(text: &str) -> Vec<u8> {
     (0..text.len())
