@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use common::{
-    build_key_package, bundle_count, conversation::Conversation, join, traces::eventually,
-    Identity, PlainClient,
+    build_key_package, bundle_count, conversation::Conversation, join, Identity, PlainClient,
 };
 use openmls_keypackage_pool::{Error, KeyPackageStatus, PoolProvider, PoolStorage};
 
@@ -77,18 +76,5 @@ fn an_idle_encrypted_storage_empties_its_log_within_the_bound() {
     let bob = PoolProvider::open_encrypted(&path, KEY).unwrap();
     let mut chat = Conversation::with(dir, path.clone(), bob);
     chat.messages(4);
-    let wal = PathBuf::from(format!("{}-wal", path.display()));
-    let wal_len = || std::fs::metadata(&wal).map_or(0, |m| m.len());
-    assert!(wal_len() > 0, "the messages wrote nothing to the log");
-    // Over once the log is empty and the record cleared (the eraser
-    // commits the clear just after its checkpoint, and empties the log
-    // again).
-    let conn = chat.bob.storage().connection();
-    assert!(
-        eventually(Duration::from_secs(5), || wal_len() == 0
-            && !common::erasure_pending(conn)),
-        "the log holds {} bytes, the record is set: {}",
-        wal_len(),
-        common::erasure_pending(conn)
-    );
+    chat.assert_log_emptied_within(Duration::from_secs(5));
 }

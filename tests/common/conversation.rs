@@ -157,6 +157,24 @@ impl Conversation {
         gone
     }
 
+    /// Asserts that Bob's messages wrote to the log, then that within
+    /// `within`, with nothing committed, the log is emptied and the pending
+    /// record cleared (the eraser commits the clear just after its
+    /// checkpoint, and empties the log again): the erasure ran, even where
+    /// encrypted pages leave no plaintext to search for.
+    pub fn assert_log_emptied_within(&self, within: std::time::Duration) {
+        let wal = PathBuf::from(format!("{}-wal", self.path.display()));
+        let wal_len = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+        assert!(wal_len() > 0, "the messages wrote nothing to the log");
+        let conn = self.bob.storage().connection();
+        assert!(
+            super::traces::eventually(within, || wal_len() == 0 && !super::erasure_pending(conn)),
+            "the log holds {} bytes, the record is set: {}",
+            wal_len(),
+            super::erasure_pending(conn)
+        );
+    }
+
     /// Where the secrets `old` held and no stored entity holds any more can
     /// still be found in the files, searched while the database is open.
     pub fn traces_of_superseded(&self, old: &[u8]) -> Vec<String> {
