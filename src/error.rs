@@ -357,6 +357,12 @@ impl Error {
         }
     }
 
+    /// Whether this is SQLite's transient "locking protocol" error.
+    pub(crate) fn is_locking_protocol(&self) -> bool {
+        matches!(self, Self::Sqlite(e)
+            if e.sqlite_error_code() == Some(rusqlite::ErrorCode::FileLockingProtocolFailed))
+    }
+
     pub(crate) fn codec(
         context: &'static str,
         source: impl std::error::Error + Send + Sync + 'static,

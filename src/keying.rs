@@ -46,7 +46,8 @@ impl std::fmt::Debug for DatabaseKey {
 
 /// How a storage's connections are keyed. The storage keeps it, in memory
 /// zeroed on drop, to key the connection of its eraser again after a
-/// rekey.
+/// rekey. A clone is zeroed on drop too.
+#[derive(Clone)]
 pub(crate) enum Keying {
     /// Not encrypted, or keyed by the application before it handed the
     /// connection over (then no second connection can read the file).

@@ -94,9 +94,12 @@ impl PoolStorage<DefaultCodec> {
 
     #[cfg(feature = "sqlcipher")]
     fn open_keyed(path: &Path, keying: Keying) -> Result<Self> {
-        let conn = files::open_database(path)?;
-        keying.apply(&conn)?;
-        Self::assemble(conn, &StorageOptions::default(), keying)
+        let options = StorageOptions::default();
+        retry_locking_protocol(&options, || {
+            let conn = files::open_database(path)?;
+            keying.apply(&conn)?;
+            Self::assemble(conn, &options, keying.clone())
+        })
     }
 
     /// Takes over an open connection with the default codec and
@@ -130,7 +133,9 @@ impl<C: PoolCodec> PoolStorage<C> {
     ) -> Result<Self> {
         // Checked before the file is opened, so bad options create nothing.
         options.validate()?;
-        Self::from_connection_with_codec(files::open_database(path.as_ref())?, options)
+        retry_locking_protocol(options, || {
+            Self::from_connection_with_codec(files::open_database(path.as_ref())?, options)
+        })
     }
 
     /// A fresh in-memory database with codec `C`.
@@ -217,6 +222,27 @@ impl<C: PoolCodec> PoolStorage<C> {
             erasure.schedule_deadline(next);
         }
         Ok(Self::new(conn, erasure, keying, options.clone()))
+    }
+}
+
+/// Runs `open` again, on a fresh connection, while it fails with SQLite's
+/// "locking protocol" error, for as long as the busy timeout. SQLite gives
+/// up on a read of the WAL index with that error, without calling the busy
+/// handler, when other connections keep resetting the log under it (several
+/// processes and their erasers checkpointing at once); it is transient, and
+/// SQLite leaves the retry to the application.
+fn retry_locking_protocol<T>(
+    options: &StorageOptions,
+    mut open: impl FnMut() -> Result<T>,
+) -> Result<T> {
+    let deadline = std::time::Instant::now() + options.busy_timeout;
+    loop {
+        match open() {
+            Err(e) if e.is_locking_protocol() && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            other => return other,
+        }
     }
 }
 
