@@ -71,10 +71,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "withdrawals_and_grace",
         include_str!("../migrations/V7__withdrawals_and_grace.sql"),
     ),
+    (
+        8,
+        "pool_credentials",
+        include_str!("../migrations/V8__pool_credentials.sql"),
+    ),
 ];
 
-/// The migration that adds each KeyPackage's scope.
-const SCOPES_VERSION: i64 = 5;
+/// The migration that adds each KeyPackage's credential, the last part of
+/// its scope to be recorded.
+const CREDENTIALS_VERSION: i64 = 8;
 
 /// The newest schema version this build knows.
 pub(crate) const LATEST_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
@@ -134,17 +140,18 @@ fn apply_own<C: PoolCodec>(conn: &mut Connection, marker: Marker) -> Result<()> 
     for (version, name, sql) in MIGRATIONS.iter().filter(|(v, ..)| *v > applied) {
         tx.execute_batch(sql)
             .map_err(|e| Error::migration(format!("V{version}__{name}"), e))?;
-        if *version == SCOPES_VERSION {
-            // The new columns are filled in from the bundles already stored,
-            // in the same transaction: no pool ever sees a row without its
-            // scope that could have one.
-            scope::backfill::<C>(&tx)?;
-        }
         tx.execute(
             "INSERT INTO openmls_keypackage_pool_migrations (version, name, applied_at)
              VALUES (?1, ?2, ?3)",
             params![version, name, now],
         )?;
+    }
+    if applied < CREDENTIALS_VERSION {
+        // The scope columns (V5) and the credential (V8) are filled in from
+        // the bundles already stored, once every column exists, in the same
+        // transaction: no pool ever sees a row without the scope it could
+        // have.
+        scope::backfill::<C>(&tx)?;
     }
     if marker == Marker::Missing {
         codec_marker::record::<C>(&tx, now)?;

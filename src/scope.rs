@@ -1,8 +1,9 @@
-//! Pool scopes: which signature key and ciphersuite each KeyPackage is for.
+//! Pool scopes: which signature key, credential and ciphersuite each
+//! KeyPackage is for.
 //!
 //! A messaging client publishes KeyPackages per identity and per
 //! ciphersuite, so a database holds one pool per (signature key,
-//! ciphersuite) pair, its [`PoolScope`]. Every
+//! ciphersuite, credential), its [`PoolScope`]. Every
 //! [`KeyPackagePool`](crate::KeyPackagePool) operation sees only its own
 //! scope. This module holds the SQL that lists the scopes present, finds the
 //! KeyPackages of a scope or a whole signature key (for removing them), and
@@ -27,8 +28,9 @@ use crate::{
 pub struct ScopeSummary {
     /// Which pool.
     pub scope: PoolScope,
-    /// One-time KeyPackages with their keys on disk, whatever their status:
-    /// what that pool's hard cap bounds.
+    /// One-time KeyPackages with their keys on disk, whatever their status.
+    /// The pool's hard cap bounds these together with the one-time ones of
+    /// its key and ciphersuite under other credentials.
     pub held: usize,
     /// Unexpired one-time KeyPackages waiting for upload.
     pub pending: usize,
@@ -44,6 +46,14 @@ pub struct ScopeSummary {
     pub pending_withdrawals: usize,
     /// One-time KeyPackages in their grace window, counted in `held`.
     pub in_grace: usize,
+    /// KeyPackages (last-resort ones included) of the same signature key
+    /// and ciphersuite under another credential, not yet retired: stale for
+    /// this scope's pool, which never hands them out and retires them
+    /// ([`KeyPackagePool::retire_stale_credentials`](crate::KeyPackagePool::retire_stale_credentials)).
+    /// After a renewal, the old credential's KeyPackages are stale for the
+    /// new credential's scope (and the new ones for the old scope, which
+    /// nobody manages any more).
+    pub stale: usize,
 }
 
 /// Every scope with at least one row or pending withdrawal, in one
@@ -53,10 +63,11 @@ pub struct ScopeSummary {
 pub(crate) fn list(conn: &Connection, now: i64) -> Result<Vec<ScopeSummary>> {
     // Correlated on the grouped scope; each subquery is a range of the
     // scope's expiry index.
-    let in_scope = "m.signature_key = c.signature_key AND m.ciphersuite = c.ciphersuite";
+    let in_scope = "m.signature_key = c.signature_key AND m.ciphersuite = c.ciphersuite
+                    AND m.credential = c.credential";
     let sql = format!(
         "WITH counted AS (
-             SELECT c.signature_key, c.ciphersuite,
+             SELECT c.signature_key, c.ciphersuite, c.credential,
                     SUM(CASE WHEN c.last_resort = 0 THEN c.count ELSE 0 END) AS held,
                     SUM(CASE WHEN c.last_resort = 0 AND c.status = 'created'
                              THEN c.count ELSE 0 END)
@@ -75,18 +86,18 @@ pub(crate) fn list(conn: &Connection, now: i64) -> Result<Vec<ScopeSummary>> {
                      WHERE {in_scope} AND m.last_resort IN (0, 1) AND m.not_after >= :now
                        AND m.status IN ({LIVE})) AS next_expiry
              FROM keypackage_pool_counts c
-             WHERE c.signature_key != x'' AND c.ciphersuite != 0
-             GROUP BY c.signature_key, c.ciphersuite
+             WHERE c.signature_key != x'' AND c.ciphersuite != 0 AND c.credential != x''
+             GROUP BY c.signature_key, c.ciphersuite, c.credential
              HAVING SUM(c.count) > 0),
          outbox AS (
-             SELECT signature_key, ciphersuite, COUNT(*) AS withdrawals
+             SELECT signature_key, ciphersuite, credential, COUNT(*) AS withdrawals
              FROM keypackage_pool_withdrawals
              WHERE signature_key != x'' AND ciphersuite != 0
-             GROUP BY signature_key, ciphersuite),
+             GROUP BY signature_key, ciphersuite, credential),
          scopes AS (
-             SELECT signature_key, ciphersuite FROM counted
-             UNION SELECT signature_key, ciphersuite FROM outbox)
-         SELECT s.signature_key, s.ciphersuite,
+             SELECT signature_key, ciphersuite, credential FROM counted
+             UNION SELECT signature_key, ciphersuite, credential FROM outbox)
+         SELECT s.signature_key, s.ciphersuite, s.credential,
                 COALESCE(c.held, 0) AS held, COALESCE(c.pending, 0) AS pending,
                 COALESCE(c.usable, 0) AS usable,
                 COALESCE(c.has_last_resort, 0) AS has_last_resort,
@@ -95,12 +106,18 @@ pub(crate) fn list(conn: &Connection, now: i64) -> Result<Vec<ScopeSummary>> {
                 (SELECT COUNT(*) FROM keypackage_pool_metadata m
                      INDEXED BY keypackage_pool_metadata_retired
                  WHERE m.retired_until IS NOT NULL
-                   AND m.signature_key = s.signature_key AND m.ciphersuite = s.ciphersuite)
-                  AS in_grace
+                   AND m.signature_key = s.signature_key AND m.ciphersuite = s.ciphersuite
+                   AND m.credential = s.credential)
+                  AS in_grace,
+                (SELECT COUNT(*) FROM keypackage_pool_metadata m
+                     INDEXED BY keypackage_pool_metadata_scope_expiry
+                 WHERE m.signature_key = s.signature_key AND m.ciphersuite = s.ciphersuite
+                   AND m.credential != s.credential AND m.retired_until IS NULL)
+                  AS stale
          FROM scopes s
-         LEFT JOIN counted c USING (signature_key, ciphersuite)
-         LEFT JOIN outbox o USING (signature_key, ciphersuite)
-         ORDER BY s.signature_key, s.ciphersuite"
+         LEFT JOIN counted c USING (signature_key, ciphersuite, credential)
+         LEFT JOIN outbox o USING (signature_key, ciphersuite, credential)
+         ORDER BY s.signature_key, s.ciphersuite, s.credential"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(named_params! {":now": now}, |row| {
@@ -109,6 +126,7 @@ pub(crate) fn list(conn: &Connection, now: i64) -> Result<Vec<ScopeSummary>> {
             scope: PoolScope {
                 signature_key: row.get("signature_key")?,
                 ciphersuite: row.get("ciphersuite")?,
+                credential: row.get("credential")?,
             },
             held: count("held")?,
             pending: count("pending")?,
@@ -117,29 +135,33 @@ pub(crate) fn list(conn: &Connection, now: i64) -> Result<Vec<ScopeSummary>> {
             next_expiry: row.get("next_expiry")?,
             pending_withdrawals: count("withdrawals")?,
             in_grace: count("in_grace")?,
+            stale: count("stale")?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 /// The refs of every KeyPackage in `scope`, or of every scope of
-/// `signature_key` when `ciphersuite` is `None`.
+/// `signature_key` when `scope` is `None`.
 pub(crate) fn refs_of(
     conn: &Connection,
     signature_key: &[u8],
-    ciphersuite: Option<u16>,
+    scope: Option<&PoolScope>,
 ) -> Result<Vec<Vec<u8>>> {
+    let (suite, credential) = scope.map_or((None, None), |s| {
+        (Some(s.ciphersuite), Some(s.credential.as_slice()))
+    });
     let mut stmt = conn.prepare_cached(
         "SELECT keypackage_ref FROM keypackage_pool_metadata
-         WHERE signature_key = ?1 AND (?2 IS NULL OR ciphersuite = ?2)
-         ORDER BY ciphersuite, not_after",
+         WHERE signature_key = ?1 AND (?2 IS NULL OR (ciphersuite = ?2 AND credential = ?3))
+         ORDER BY ciphersuite, credential, not_after",
     )?;
-    let rows = stmt.query_map(params![signature_key, ciphersuite], |row| row.get(0))?;
+    let rows = stmt.query_map(params![signature_key, suite, credential], |row| row.get(0))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// Fills in the scope and credential type of every row that has none, from
-/// its stored bundle; returns the refs filled. A row whose bundle is missing
+/// Fills in the scope (credential included) and credential type of every
+/// row that lacks any of it, from its stored bundle; returns the refs filled. A row whose bundle is missing
 /// or cannot be decoded keeps no scope: it is never guessed, and
 /// [`PoolStorage::verify`] reports the bundle. Any other failure (the
 /// database itself) is an error.

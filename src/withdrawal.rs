@@ -44,11 +44,14 @@ pub enum WithdrawalReason {
     /// Its bundle was missing, and
     /// [`PoolStorage::repair`](crate::PoolStorage::repair) removed its row.
     Repaired,
+    /// It carries a credential its signature key no longer presents
+    /// ([`KeyPackagePool::retire_stale_credentials`](crate::KeyPackagePool::retire_stale_credentials)).
+    CredentialReplaced,
 }
 
 impl WithdrawalReason {
     /// Every reason, in declaration order.
-    pub const ALL: [WithdrawalReason; 7] = [
+    pub const ALL: [WithdrawalReason; 8] = [
         Self::Expired,
         Self::SurplusLastResort,
         Self::ScopeRemoved,
@@ -56,6 +59,7 @@ impl WithdrawalReason {
         Self::Consumed,
         Self::Removed,
         Self::Repaired,
+        Self::CredentialReplaced,
     ];
 
     /// The name stored in the database.
@@ -68,6 +72,7 @@ impl WithdrawalReason {
             Self::Consumed => "consumed",
             Self::Removed => "removed",
             Self::Repaired => "repaired",
+            Self::CredentialReplaced => "credential_replaced",
         }
     }
 }
@@ -98,7 +103,8 @@ pub struct Withdrawal {
     /// The raw KeyPackageRef, as the server knows it.
     pub keypackage_ref: Vec<u8>,
     /// The pool it belonged to; `None` for a row made by hand without a
-    /// bundle.
+    /// bundle, and for withdrawals recorded before the database tracked
+    /// credentials.
     pub scope: Option<PoolScope>,
     /// Why it left service.
     pub reason: WithdrawalReason,
@@ -131,8 +137,8 @@ pub(crate) fn record(
     let recorded = conn
         .prepare_cached(&format!(
             "INSERT INTO keypackage_pool_withdrawals
-                 (keypackage_ref, signature_key, ciphersuite, reason, recorded_at)
-             SELECT keypackage_ref, signature_key, ciphersuite, ?2, ?3
+                 (keypackage_ref, signature_key, ciphersuite, credential, reason, recorded_at)
+             SELECT keypackage_ref, signature_key, ciphersuite, credential, ?2, ?3
              FROM keypackage_pool_metadata
              WHERE keypackage_ref = ?1 AND ({MAY_BE_HELD})
              ON CONFLICT (keypackage_ref) DO NOTHING"
@@ -142,13 +148,14 @@ pub(crate) fn record(
 }
 
 const COLUMNS: &str =
-    "keypackage_ref, signature_key, ciphersuite, reason, recorded_at, attempts, last_error";
+    "keypackage_ref, signature_key, ciphersuite, reason, recorded_at, attempts, last_error, \
+     credential";
 
 fn read(row: &Row<'_>) -> rusqlite::Result<(Withdrawal, String)> {
     Ok((
         Withdrawal {
             keypackage_ref: row.get(0)?,
-            scope: PoolScope::from_columns(row.get(1)?, row.get(2)?),
+            scope: PoolScope::from_columns(row.get(1)?, row.get(2)?, row.get(7)?),
             // Replaced by the parsed text.
             reason: WithdrawalReason::Removed,
             recorded_at: row.get(4)?,
@@ -159,7 +166,9 @@ fn read(row: &Row<'_>) -> rusqlite::Result<(Withdrawal, String)> {
     ))
 }
 
-/// Every withdrawal not yet confirmed, of `scope` or of every scope, oldest
+/// Every withdrawal not yet confirmed, of `scope`'s signature key and
+/// ciphersuite (whatever the credential: retiring a stale credential's
+/// KeyPackages is the renewed pool's to withdraw) or of every scope, oldest
 /// first.
 pub(crate) fn pending(conn: &Connection, scope: Option<&PoolScope>) -> Result<Vec<Withdrawal>> {
     let (key, suite) = scope.map_or((None, None), |s| {
@@ -181,7 +190,8 @@ pub(crate) fn pending(conn: &Connection, scope: Option<&PoolScope>) -> Result<Ve
     .collect()
 }
 
-/// How many withdrawals of `scope` are not yet confirmed.
+/// How many withdrawals of `scope`'s signature key and ciphersuite (whatever
+/// the credential) are not yet confirmed.
 pub(crate) fn count(conn: &Connection, scope: &PoolScope) -> Result<usize> {
     let n: i64 = conn
         .prepare_cached(

@@ -69,7 +69,7 @@ fn a_version_1_pool_schema_is_upgraded_and_its_counts_backfilled() {
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    assert_eq!(versions, vec![1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(versions, vec![1, 2, 3, 4, 5, 6, 7, 8]);
 }
 
 #[test]
@@ -188,9 +188,9 @@ fn opening_twice_applies_nothing_twice() {
     drop(conn);
     let storage = PoolStorage::open(&path).unwrap();
     let second = histories(storage.connection());
-    // This crate's seven migrations, and the six openmls_sqlite_storage 0.3
+    // This crate's eight migrations, and the six openmls_sqlite_storage 0.3
     // embeds, each recorded once.
-    assert_eq!(count(&first, "openmls_keypackage_pool_migrations"), 7);
+    assert_eq!(count(&first, "openmls_keypackage_pool_migrations"), 8);
     assert_eq!(count(&first, "openmls_sqlite_storage_migrations"), 6);
     assert_eq!(first, second, "the second open changed a history row");
 }

@@ -265,9 +265,9 @@ fn a_scope_or_a_whole_signature_key_is_removed_in_one_go() {
 }
 
 /// Takes a database of this build back to the schema the release before
-/// scopes wrote (pool migrations V1 to V4): V7's withdrawal table and
-/// columns, the scope columns, their index and the per-scope count table
-/// gone, V2's count table and triggers back (V6's removal of the insert
+/// scopes wrote (pool migrations V1 to V4): V8's credential columns, V7's
+/// withdrawal table and columns, the scope columns, their index and the
+/// per-scope count table gone, V2's count table and triggers back (V6's removal of the insert
 /// trigger undone with them).
 fn downgrade_to_v4(path: &std::path::Path) {
     let conn = rusqlite::Connection::open(path).unwrap();
@@ -286,6 +286,7 @@ fn downgrade_to_v4(path: &std::path::Path) {
          DROP TRIGGER keypackage_pool_counts_after_delete;
          DROP TRIGGER keypackage_pool_counts_after_update;
          DROP TABLE keypackage_pool_counts;
+         ALTER TABLE keypackage_pool_metadata DROP COLUMN credential;
          ALTER TABLE keypackage_pool_metadata DROP COLUMN ciphersuite;
          ALTER TABLE keypackage_pool_metadata DROP COLUMN signature_key;
          ALTER TABLE keypackage_pool_metadata DROP COLUMN credential_type;

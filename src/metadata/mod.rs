@@ -23,7 +23,8 @@ use crate::{
 pub(crate) const COLUMNS: &str =
     "keypackage_ref, status, created_at, uploaded_at, reserved_at, spent_at, \
      not_after, reservation_id, reservation_expires_at, reserved_by, spent_group_id, spent_by, \
-     last_resort, signature_key, ciphersuite, credential_type, offered_at, retired_until";
+     last_resort, signature_key, ciphersuite, credential_type, offered_at, retired_until, \
+     credential";
 
 /// Inserts a new row in `status` and counts it; a second row for the same
 /// ref is [`Error::DuplicateRef`].
@@ -34,14 +35,34 @@ pub(crate) fn insert(
     now: i64,
 ) -> Result<()> {
     insert_uncounted(conn, entry, status, now)?;
-    add_count(
-        conn,
-        &entry.signature_key,
-        entry.ciphersuite,
-        status,
-        entry.last_resort,
-        1,
-    )
+    add_count(conn, ScopeColumns::of(entry), status, entry.last_resort, 1)
+}
+
+/// The scope columns of a row as stored, empty ones included (a row made
+/// by hand has none).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ScopeColumns<'a> {
+    pub signature_key: &'a [u8],
+    pub ciphersuite: u16,
+    pub credential: &'a [u8],
+}
+
+impl<'a> ScopeColumns<'a> {
+    pub(crate) fn of(entry: &'a PoolEntry) -> Self {
+        Self {
+            signature_key: &entry.signature_key,
+            ciphersuite: entry.ciphersuite,
+            credential: &entry.credential,
+        }
+    }
+
+    pub(crate) fn of_scope(scope: &'a PoolScope) -> Self {
+        Self {
+            signature_key: &scope.signature_key,
+            ciphersuite: scope.ciphersuite,
+            credential: &scope.credential,
+        }
+    }
 }
 
 /// Adds `n` rows to the count of (scope, `status`, `last_resort`), in the
@@ -49,8 +70,7 @@ pub(crate) fn insert(
 /// trigger (migration V6), so a batch counts its rows once.
 pub(crate) fn add_count(
     conn: &Connection,
-    signature_key: &[u8],
-    ciphersuite: u16,
+    scope: ScopeColumns<'_>,
     status: KeyPackageStatus,
     last_resort: bool,
     n: usize,
@@ -61,14 +81,15 @@ pub(crate) fn add_count(
     let n = i64::try_from(n).unwrap_or(i64::MAX);
     conn.prepare_cached(
         "INSERT INTO keypackage_pool_counts
-             (signature_key, ciphersuite, status, last_resort, count)
-         VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (signature_key, ciphersuite, status, last_resort)
+             (signature_key, ciphersuite, credential, status, last_resort, count)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (signature_key, ciphersuite, credential, status, last_resort)
          DO UPDATE SET count = count + excluded.count",
     )?
     .execute(params![
-        signature_key,
-        ciphersuite,
+        scope.signature_key,
+        scope.ciphersuite,
+        scope.credential,
         status.as_str(),
         last_resort,
         n
@@ -88,8 +109,8 @@ pub(crate) fn insert_uncounted(
     let mut stmt = conn.prepare_cached(
         "INSERT INTO keypackage_pool_metadata
              (keypackage_ref, status, created_at, not_after, last_resort,
-              signature_key, ciphersuite, credential_type)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+              signature_key, ciphersuite, credential_type, credential)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
     match stmt.execute(params![
         entry.keypackage_ref,
@@ -99,7 +120,8 @@ pub(crate) fn insert_uncounted(
         entry.last_resort,
         entry.signature_key,
         entry.ciphersuite,
-        entry.credential_type
+        entry.credential_type,
+        entry.credential
     ]) {
         Ok(_) => Ok(()),
         Err(rusqlite::Error::SqliteFailure(e, _))
@@ -113,31 +135,36 @@ pub(crate) fn insert_uncounted(
     }
 }
 
-/// Gives the row of `entry`'s ref the scope and credential type read from
-/// its bundle, if it has none yet (a row made by hand before its bundle was
-/// stored, or one the scope migration could not read); returns whether it
-/// did.
+/// Whether a row's scope is not (fully) known: no signature key, or no
+/// credential.
+const UNSCOPED: &str = "(signature_key = x'' OR credential = x'')";
+
+/// Gives the row of `entry`'s ref the scope (credential included) and
+/// credential type read from its bundle, if it lacks any of it (a row made
+/// by hand before its bundle was stored, or one the scope or credential
+/// migration could not read); returns whether it did.
 pub(crate) fn fill_scope(conn: &Connection, entry: &PoolEntry) -> Result<bool> {
-    let mut stmt = conn.prepare_cached(
+    let mut stmt = conn.prepare_cached(&format!(
         "UPDATE keypackage_pool_metadata
-         SET signature_key = ?2, ciphersuite = ?3, credential_type = ?4
-         WHERE keypackage_ref = ?1 AND signature_key = x''",
-    )?;
+         SET signature_key = ?2, ciphersuite = ?3, credential_type = ?4, credential = ?5
+         WHERE keypackage_ref = ?1 AND {UNSCOPED}"
+    ))?;
     Ok(stmt.execute(params![
         entry.keypackage_ref,
         entry.signature_key,
         entry.ciphersuite,
-        entry.credential_type
+        entry.credential_type,
+        entry.credential
     ])? > 0)
 }
 
-/// Refs of rows without a scope (stored as blobs, as every ref this crate
-/// writes is).
+/// Refs of rows whose scope is not fully known (stored as blobs, as every
+/// ref this crate writes is).
 pub(crate) fn unscoped_refs(conn: &Connection) -> Result<Vec<Vec<u8>>> {
-    let mut stmt = conn.prepare_cached(
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT keypackage_ref FROM keypackage_pool_metadata
-         WHERE signature_key = x'' AND typeof(keypackage_ref) = 'blob'",
-    )?;
+         WHERE {UNSCOPED} AND typeof(keypackage_ref) = 'blob'"
+    ))?;
     let rows = stmt.query_map([], |row| row.get(0))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
@@ -343,7 +370,7 @@ impl RawRow {
                 spent_group_id: row.get(10)?,
                 spent_by: row.get(11)?,
                 last_resort: row.get(12)?,
-                scope: PoolScope::from_columns(row.get(13)?, row.get(14)?),
+                scope: PoolScope::from_columns(row.get(13)?, row.get(14)?, row.get(18)?),
                 credential_type: Some(row.get::<_, u16>(15)?).filter(|t| *t != 0),
                 offered_at: row.get(16)?,
                 retired_until: row.get(17)?,
@@ -379,19 +406,19 @@ pub(crate) fn all_refs(conn: &Connection) -> Result<Vec<Vec<u8>>> {
 pub(crate) fn counts_agree(conn: &Connection) -> Result<bool> {
     let disagreements: i64 = conn.query_row(
         "SELECT (SELECT COUNT(*) FROM (
-                     SELECT status, last_resort, signature_key, ciphersuite, COUNT(*)
+                     SELECT status, last_resort, signature_key, ciphersuite, credential, COUNT(*)
                      FROM keypackage_pool_metadata
-                     GROUP BY status, last_resort, signature_key, ciphersuite
+                     GROUP BY status, last_resort, signature_key, ciphersuite, credential
                      EXCEPT
-                     SELECT status, last_resort, signature_key, ciphersuite, count
+                     SELECT status, last_resort, signature_key, ciphersuite, credential, count
                      FROM keypackage_pool_counts WHERE count != 0))
               + (SELECT COUNT(*) FROM (
-                     SELECT status, last_resort, signature_key, ciphersuite, count
+                     SELECT status, last_resort, signature_key, ciphersuite, credential, count
                      FROM keypackage_pool_counts WHERE count != 0
                      EXCEPT
-                     SELECT status, last_resort, signature_key, ciphersuite, COUNT(*)
+                     SELECT status, last_resort, signature_key, ciphersuite, credential, COUNT(*)
                      FROM keypackage_pool_metadata
-                     GROUP BY status, last_resort, signature_key, ciphersuite))",
+                     GROUP BY status, last_resort, signature_key, ciphersuite, credential))",
         [],
         |row| row.get(0),
     )?;
@@ -403,10 +430,10 @@ pub(crate) fn rebuild_counts(conn: &Connection) -> Result<()> {
     conn.execute_batch(
         "DELETE FROM keypackage_pool_counts;
          INSERT INTO keypackage_pool_counts
-             (status, last_resort, signature_key, ciphersuite, count)
-         SELECT status, last_resort, signature_key, ciphersuite, COUNT(*)
+             (status, last_resort, signature_key, ciphersuite, credential, count)
+         SELECT status, last_resort, signature_key, ciphersuite, credential, COUNT(*)
          FROM keypackage_pool_metadata
-         GROUP BY status, last_resort, signature_key, ciphersuite;",
+         GROUP BY status, last_resort, signature_key, ciphersuite, credential;",
     )?;
     Ok(())
 }

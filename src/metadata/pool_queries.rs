@@ -2,12 +2,15 @@
 //! scope: counts, health, pruning, the last-resort KeyPackages, uploads,
 //! retries and reservations.
 //!
-//! Every statement here names one scope (`:key`, `:suite`) and reads it
-//! through the scope's expiry index or the count table, so its
+//! Every statement here names one scope (`:key`, `:suite`, `:credential`)
+//! and reads it through the scope's expiry index or the count table, so its
 //! cost follows how many of that pool's KeyPackages are expired or
-//! expiring, not the database's size. Times are `:now` and `:horizon_end`.
+//! expiring, not the database's size. The hard cap and the stale
+//! KeyPackages (another credential on the same key and ciphersuite) read
+//! the range of the key and ciphersuite. Times are `:now` and
+//! `:horizon_end`.
 
-use rusqlite::{Connection, Row, ToSql};
+use rusqlite::{named_params, Connection, Row, ToSql};
 
 use super::{non_negative, parse_status, KeyPackageMetadata, PoolScope, RawRow, COLUMNS};
 use crate::{error::Result, status::KeyPackageStatus};
@@ -26,8 +29,8 @@ pub(crate) const PUBLISHED: &str = "'uploaded', 'available', 'reserved'";
 /// the whole-database one.
 const BY_SCOPE: &str = "INDEXED BY keypackage_pool_metadata_scope_expiry";
 
-/// The named parameters of a statement here: the scope (`:key`, `:suite`)
-/// and the times or limits it reads at (such as `:now`).
+/// The named parameters of a statement here: the scope (`:key`, `:suite`,
+/// `:credential`) and the times or limits it reads at (such as `:now`).
 fn bind<'a>(
     scope: &'a PoolScope,
     values: &'a [(&'static str, i64)],
@@ -35,6 +38,7 @@ fn bind<'a>(
     let mut params: Vec<(&'static str, &'a dyn ToSql)> = vec![
         (":key", &scope.signature_key),
         (":suite", &scope.ciphersuite),
+        (":credential", &scope.credential),
     ];
     params.extend(
         values
@@ -45,9 +49,28 @@ fn bind<'a>(
 }
 
 /// `table`'s rows (columns prefixed with `table`, such as `"m."`) in the
-/// scope `:key`, `:suite`.
+/// scope `:key`, `:suite`, `:credential`.
 fn in_scope(table: &str) -> String {
+    format!(
+        "{} AND {table}credential = :credential",
+        of_key_and_suite(table)
+    )
+}
+
+/// `table`'s rows of the scope's signature key and ciphersuite, whatever
+/// their credential: what the hard cap bounds.
+fn of_key_and_suite(table: &str) -> String {
     format!("{table}signature_key = :key AND {table}ciphersuite = :suite")
+}
+
+/// `table`'s rows of the scope's signature key and ciphersuite under
+/// another credential (or one not known), not yet retired: stale for the
+/// scope's pool.
+fn stale(table: &str) -> String {
+    format!(
+        "{} AND {table}credential != :credential AND {table}retired_until IS NULL",
+        of_key_and_suite(table)
+    )
 }
 
 /// Whether a row is free to prune once expired at `:now`: a reserved
@@ -83,32 +106,43 @@ fn soon_cte() -> String {
     )
 }
 
-/// How many of the scope's one-time KeyPackages are in `statuses` (every
-/// status when `None`), from the count table.
-fn one_time_total(statuses: Option<&str>) -> String {
-    let filter = statuses.map_or(String::new(), |s| format!(" AND status IN ({s})"));
+/// How many of the scope's one-time KeyPackages are in `statuses`, from the
+/// count table.
+fn one_time_total(statuses: &str) -> String {
     format!(
         "(SELECT COALESCE(SUM(count), 0) FROM keypackage_pool_counts
-          WHERE {} AND last_resort = 0{filter})",
+          WHERE {} AND last_resort = 0 AND status IN ({statuses}))",
         in_scope("")
+    )
+}
+
+/// How many one-time KeyPackages of the scope's signature key and
+/// ciphersuite have their keys on disk, whatever their credential, status
+/// or expiry, from the count table: what the hard cap bounds, so that a
+/// renewed credential cannot double the keys on disk.
+fn held_total() -> String {
+    format!(
+        "(SELECT COALESCE(SUM(count), 0) FROM keypackage_pool_counts
+          WHERE {} AND last_resort = 0)",
+        of_key_and_suite("")
     )
 }
 
 /// The [`OneTimeCounts`] columns over the `soon` CTE, each named after its
 /// field ([`OneTimeCounts::read`] reads them by name).
 fn one_time_columns() -> [String; 7] {
-    let created = one_time_total(Some("'created'"));
-    let usable = one_time_total(Some(USABLE));
+    let created = one_time_total("'created'");
+    let usable = one_time_total(USABLE);
     [
         format!("{created} - soon.created_expired AS pending"),
         format!("{usable} - soon.usable_expired AS usable"),
-        format!("{} - soon.live_expired AS live", one_time_total(Some(LIVE))),
-        format!("{} AS held", one_time_total(None)),
+        format!("{} - soon.live_expired AS live", one_time_total(LIVE)),
+        format!("{} AS held", held_total()),
         format!("{created} - soon.created_soon AS fresh_pending"),
         format!("{usable} - soon.usable_soon AS fresh_usable"),
         format!(
             "{} - soon.failed_soon AS fresh_failed",
-            one_time_total(Some("'failed'"))
+            one_time_total("'failed'")
         ),
     ]
 }
@@ -151,6 +185,7 @@ pub(crate) struct Summary {
     pub expiring_soon: usize,
     pub next_expiry: Option<i64>,
     pub prunable: usize,
+    pub stale: usize,
 }
 
 /// One-time KeyPackages of a scope by role, at a moment `now` and a
@@ -167,8 +202,9 @@ pub(crate) struct OneTimeCounts {
     pub usable: usize,
     /// Unexpired and created, uploaded, available or reserved.
     pub live: usize,
-    /// Every one-time KeyPackage with a row (and so its private keys on
-    /// disk), whatever its status or expiry: what the hard cap bounds.
+    /// Every one-time KeyPackage of the scope's signature key and
+    /// ciphersuite with a row (and so its private keys on disk), whatever
+    /// its credential, status or expiry: what the hard cap bounds.
     pub held: usize,
     /// Pending and still valid at the horizon's end.
     pub fresh_pending: usize,
@@ -239,12 +275,16 @@ pub(crate) fn one_time_counts(
     )?)
 }
 
-/// How many of the scope's one-time KeyPackages have a row, whatever their
-/// status or expiry: what the hard cap bounds.
+/// How many one-time KeyPackages of the scope's signature key and
+/// ciphersuite have a row, whatever their credential, status or expiry:
+/// what the hard cap bounds.
 pub(crate) fn held_one_time(conn: &Connection, scope: &PoolScope) -> Result<usize> {
     let count: i64 = conn
-        .prepare_cached(&format!("SELECT {}", one_time_total(None)))?
-        .query_row(&*bind(scope, &[]), |row| row.get(0))?;
+        .prepare_cached(&format!("SELECT {}", held_total()))?
+        .query_row(
+            named_params! {":key": scope.signature_key, ":suite": scope.ciphersuite},
+            |row| row.get(0),
+        )?;
     Ok(non_negative(count))
 }
 
@@ -290,6 +330,10 @@ pub(crate) fn summary(
         "soon.prunable + (SELECT COUNT(*) {}) AS prunable",
         prunable(true)
     ));
+    columns.push(format!(
+        "(SELECT COUNT(*) FROM keypackage_pool_metadata {BY_SCOPE} WHERE {}) AS stale",
+        stale("")
+    ));
     let sql = format!(
         "WITH {}, lr AS (
              SELECT SUM(status IN ({LIVE})) AS valid,
@@ -324,6 +368,7 @@ pub(crate) fn summary(
                 expiring_soon: count("expiring_soon")?,
                 next_expiry: row.get("next_expiry")?,
                 prunable: count("prunable")?,
+                stale: count("stale")?,
             })
         },
     )?)
@@ -476,4 +521,18 @@ pub(crate) fn in_grace(conn: &Connection, scope: &PoolScope) -> Result<usize> {
         ))?
         .query_row(&*bind(scope, &[]), |row| row.get(0))?;
     Ok(non_negative(count))
+}
+
+/// The refs of the KeyPackages stale for the scope's pool (another
+/// credential on its signature key and ciphersuite, not yet retired),
+/// one-time ones first, soonest expiring first.
+pub(crate) fn stale_refs(conn: &Connection, scope: &PoolScope) -> Result<Vec<Vec<u8>>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT keypackage_ref FROM keypackage_pool_metadata {BY_SCOPE}
+         WHERE {}
+         ORDER BY last_resort, not_after, rowid",
+        stale("")
+    ))?;
+    let rows = stmt.query_map(&*bind(scope, &[]), |row| row.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }

@@ -3,7 +3,10 @@
 //! ([`PoolEntry`], read in one place), and which pool a row belongs to
 //! ([`PoolScope`]).
 
-use openmls::prelude::{Ciphersuite, CredentialWithKey, KeyPackageBundle, KeyPackageRef};
+use openmls::prelude::{
+    Ciphersuite, Credential, CredentialWithKey, KeyPackageBundle, KeyPackageRef,
+};
+use sha2::{Digest, Sha256};
 
 use crate::{
     error::{Error, RefBytes, Result},
@@ -45,8 +48,10 @@ pub struct KeyPackageMetadata {
     /// Whether it carries the last-resort extension (OpenMLS never deletes
     /// those on join).
     pub last_resort: bool,
-    /// The pool it belongs to: its leaf node's signature key and its
-    /// ciphersuite. `None` for rows made by hand without a bundle.
+    /// The pool it belongs to: its leaf node's signature key and
+    /// credential, and its ciphersuite. `None` for rows made by hand without
+    /// a bundle, and for rows whose bundle could not be read when the
+    /// database first recorded scopes or credentials.
     pub scope: Option<PoolScope>,
     /// Its leaf node's credential type (the u16 code point), when known.
     pub credential_type: Option<u16>,
@@ -77,6 +82,9 @@ pub struct PoolEntry {
     pub signature_key: Vec<u8>,
     /// The leaf node's credential type code point (0 when unknown).
     pub credential_type: u16,
+    /// The leaf node's credential fingerprint
+    /// ([`PoolScope::credential_fingerprint`]; empty when unknown).
+    pub credential: Vec<u8>,
 }
 
 impl PoolEntry {
@@ -90,10 +98,12 @@ impl PoolEntry {
             ciphersuite: 0,
             signature_key: Vec::new(),
             credential_type: 0,
+            credential: Vec::new(),
         }
     }
 
-    /// Reads a bundle's expiry, last-resort flag, scope and credential type;
+    /// Reads a bundle's expiry, last-resort flag, scope (credential
+    /// included) and credential type;
     /// `keypackage_ref` is the ref OpenMLS stores it under.
     pub(crate) fn from_bundle(keypackage_ref: Vec<u8>, bundle: &KeyPackageBundle) -> Result<Self> {
         let key_package = bundle.key_package();
@@ -110,6 +120,7 @@ impl PoolEntry {
             ciphersuite: u16::from(key_package.ciphersuite()),
             signature_key: leaf_node.signature_key().as_slice().to_vec(),
             credential_type: u16::from(leaf_node.credential().credential_type()),
+            credential: PoolScope::credential_fingerprint(leaf_node.credential()),
         })
     }
 
@@ -123,7 +134,14 @@ impl PoolEntry {
 }
 
 /// The KeyPackages one pool manages: those whose leaf node carries
-/// `signature_key` and whose ciphersuite is `ciphersuite`.
+/// `signature_key` and the credential of fingerprint `credential`, and whose
+/// ciphersuite is `ciphersuite`.
+///
+/// The credential is part of the scope because it changes while the key
+/// stays: a renewed certificate, a new identity string. KeyPackages of the
+/// same key and ciphersuite under another credential are *stale* for a
+/// pool: it never counts, uploads or hands them out, and retires them
+/// ([`KeyPackagePool::retire_stale_credentials`](crate::KeyPackagePool::retire_stale_credentials)).
 ///
 /// ```
 /// use openmls::prelude::*;
@@ -140,6 +158,14 @@ impl PoolEntry {
 /// assert_eq!(scope.signature_key, signer.public());
 /// assert_eq!(scope.ciphersuite, 0x0001);
 /// assert_eq!(scope.ciphersuite(), Some(suite));
+/// assert_eq!(scope.credential, PoolScope::credential_fingerprint(&credential.credential));
+///
+/// // A new identity on the same key is another pool.
+/// let renewed = CredentialWithKey {
+///     credential: BasicCredential::new(b"ivy@2027".to_vec()).into(),
+///     signature_key: signer.public().into(),
+/// };
+/// assert_ne!(PoolScope::new(&renewed, suite), scope);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -148,6 +174,9 @@ pub struct PoolScope {
     pub signature_key: Vec<u8>,
     /// The ciphersuite's code point.
     pub ciphersuite: u16,
+    /// The fingerprint of the leaf node's credential
+    /// ([`credential_fingerprint`](Self::credential_fingerprint)).
+    pub credential: Vec<u8>,
 }
 
 impl PoolScope {
@@ -156,7 +185,23 @@ impl PoolScope {
         Self {
             signature_key: credential.signature_key.as_slice().to_vec(),
             ciphersuite: u16::from(ciphersuite),
+            credential: Self::credential_fingerprint(&credential.credential),
         }
+    }
+
+    /// The 32-byte fingerprint a scope records for `credential`: SHA-256
+    /// over its type's code point (2 bytes, big-endian), its content's
+    /// length (8 bytes, big-endian) and its content. Two credentials have
+    /// the same fingerprint exactly when they are the same credential.
+    pub fn credential_fingerprint(credential: &Credential) -> Vec<u8> {
+        let content = credential.serialized_content();
+        let length = u64::try_from(content.len()).unwrap_or(u64::MAX);
+        Sha256::new()
+            .chain_update(u16::from(credential.credential_type()).to_be_bytes())
+            .chain_update(length.to_be_bytes())
+            .chain_update(content)
+            .finalize()
+            .to_vec()
     }
 
     /// The ciphersuite as OpenMLS's type, if this build knows its code point
@@ -166,12 +211,18 @@ impl PoolScope {
         Ciphersuite::try_from(self.ciphersuite).ok()
     }
 
-    /// The scope stored in a row: `None` for 0 and the empty key, which mark
-    /// rows made by hand without a bundle, or whose bundle could not be read.
-    pub(crate) fn from_columns(signature_key: Vec<u8>, ciphersuite: u16) -> Option<Self> {
-        (!signature_key.is_empty() && ciphersuite != 0).then_some(Self {
+    /// The scope stored in a row: `None` for 0, the empty key or the empty
+    /// credential, which mark rows made by hand without a bundle, or whose
+    /// bundle could not be read.
+    pub(crate) fn from_columns(
+        signature_key: Vec<u8>,
+        ciphersuite: u16,
+        credential: Vec<u8>,
+    ) -> Option<Self> {
+        (!signature_key.is_empty() && ciphersuite != 0 && !credential.is_empty()).then_some(Self {
             signature_key,
             ciphersuite,
+            credential,
         })
     }
 }

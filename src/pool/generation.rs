@@ -190,8 +190,7 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
     fn count(&self, batch: Batch, last_resort: bool) -> Result<Vec<Vec<u8>>> {
         metadata::add_count(
             self.provider.storage().connection(),
-            &self.scope.signature_key,
-            self.scope.ciphersuite,
+            metadata::ScopeColumns::of_scope(&self.scope),
             KeyPackageStatus::Created,
             last_resort,
             batch.inserted,
@@ -227,7 +226,8 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
     }
 
     /// Refuses a batch of `n` that would take the one-time KeyPackages on
-    /// disk past the hard cap.
+    /// disk (of the pool's signature key and ciphersuite, stale ones
+    /// included) past the hard cap.
     fn check_cap(&self, n: usize) -> Result<()> {
         let held = metadata::held_one_time(self.provider.storage().connection(), &self.scope)?;
         if held.saturating_add(n) > self.config.hard_cap {

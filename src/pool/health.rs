@@ -23,6 +23,12 @@ use crate::{
 pub enum PoolAction {
     /// Nothing to do: the pool is healthy.
     Nothing,
+    /// Retire this many KeyPackages of the pool's signature key and
+    /// ciphersuite that carry another credential, such as the certificate
+    /// it renewed ([`KeyPackagePool::retire_stale_credentials`]): a peer
+    /// inviting with one would present the old credential, and they take
+    /// room under the hard cap.
+    RetireStaleCredential(usize),
     /// Delete this many expired KeyPackages ([`KeyPackagePool::prune_expired`]).
     Prune(usize),
     /// Ask the server to stop handing out this many KeyPackages whose keys
@@ -65,8 +71,14 @@ pub struct PoolHealth {
     /// reserved).
     pub live: usize,
     /// One-time KeyPackages whose private keys are on disk, whatever their
-    /// status or expiry: the figure the hard cap bounds.
+    /// status or expiry, those of the pool's signature key and ciphersuite
+    /// under another credential included: the figure the hard cap bounds.
     pub held: usize,
+    /// KeyPackages (last-resort ones included) of the pool's signature key
+    /// and ciphersuite under another credential, not yet retired: never
+    /// counted, uploaded or handed out by this pool
+    /// ([`KeyPackagePool::retire_stale_credentials`]).
+    pub stale: usize,
     /// Whether the server holds a valid last-resort KeyPackage (uploaded,
     /// available or reserved, unexpired). One that was built but not yet
     /// uploaded does not count.
@@ -84,7 +96,8 @@ pub struct PoolHealth {
     /// would delete now.
     pub prunable: usize,
     /// Withdrawals of this pool's KeyPackages the server has not yet
-    /// confirmed ([`KeyPackagePool::pending_withdrawals`]).
+    /// confirmed ([`KeyPackagePool::pending_withdrawals`]), retired stale
+    /// ones included.
     pub pending_withdrawals: usize,
     /// One-time KeyPackages in their grace window: out of service, keys
     /// still on disk until the window ends (see
@@ -151,18 +164,33 @@ impl Plan {
     }
 }
 
+/// What must leave the pool, or the server, before anything is built.
+#[derive(Debug, Clone, Copy, Default)]
+struct Removals {
+    stale: usize,
+    prunable: usize,
+    withdrawals: usize,
+}
+
 /// The actions for a pool in this state, in the order to carry them out.
 fn actions(
     plan: Plan,
     counts: &OneTimeCounts,
     last_resort: &LastResortCounts,
-    prunable: usize,
-    withdrawals: usize,
+    removals: Removals,
 ) -> Vec<PoolAction> {
+    let Removals {
+        stale,
+        prunable,
+        withdrawals,
+    } = removals;
     let mut actions = Vec::new();
     // What the actions before the upload leave pending is uploaded with
     // what already was.
     let mut pending = counts.pending + last_resort.pending;
+    if stale > 0 {
+        actions.push(PoolAction::RetireStaleCredential(stale));
+    }
     if prunable > 0 {
         actions.push(PoolAction::Prune(prunable));
     }
@@ -194,7 +222,9 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
     /// Counts, expiry, and what the pool needs, read in one snapshot.
     ///
     /// [`actions`](PoolHealth::actions) lists, in the order to carry them
-    /// out: [`Prune`](PoolAction::Prune) expired KeyPackages (they must not
+    /// out: [`RetireStaleCredential`](PoolAction::RetireStaleCredential)
+    /// for KeyPackages of the pool's key under another credential;
+    /// [`Prune`](PoolAction::Prune) expired KeyPackages (they must not
     /// be advertised); [`Withdraw`](PoolAction::Withdraw) the KeyPackages
     /// the server may hand out although their keys are gone;
     /// [`CreateLastResort`](PoolAction::CreateLastResort)
@@ -248,8 +278,11 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
             plan,
             &summary.counts,
             &summary.last_resort,
-            summary.prunable,
-            pending_withdrawals,
+            Removals {
+                stale: summary.stale,
+                prunable: summary.prunable,
+                withdrawals: pending_withdrawals,
+            },
         );
         Ok(PoolHealth {
             counts: summary.by_status,
@@ -257,6 +290,7 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
             usable: summary.counts.usable,
             live: summary.counts.live,
             held: summary.counts.held,
+            stale: summary.stale,
             has_last_resort: summary.last_resort.published > 0,
             last_resort_pending: summary.last_resort.pending > 0,
             expiring_soon: summary.expiring_soon,

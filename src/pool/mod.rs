@@ -48,8 +48,15 @@ use crate::{
 ///   replaced before they do.
 /// - **held** = every one-time KeyPackage with its private keys on disk,
 ///   whatever its status (`failed`, `spent` and expired-but-unpruned ones
-///   included). The hard cap bounds this, so a client whose uploads keep
-///   failing does not pile up keys: failed ones are retried, not rebuilt.
+///   included), and whatever its credential. The hard cap bounds this, so a
+///   client whose uploads keep failing does not pile up keys (failed ones
+///   are retried, not rebuilt), and a renewed credential does not double
+///   them.
+/// - **stale**: KeyPackages of the pool's signature key and ciphersuite
+///   under another credential (the certificate before a renewal, an old
+///   identity string). The pool never counts them otherwise, never uploads
+///   or hands them out, and [`retire_stale_credentials`](Self::retire_stale_credentials)
+///   takes them out of service.
 ///
 /// Last-resort KeyPackages are counted in none of these; they are managed by
 /// [`ensure_last_resort`](Self::ensure_last_resort), which keeps their
@@ -143,9 +150,12 @@ impl<'a, S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'a, S, C, P> {
         })
     }
 
-    /// The KeyPackages this pool manages: those signed with its
-    /// credential's key in its ciphersuite. Every operation of the pool sees
-    /// only these; other pools on the same database are invisible to it.
+    /// The KeyPackages this pool manages: those carrying its credential and
+    /// signed with its key, in its ciphersuite. Every operation of the pool
+    /// sees only these; other pools on the same database are invisible to
+    /// it, except that the hard cap counts the KeyPackages of its key and
+    /// ciphersuite under any credential, and that it retires those under
+    /// another credential.
     pub fn scope(&self) -> &PoolScope {
         &self.scope
     }
@@ -251,6 +261,60 @@ impl<'a, S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'a, S, C, P> {
             let refs = metadata::prunable_refs(storage.connection(), &self.scope, now)?;
             for keypackage_ref in &refs {
                 storage.take_out_of_service(keypackage_ref, WithdrawalReason::Expired)?;
+            }
+            Ok(refs)
+        })
+    }
+
+    /// Takes every KeyPackage of this pool's signature key and ciphersuite
+    /// that carries another credential out of service, in one transaction,
+    /// and returns their refs: after a credential renewal on the same key,
+    /// the KeyPackages carrying the old credential must not be handed out
+    /// any more.
+    ///
+    /// Each one a server may hold gets a withdrawal
+    /// ([`WithdrawalReason::CredentialReplaced`], listed by
+    /// [`pending_withdrawals`](Self::pending_withdrawals)). With a grace
+    /// window ([`StorageOptions::spent_key_package_grace`](crate::StorageOptions::spent_key_package_grace)),
+    /// a one-time KeyPackage a peer may still invite with keeps its keys
+    /// until the window ends, so a Welcome already on its way still joins;
+    /// the others are deleted at once. A last-resort KeyPackage is deleted
+    /// at once: build this pool's own first
+    /// ([`ensure_last_resort`](Self::ensure_last_resort)).
+    ///
+    /// ```
+    /// use openmls::prelude::*;
+    /// use openmls_basic_credential::SignatureKeyPair;
+    /// use openmls_keypackage_pool::{KeyPackagePool, PoolAction, PoolConfig, PoolProvider};
+    ///
+    /// let provider = PoolProvider::open_in_memory()?;
+    /// let config = PoolConfig { target_size: 4, low_watermark: 2, hard_cap: 8, ..Default::default() };
+    /// let signer = SignatureKeyPair::new(config.ciphersuite.signature_algorithm())?;
+    /// let with_identity = |identity: &str| CredentialWithKey {
+    ///     credential: BasicCredential::new(identity.as_bytes().to_vec()).into(),
+    ///     signature_key: signer.public().into(),
+    /// };
+    /// let old = KeyPackagePool::new(&provider, &signer, with_identity("ada@2025"), config.clone())?;
+    /// let old_refs = old.replenish()?;
+    /// old.mark_uploaded(&old_refs)?;
+    ///
+    /// // The identity is renewed; the signature key stays.
+    /// let renewed = KeyPackagePool::new(&provider, &signer, with_identity("ada@2026"), config)?;
+    /// let now = 1_900_000_000;
+    /// assert_eq!(renewed.health(now)?.recommended, PoolAction::RetireStaleCredential(4));
+    /// assert_eq!(renewed.retire_stale_credentials()?, old_refs);
+    /// // The server held them: ask it to stop handing them out.
+    /// assert_eq!(renewed.pending_withdrawals()?.len(), 4);
+    /// // The renewed pool builds its own.
+    /// assert_eq!(renewed.replenish()?.len(), 4);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn retire_stale_credentials(&self) -> Result<Vec<Vec<u8>>> {
+        self.provider.storage().transaction(|storage| {
+            let refs = metadata::stale_refs(storage.connection(), &self.scope)?;
+            for keypackage_ref in &refs {
+                storage
+                    .take_out_of_service(keypackage_ref, WithdrawalReason::CredentialReplaced)?;
             }
             Ok(refs)
         })

@@ -11,9 +11,12 @@ use crate::{
 };
 
 impl<C: PoolCodec> PoolStorage<C> {
-    /// Every pool scope present in the database (every signature key and
-    /// ciphersuite with KeyPackages), with its counts at `now` (Unix
-    /// seconds), in one statement.
+    /// Every pool scope present in the database (every signature key,
+    /// ciphersuite and credential with KeyPackages or pending withdrawals),
+    /// with its counts at `now` (Unix seconds), in one statement.
+    ///
+    /// Withdrawals recorded before the database tracked credentials list
+    /// under a scope with an empty credential.
     ///
     /// ```
     /// use openmls::prelude::*;
@@ -40,7 +43,8 @@ impl<C: PoolCodec> PoolStorage<C> {
         scope::list(&self.conn, now)
     }
 
-    /// Takes every KeyPackage of `scope` out of service in one transaction:
+    /// Takes every KeyPackage of `scope` (its signature key, ciphersuite and
+    /// credential) out of service in one transaction:
     /// bundles and rows deleted (with a grace window, one-time KeyPackages a
     /// peer may still invite with keep theirs until it ends), and a
     /// withdrawal recorded for each one a server may hold
@@ -48,13 +52,14 @@ impl<C: PoolCodec> PoolStorage<C> {
     pub fn remove_scope(&self, scope: &PoolScope) -> Result<Vec<Vec<u8>>> {
         self.remove_where(
             &scope.signature_key,
-            Some(scope.ciphersuite),
+            Some(scope),
             WithdrawalReason::ScopeRemoved,
         )
     }
 
     /// Takes every KeyPackage whose leaf node carries `signature_key`, in
-    /// every ciphersuite, out of service in one transaction, as
+    /// every ciphersuite and under every credential, out of service in one
+    /// transaction, as
     /// [`remove_scope`](Self::remove_scope) does
     /// ([`WithdrawalReason::KeyRemoved`]); returns all their refs. For a
     /// signature key that is replaced: its KeyPackages must no longer be
@@ -67,7 +72,7 @@ impl<C: PoolCodec> PoolStorage<C> {
     fn remove_where(
         &self,
         signature_key: &[u8],
-        ciphersuite: Option<u16>,
+        scope: Option<&PoolScope>,
         reason: WithdrawalReason,
     ) -> Result<Vec<Vec<u8>>> {
         // The empty key marks rows without a scope; no pool's key is empty.
@@ -75,7 +80,7 @@ impl<C: PoolCodec> PoolStorage<C> {
             return Ok(Vec::new());
         }
         self.transaction(|storage| {
-            let refs = scope::refs_of(&storage.conn, signature_key, ciphersuite)?;
+            let refs = scope::refs_of(&storage.conn, signature_key, scope)?;
             for keypackage_ref in &refs {
                 storage.take_out_of_service(keypackage_ref, reason)?;
             }

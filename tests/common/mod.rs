@@ -316,9 +316,15 @@ pub fn assign_scope<C: PoolCodec>(
     let changed = storage
         .connection()
         .execute(
-            "UPDATE keypackage_pool_metadata SET signature_key = ?2, ciphersuite = ?3
+            "UPDATE keypackage_pool_metadata
+             SET signature_key = ?2, ciphersuite = ?3, credential = ?4
              WHERE keypackage_ref = ?1",
-            rusqlite::params![keypackage_ref, scope.signature_key, scope.ciphersuite],
+            rusqlite::params![
+                keypackage_ref,
+                scope.signature_key,
+                scope.ciphersuite,
+                scope.credential
+            ],
         )
         .expect("assign a scope");
     assert_eq!(changed, 1);
