@@ -6,6 +6,8 @@
 //!     --ciphersuite 0x0001 --ciphersuite MLS_128_DHKEMX25519_CHACHA20POLY1305_SHA256_Ed25519
 //! cargo run --release --example pool_generator --features libcrux,draft-ietf-mls-pq-ciphersuites \
 //!     -- --db pq.db --ciphersuite MLS_256_XWING_CHACHA20POLY1305_SHA256_Ed25519
+//! # The same user's key presenting a renewed credential:
+//! cargo run --release --example pool_generator -- --db pool.db --user bob --identity bob@2027
 //! ```
 //!
 //! Opens (or creates) the database, creates or reuses the user's signing
@@ -16,7 +18,11 @@
 //! Running it again reuses the pools rather than growing them. The table
 //! also shows the withdrawals waiting for the server and the KeyPackages in
 //! their grace window (`--grace-secs`); `--confirm-withdrawn` confirms the
-//! withdrawals, as `--mark-uploaded` does the uploads. Built with
+//! withdrawals, as `--mark-uploaded` does the uploads. The KeyPackages'
+//! credential carries `--identity` (the user's name unless given): a run
+//! with another identity for the same `--user` renews the credential on the
+//! same signature key, shows the KeyPackages of the old one as stale, and
+//! retires them before it builds the new credential's own. Built with
 //! the `libcrux` feature it uses `openmls_libcrux_crypto`, which adds the
 //! X-Wing post-quantum ciphersuite (with `draft-ietf-mls-pq-ciphersuites`);
 //! `--list-ciphersuites` shows what the build supports.
@@ -49,6 +55,13 @@ struct Cli {
     /// use and reused afterwards.
     #[arg(long, default_value = "pool-generator", value_parser = parse_user)]
     user: String,
+
+    /// The identity string in the KeyPackages' basic credential; the user's
+    /// name by default. Another identity for the same user is a renewed
+    /// credential on the same signature key: the KeyPackages of the old one
+    /// are retired.
+    #[arg(long)]
+    identity: Option<String>,
 
     /// Lifetime of new KeyPackages, in days (at most 84).
     #[arg(long, default_value_t = 14, value_parser = clap::value_parser!(u64).range(1..=MAX_LIFETIME_SECS / 86_400))]
@@ -225,14 +238,19 @@ fn run_pool(
     }
     .with_lifetime_secs(cli.lifetime_days * 86_400);
     let (signer, reused) = identity(provider, &cli.user, ciphersuite)?;
+    let presented = cli.identity.as_deref().unwrap_or(&cli.user);
     let credential = CredentialWithKey {
-        credential: BasicCredential::new(cli.user.as_bytes().to_vec()).into(),
+        credential: BasicCredential::new(presented.as_bytes().to_vec()).into(),
         signature_key: signer.public().into(),
     };
     let pool =
         KeyPackagePool::new(provider, &signer, credential, config).map_err(|e| e.to_string())?;
 
     let now = unix_now()?;
+    // KeyPackages of the same key under another credential go first: a
+    // peer must not be handed one, and they take room under the hard cap.
+    let stale = pool.health(now).map_err(|e| e.to_string())?.stale;
+    let retired = pool.retire_stale_credentials().map_err(|e| e.to_string())?;
     let pruned = pool.prune_expired(now).map_err(|e| e.to_string())?;
     let last_resort = pool.ensure_last_resort(now).map_err(|e| e.to_string())?;
     let generated = replenish(&pool, cli.json)?;
@@ -263,8 +281,11 @@ fn run_pool(
     let run = Run {
         db: &cli.db.display().to_string(),
         user: &cli.user,
+        presented,
         ciphersuite,
         identity_reused: reused,
+        stale,
+        retired: retired.len(),
         pruned: pruned.len(),
         last_resort: last_resort_outcome(&last_resort),
         generated,
@@ -332,8 +353,11 @@ fn replenish(
 struct Run<'a> {
     db: &'a str,
     user: &'a str,
+    presented: &'a str,
     ciphersuite: Ciphersuite,
     identity_reused: bool,
+    stale: usize,
+    retired: usize,
     pruned: usize,
     last_resort: &'static str,
     generated: usize,
@@ -347,9 +371,10 @@ fn table(run: &Run<'_>, health: &PoolHealth) -> String {
     let mut lines = Vec::new();
     lines.push(format!("pool database  {}", run.db));
     lines.push(format!(
-        "identity       {} ({})",
+        "identity       {} ({} key), credential {:?}",
         run.user,
-        if run.identity_reused { "reused" } else { "new" }
+        if run.identity_reused { "reused" } else { "new" },
+        run.presented
     ));
     lines.push(format!(
         "ciphersuite    {:?} (0x{:04X})",
@@ -363,6 +388,10 @@ fn table(run: &Run<'_>, health: &PoolHealth) -> String {
     lines.push(format!(
         "this run       {generated}, pruned {}, last resort {}, withdrawals confirmed {}",
         run.pruned, run.last_resort, run.confirmed
+    ));
+    lines.push(format!(
+        "stale          {} of the key's KeyPackages carried another credential, retired {}",
+        run.stale, run.retired
     ));
     lines.push(String::new());
     lines.push(format!("{:<12}{:>8}", "status", "count"));
@@ -384,6 +413,7 @@ fn table(run: &Run<'_>, health: &PoolHealth) -> String {
         "one-time keys on disk          {} (hard cap {})",
         health.held, run.hard_cap
     ));
+    lines.push(format!("of another credential          {}", health.stale));
     lines.push(format!(
         "last resort                    {}",
         match (health.has_last_resort, health.last_resort_pending) {
@@ -432,10 +462,14 @@ fn to_json(run: &Run<'_>, health: &PoolHealth) -> serde_json::Value {
     serde_json::json!({
         "db": run.db,
         "user": run.user,
+        "credential_identity": run.presented,
         "ciphersuite": format!("{:?}", run.ciphersuite),
         "ciphersuite_code": u16::from(run.ciphersuite),
         "identity_reused": run.identity_reused,
         "generated": run.generated,
+        "stale_before": run.stale,
+        "retired_stale": run.retired,
+        "stale": health.stale,
         "pruned": run.pruned,
         "last_resort": run.last_resort,
         "counts": counts,
@@ -470,6 +504,9 @@ fn last_resort_outcome(report: &LastResortReport) -> &'static str {
 fn describe(action: &PoolAction) -> String {
     match action {
         PoolAction::Nothing => "nothing".to_owned(),
+        PoolAction::RetireStaleCredential(n) => {
+            format!("retire {n} carrying another credential")
+        }
         PoolAction::Prune(n) => format!("prune {n} expired"),
         PoolAction::Withdraw(n) => format!("withdraw {n} from the server"),
         PoolAction::CreateLastResort => "create a last-resort KeyPackage".to_owned(),

@@ -191,8 +191,8 @@ fn within_the_grace_window_a_welcome_for_a_retired_key_package_still_joins() {
     let health = renewed.health(now()).unwrap();
     assert_eq!(
         (health.stale, health.in_grace, health.held),
-        (0, 0, 4),
-        "the window is counted in the old scope and in the cap: {health:?}"
+        (0, 4, 4),
+        "in their window, they are no longer stale but count in the cap: {health:?}"
     );
     assert_eq!(health.pending_withdrawals, 4);
     let old_health = old.health(now()).unwrap();
@@ -374,4 +374,29 @@ fn rows_written_before_credentials_get_theirs_from_their_bundles() {
     assert_eq!((f.held, s.held), (6, 6));
     drop(provider);
     drop(dir);
+}
+
+#[test]
+fn the_readmes_renewal_flow_is_the_doc_test_that_runs() {
+    let readme = include_str!("../README.md");
+    let marker = "The renewal flow, compiled and run as the doc test of";
+    let after = &readme[readme
+        .find(marker)
+        .expect("the README shows the renewal flow")..];
+    let block = &after[after.find("```rust\n").unwrap() + "```rust\n".len()..];
+    let block = &block[..block.find("```").unwrap()];
+    // The doc comment of `retire_stale_credentials`, as the lines rustdoc
+    // compiles.
+    let source = include_str!("../src/pool/mod.rs");
+    let end = source.find("pub fn retire_stale_credentials").unwrap();
+    let start = source[..end].rfind("    /// ```\n    /// use").unwrap();
+    let doc: Vec<&str> = source[start..end]
+        .lines()
+        .filter_map(|line| line.trim_start().strip_prefix("///"))
+        .map(|line| line.strip_prefix(' ').unwrap_or(line))
+        .collect();
+    let shown: Vec<&str> = block.lines().collect();
+    assert!(shown.len() >= 15, "{shown:?}");
+    let first = doc.iter().position(|line| *line == shown[0]).unwrap();
+    assert_eq!(&doc[first..first + shown.len()], &shown[..]);
 }

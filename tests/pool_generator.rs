@@ -330,3 +330,84 @@ fn withdrawals_and_grace_windows_are_shown_and_withdrawals_confirmed() {
     // Still in the window: the keys stay until it ends.
     assert_eq!(confirmed["in_grace"], 2);
 }
+
+#[test]
+fn a_new_identity_for_the_same_user_retires_the_old_credentials_key_packages() {
+    let (_dir, db) = common::temp_db();
+    let path = db.clone();
+    let db = db.to_str().unwrap();
+    let first = json(&run(&[
+        "--db",
+        db,
+        "--user",
+        "dana",
+        "--count",
+        "3",
+        "--json",
+        "--mark-uploaded",
+    ]));
+    assert_eq!(first["credential_identity"], "dana");
+    assert_eq!(
+        (first["generated"].clone(), first["stale"].clone()),
+        (3.into(), 0.into())
+    );
+
+    // The same user's key, presenting a renewed credential.
+    let renewed = json(&run(&[
+        "--db",
+        db,
+        "--user",
+        "dana",
+        "--identity",
+        "dana@2027",
+        "--count",
+        "3",
+        "--json",
+    ]));
+    assert_eq!(renewed["identity_reused"], true);
+    assert_eq!(renewed["credential_identity"], "dana@2027");
+    // Three one-time KeyPackages and the last-resort one carried the old
+    // credential; all were on the server.
+    assert_eq!(renewed["stale_before"], 4);
+    assert_eq!(renewed["retired_stale"], 4);
+    assert_eq!(renewed["stale"], 0);
+    assert_eq!(renewed["generated"], 3);
+    assert_eq!(renewed["last_resort"], "created");
+    assert_eq!(renewed["pending_withdrawals"], 4);
+
+    // Every KeyPackage left on disk carries the new credential.
+    let storage = PoolStorage::open(&path).unwrap();
+    let mut identities = std::collections::BTreeSet::new();
+    for status in KeyPackageStatus::ALL {
+        for row in storage.get_metadata_by_status(status).unwrap() {
+            let bundle = storage
+                .key_package_bundle(&row.keypackage_ref)
+                .unwrap()
+                .unwrap();
+            let credential = bundle.key_package().leaf_node().credential().clone();
+            let basic = openmls::prelude::BasicCredential::try_from(credential).unwrap();
+            identities.insert(String::from_utf8(basic.identity().to_vec()).unwrap());
+        }
+    }
+    assert_eq!(
+        identities.into_iter().collect::<Vec<_>>(),
+        vec!["dana@2027"]
+    );
+    assert_eq!(common::bundle_count(&storage), 4);
+    drop(storage);
+
+    // Going back to the old identity shows the renewed ones as stale in the
+    // table, and retires them.
+    let table =
+        String::from_utf8(run(&["--db", db, "--user", "dana", "--count", "3"]).stdout).unwrap();
+    assert!(
+        table.contains(
+            "stale          4 of the key's KeyPackages carried another credential, retired 4"
+        ),
+        "{table}"
+    );
+    assert!(
+        table.contains("of another credential          0"),
+        "{table}"
+    );
+}

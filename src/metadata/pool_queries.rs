@@ -10,7 +10,7 @@
 //! the range of the key and ciphersuite. Times are `:now` and
 //! `:horizon_end`.
 
-use rusqlite::{named_params, Connection, Row, ToSql};
+use rusqlite::{Connection, Row, ToSql};
 
 use super::{non_negative, parse_status, KeyPackageMetadata, PoolScope, RawRow, COLUMNS};
 use crate::{error::Result, status::KeyPackageStatus};
@@ -46,6 +46,15 @@ fn bind<'a>(
             .map(|(name, value)| (*name, value as &dyn ToSql)),
     );
     params
+}
+
+/// The named parameters of a statement over the scope's signature key and
+/// ciphersuite only ([`of_key_and_suite`]).
+fn bind_key_and_suite(scope: &PoolScope) -> [(&'static str, &dyn ToSql); 2] {
+    [
+        (":key", &scope.signature_key),
+        (":suite", &scope.ciphersuite),
+    ]
 }
 
 /// `table`'s rows (columns prefixed with `table`, such as `"m."`) in the
@@ -281,10 +290,7 @@ pub(crate) fn one_time_counts(
 pub(crate) fn held_one_time(conn: &Connection, scope: &PoolScope) -> Result<usize> {
     let count: i64 = conn
         .prepare_cached(&format!("SELECT {}", held_total()))?
-        .query_row(
-            named_params! {":key": scope.signature_key, ":suite": scope.ciphersuite},
-            |row| row.get(0),
-        )?;
+        .query_row(&bind_key_and_suite(scope), |row| row.get(0))?;
     Ok(non_negative(count))
 }
 
@@ -510,16 +516,18 @@ pub(crate) fn release_lapsed_reservations(
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// How many of the scope's KeyPackages are in their grace window.
+/// How many KeyPackages of the scope's signature key and ciphersuite, under
+/// any credential, are in their grace window: all of them count in the
+/// hard cap.
 pub(crate) fn in_grace(conn: &Connection, scope: &PoolScope) -> Result<usize> {
     let count: i64 = conn
         .prepare_cached(&format!(
             "SELECT COUNT(*) FROM keypackage_pool_metadata
                  INDEXED BY keypackage_pool_metadata_retired
              WHERE retired_until IS NOT NULL AND {}",
-            in_scope("")
+            of_key_and_suite("")
         ))?
-        .query_row(&*bind(scope, &[]), |row| row.get(0))?;
+        .query_row(&bind_key_and_suite(scope), |row| row.get(0))?;
     Ok(non_negative(count))
 }
 

@@ -99,8 +99,10 @@ pub struct PoolHealth {
     /// confirmed ([`KeyPackagePool::pending_withdrawals`]), retired stale
     /// ones included.
     pub pending_withdrawals: usize,
-    /// One-time KeyPackages in their grace window: out of service, keys
-    /// still on disk until the window ends (see
+    /// One-time KeyPackages of the pool's signature key and ciphersuite in
+    /// their grace window, under any credential (retired stale ones
+    /// included): out of service, keys still on disk until the window ends
+    /// (see
     /// [`StorageOptions::spent_key_package_grace`](crate::StorageOptions::spent_key_package_grace)).
     /// Counted in `held`.
     pub in_grace: usize,
