@@ -23,3 +23,15 @@ pub(crate) fn unix_now() -> Result<i64> {
 pub(crate) fn unix_now_ms() -> Result<i64> {
     Ok(i64::try_from(since_epoch()?.as_millis()).unwrap_or(i64::MAX))
 }
+
+/// The end, in Unix seconds, of a window of `secs` seconds that starts now.
+/// The start is rounded up to the next whole second, so the window is never
+/// shorter than `secs` (it may be up to a second longer): a window that ends
+/// once the clock reads its end second would otherwise lose the fraction of
+/// the second it started in.
+pub(crate) fn window_end(secs: i64) -> Result<i64> {
+    let start = since_epoch()?.as_millis().div_ceil(1000);
+    Ok(i64::try_from(start)
+        .unwrap_or(i64::MAX)
+        .saturating_add(secs))
+}

@@ -99,9 +99,11 @@ pub struct StorageOptions {
     /// deleted and its keys erased from the files within the erasure bound,
     /// whether or not the application calls anything (on a database file in
     /// WAL mode, by the storage's eraser; otherwise at its next commit or
-    /// open). This is exactly how
-    /// long a consumed key stays readable on disk. Zero (the default)
-    /// deletes the keys at once; at most [`MAX_GRACE`].
+    /// open). The window counts whole seconds (a fraction is dropped) from
+    /// the next whole second, so it is never shorter than asked and at most
+    /// a second longer; that, plus the erasure bound, is how long a consumed
+    /// key stays readable on disk. Zero (the default) deletes the keys at
+    /// once; at most [`MAX_GRACE`].
     pub spent_key_package_grace: Duration,
 }
 

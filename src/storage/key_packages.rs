@@ -7,7 +7,7 @@ use openmls_traits::storage::StorageProvider as _;
 use super::PoolStorage;
 use crate::{
     bundles,
-    clock::unix_now,
+    clock::{unix_now, window_end},
     codec::PoolCodec,
     erasure::Leftover,
     error::{Error, RefBytes, Result},
@@ -81,7 +81,7 @@ impl<C: PoolCodec> PoolStorage<C> {
             } else {
                 KeyPackageStatus::Expired
             };
-            let until = now.saturating_add(grace_secs);
+            let until = window_end(grace_secs)?;
             grace::retire(&self.conn, keypackage_ref, status, until, now)?;
             self.erasure.record_deadline(until);
             return Ok(false);
