@@ -109,10 +109,14 @@ pub(crate) fn list(conn: &Connection, now: i64) -> Result<Vec<ScopeSummary>> {
                    AND m.signature_key = s.signature_key AND m.ciphersuite = s.ciphersuite
                    AND m.credential = s.credential)
                   AS in_grace,
-                (SELECT COUNT(*) FROM keypackage_pool_metadata m
-                     INDEXED BY keypackage_pool_metadata_scope_expiry
-                 WHERE m.signature_key = s.signature_key AND m.ciphersuite = s.ciphersuite
-                   AND m.credential != s.credential AND m.retired_until IS NULL)
+                (SELECT COALESCE(SUM(k.count), 0) FROM keypackage_pool_counts k
+                 WHERE k.signature_key = s.signature_key AND k.ciphersuite = s.ciphersuite
+                   AND k.credential != s.credential)
+                  - (SELECT COUNT(*) FROM keypackage_pool_metadata m
+                         INDEXED BY keypackage_pool_metadata_retired
+                     WHERE m.retired_until IS NOT NULL
+                       AND m.signature_key = s.signature_key AND m.ciphersuite = s.ciphersuite
+                       AND m.credential != s.credential)
                   AS stale
          FROM scopes s
          LEFT JOIN counted c USING (signature_key, ciphersuite, credential)

@@ -18,7 +18,8 @@ fn counts_both_ways(conn: &Connection) -> (Counts, Counts) {
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
         rows.map(Result::unwrap).collect()
     };
-    let key = "hex(signature_key) || '/' || ciphersuite || '/' || status || '/' || last_resort";
+    let key = "hex(signature_key) || '/' || ciphersuite || '/' || hex(credential) || '/' \
+               || status || '/' || last_resort";
     (
         read(&format!(
             "SELECT {key}, COUNT(*) FROM keypackage_pool_metadata GROUP BY 1 ORDER BY 1"

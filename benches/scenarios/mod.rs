@@ -18,7 +18,8 @@ use std::{
 use openmls::prelude::*;
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_keypackage_pool::{
-    codec::MessagePackCodec, KeyPackagePool, PoolConfig, PoolCrypto, PoolProvider, PoolStorage,
+    codec::MessagePackCodec, KeyPackagePool, PoolConfig, PoolCrypto, PoolProvider, PoolScope,
+    PoolStorage,
 };
 use openmls_rust_crypto::OpenMlsRustCrypto;
 
@@ -395,18 +396,19 @@ pub fn large_pool(env: &Env, path: &Path, rows: usize, real_expiring: usize) -> 
             "WITH RECURSIVE seq(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM seq WHERE i + 1 < ?1)
              INSERT INTO keypackage_pool_metadata
                  (keypackage_ref, status, created_at, not_after, last_resort,
-                  signature_key, ciphersuite, credential_type)
+                  signature_key, ciphersuite, credential_type, credential)
              SELECT randomblob(32),
                     CASE i % 10 WHEN 0 THEN 'created' WHEN 1 THEN 'uploaded' WHEN 2 THEN 'reserved'
                                 WHEN 3 THEN 'spent' ELSE 'available' END,
-                    ?2, ?2 + 3 * 86400 + (i * 365 * 86400) / ?1, 0, ?3, ?4, 1
+                    ?2, ?2 + 3 * 86400 + (i * 365 * 86400) / ?1, 0, ?3, ?4, 1, ?5
              FROM seq",
             // All in the benchmarked pool's scope: the worst case for it.
             rusqlite::params![
                 rows as i64,
                 start,
                 env.credential.signature_key.as_slice(),
-                u16::from(PoolConfig::default().ciphersuite)
+                u16::from(PoolConfig::default().ciphersuite),
+                PoolScope::credential_fingerprint(&env.credential.credential)
             ],
         )
         .expect("seed rows");
@@ -417,9 +419,10 @@ pub fn large_pool(env: &Env, path: &Path, rows: usize, real_expiring: usize) -> 
         .connection()
         .execute_batch(
             "DELETE FROM keypackage_pool_counts;
-             INSERT INTO keypackage_pool_counts (signature_key, ciphersuite, status, last_resort, count)
-             SELECT signature_key, ciphersuite, status, last_resort, COUNT(*)
-             FROM keypackage_pool_metadata GROUP BY 1, 2, 3, 4;",
+             INSERT INTO keypackage_pool_counts
+                 (signature_key, ciphersuite, credential, status, last_resort, count)
+             SELECT signature_key, ciphersuite, credential, status, last_resort, COUNT(*)
+             FROM keypackage_pool_metadata GROUP BY 1, 2, 3, 4, 5;",
         )
         .expect("recount");
     if real_expiring > 0 {

@@ -74,11 +74,29 @@ fn of_key_and_suite(table: &str) -> String {
 
 /// `table`'s rows of the scope's signature key and ciphersuite under
 /// another credential (or one not known), not yet retired: stale for the
-/// scope's pool.
+/// scope's pool. The credential is excluded as two ranges of the scope
+/// index, so the pool's own KeyPackages are never read.
 fn stale(table: &str) -> String {
     format!(
-        "{} AND {table}credential != :credential AND {table}retired_until IS NULL",
+        "{} AND ({table}credential < :credential OR {table}credential > :credential)
+         AND {table}retired_until IS NULL",
         of_key_and_suite(table)
+    )
+}
+
+/// How many KeyPackages are stale for the scope's pool ([`stale`]): those
+/// of its key and ciphersuite the count table holds under other
+/// credentials, less those of them in their grace window (a few, read
+/// through the window's index). Reads no row of the pool's own.
+fn stale_total() -> String {
+    format!(
+        "((SELECT COALESCE(SUM(count), 0) FROM keypackage_pool_counts
+           WHERE {key_suite} AND credential != :credential)
+          - (SELECT COUNT(*) FROM keypackage_pool_metadata
+                 INDEXED BY keypackage_pool_metadata_retired
+             WHERE retired_until IS NOT NULL AND {key_suite}
+               AND credential != :credential))",
+        key_suite = of_key_and_suite("")
     )
 }
 
@@ -336,10 +354,7 @@ pub(crate) fn summary(
         "soon.prunable + (SELECT COUNT(*) {}) AS prunable",
         prunable(true)
     ));
-    columns.push(format!(
-        "(SELECT COUNT(*) FROM keypackage_pool_metadata {BY_SCOPE} WHERE {}) AS stale",
-        stale("")
-    ));
+    columns.push(format!("{} AS stale", stale_total()));
     let sql = format!(
         "WITH {}, lr AS (
              SELECT SUM(status IN ({LIVE})) AS valid,
