@@ -77,7 +77,10 @@ pub struct PoolHealth {
     /// KeyPackages (last-resort ones included) of the pool's signature key
     /// and ciphersuite under another credential, not yet retired: never
     /// counted, uploaded or handed out by this pool
-    /// ([`KeyPackagePool::retire_stale_credentials`]).
+    /// ([`KeyPackagePool::retire_stale_credentials`]). A row whose credential
+    /// could not be read from its bundle (a bundle damaged before the
+    /// credential was recorded, which `verify` reports) is stale for every
+    /// pool of its key.
     pub stale: usize,
     /// Whether the server holds a valid last-resort KeyPackage (uploaded,
     /// available or reserved, unexpired). One that was built but not yet
