@@ -16,16 +16,10 @@ use tls_codec::Deserialize as _;
 /// How many last-resort KeyPackages are on disk, each checked to have its
 /// bundle as well as its row.
 fn last_resort_bundles(fx: &PoolFixture) -> usize {
-    let mut stmt = fx
-        .storage()
-        .connection()
-        .prepare("SELECT keypackage_ref FROM keypackage_pool_metadata WHERE last_resort = 1")
-        .unwrap();
-    let refs: Vec<Vec<u8>> = stmt
-        .query_map([], |row| row.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let refs: Vec<Vec<u8>> = common::column(
+        fx.storage().connection(),
+        "SELECT keypackage_ref FROM keypackage_pool_metadata WHERE last_resort = 1",
+    );
     for r in &refs {
         assert!(fx.storage().key_package_bundle(r).unwrap().is_some());
     }

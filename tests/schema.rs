@@ -62,14 +62,10 @@ fn a_version_1_pool_schema_is_upgraded_and_its_counts_backfilled() {
     }
     let storage = PoolStorage::open(&path).unwrap();
     assert_counts(&storage, &[(Created, 2), (Uploaded, 1), (Available, 1)]);
-    let versions: Vec<i64> = storage
-        .connection()
-        .prepare("SELECT version FROM openmls_keypackage_pool_migrations ORDER BY version")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let versions: Vec<i64> = common::column(
+        storage.connection(),
+        "SELECT version FROM openmls_keypackage_pool_migrations ORDER BY version",
+    );
     assert_eq!(versions, vec![1, 2, 3, 4, 5, 6, 7, 8]);
 }
 

@@ -119,18 +119,14 @@ impl Conversation {
 
     /// Every entity OpenMLS has stored for Bob, as stored.
     fn live_entities(&self) -> Vec<Vec<u8>> {
-        let conn = self.bob.storage().connection();
-        let mut stmt = conn
-            .prepare(
-                "SELECT group_data FROM openmls_group_data
-                 UNION ALL SELECT key_pairs FROM openmls_epoch_keys_pairs
-                 UNION ALL SELECT key_pair FROM openmls_encryption_keys
-                 UNION ALL SELECT leaf_node FROM openmls_own_leaf_nodes
-                 UNION ALL SELECT key_package FROM openmls_key_packages",
-            )
-            .unwrap();
-        let rows = stmt.query_map([], |row| row.get(0)).unwrap();
-        rows.map(Result::unwrap).collect()
+        super::column(
+            self.bob.storage().connection(),
+            "SELECT group_data FROM openmls_group_data
+             UNION ALL SELECT key_pairs FROM openmls_epoch_keys_pairs
+             UNION ALL SELECT key_pair FROM openmls_encryption_keys
+             UNION ALL SELECT leaf_node FROM openmls_own_leaf_nodes
+             UNION ALL SELECT key_package FROM openmls_key_packages",
+        )
     }
 
     /// The byte sequences that `old` (a stored blob) held and no stored
