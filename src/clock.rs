@@ -30,7 +30,7 @@ pub(crate) fn unix_now_ms() -> Result<i64> {
 /// once the clock reads its end second would otherwise lose the fraction of
 /// the second it started in.
 pub(crate) fn window_end(secs: i64) -> Result<i64> {
-    let start = since_epoch()?.as_millis().div_ceil(1000);
+    let start = since_epoch()?.as_nanos().div_ceil(1_000_000_000);
     Ok(i64::try_from(start)
         .unwrap_or(i64::MAX)
         .saturating_add(secs))
