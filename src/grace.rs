@@ -1,11 +1,14 @@
 //! Grace windows: a one-time KeyPackage that leaves service while a peer
 //! may still invite with it keeps its bundle until its window ends
 //! (`retired_until`), so that a second Welcome naming it still joins; then
-//! its bundle and metadata row are deleted together.
+//! its bundle and metadata row are deleted together. A last-resort
+//! KeyPackage retired because its key now presents another credential gets
+//! a window too: nothing else in its scope replaces it.
 //!
 //! A KeyPackage in its window is `spent` (consumed by a Welcome) or
 //! `expired` (withdrawn by any other path): never usable, never uploaded,
-//! and counted in the hard cap like every KeyPackage whose keys are on disk.
+//! and, if one-time, counted in the hard cap like every one-time KeyPackage
+//! whose keys are on disk.
 
 use openmls::prelude::KeyPackageRef;
 use openmls_sqlite_storage::{Codec, SqliteStorageProvider};
@@ -17,9 +20,9 @@ use crate::{
     status::KeyPackageStatus,
 };
 
-/// Puts the one-time KeyPackage of `keypackage_ref` into its grace window,
-/// ending at `until`, as `status` (`spent` or `expired`), in the open
-/// transaction. A KeyPackage already in its window keeps the window it has.
+/// Puts the KeyPackage of `keypackage_ref` into its grace window, ending at
+/// `until`, as `status` (`spent` or `expired`), in the open transaction. A
+/// KeyPackage already in its window keeps the window it has.
 pub(crate) fn retire(
     conn: &Connection,
     keypackage_ref: &[u8],
@@ -31,7 +34,7 @@ pub(crate) fn retire(
         "UPDATE keypackage_pool_metadata
          SET status = ?2, retired_until = ?3,
              spent_at = CASE WHEN ?2 = 'spent' THEN ?4 ELSE spent_at END
-         WHERE keypackage_ref = ?1 AND retired_until IS NULL AND last_resort = 0",
+         WHERE keypackage_ref = ?1 AND retired_until IS NULL",
     )?
     .execute(params![keypackage_ref, status.as_str(), until, now])?;
     Ok(())

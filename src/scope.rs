@@ -26,11 +26,17 @@ use crate::{
 /// [`PoolStorage::scopes`](crate::PoolStorage::scopes) lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScopeSummary {
-    /// Which pool.
+    /// Which pool. Withdrawals recorded before the database kept
+    /// credentials (their KeyPackages gone, and the credential with them)
+    /// are listed under their key and ciphersuite with an empty
+    /// `credential`, a scope no pool has; its `stale` is 0.
     pub scope: PoolScope,
-    /// One-time KeyPackages with their keys on disk, whatever their status.
-    /// The pool's hard cap bounds these together with the one-time ones of
-    /// its key and ciphersuite under other credentials.
+    /// One-time KeyPackages of this scope's credential with their keys on
+    /// disk, whatever their status. The pool's hard cap bounds these
+    /// together with the one-time ones of its key and ciphersuite under
+    /// other credentials, so the pool's
+    /// [`PoolHealth::held`](crate::PoolHealth::held) is the sum over the
+    /// scopes of its key and ciphersuite.
     pub held: usize,
     /// Unexpired one-time KeyPackages waiting for upload.
     pub pending: usize,
@@ -105,10 +111,11 @@ pub(crate) fn list(conn: &Connection, now: i64) -> Result<Vec<ScopeSummary>> {
                 COALESCE(o.withdrawals, 0) AS withdrawals,
                 (SELECT COUNT(*) FROM keypackage_pool_metadata m
                      INDEXED BY keypackage_pool_metadata_retired
-                 WHERE m.retired_until IS NOT NULL
+                 WHERE m.retired_until IS NOT NULL AND m.last_resort = 0
                    AND m.signature_key = s.signature_key AND m.ciphersuite = s.ciphersuite
                    AND m.credential = s.credential)
                   AS in_grace,
+                CASE WHEN s.credential = x'' THEN 0 ELSE
                 (SELECT COALESCE(SUM(k.count), 0) FROM keypackage_pool_counts k
                  WHERE k.signature_key = s.signature_key AND k.ciphersuite = s.ciphersuite
                    AND k.credential != s.credential)
@@ -117,7 +124,7 @@ pub(crate) fn list(conn: &Connection, now: i64) -> Result<Vec<ScopeSummary>> {
                      WHERE m.retired_until IS NOT NULL
                        AND m.signature_key = s.signature_key AND m.ciphersuite = s.ciphersuite
                        AND m.credential != s.credential)
-                  AS stale
+                END AS stale
          FROM scopes s
          LEFT JOIN counted c USING (signature_key, ciphersuite, credential)
          LEFT JOIN outbox o USING (signature_key, ciphersuite, credential)

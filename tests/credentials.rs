@@ -174,19 +174,21 @@ fn within_the_grace_window_a_welcome_for_a_retired_key_package_still_joins() {
     let client = Client::new();
     let old = client.pool(&provider, "alice@2025", sized(4, 2, 8));
     let old_refs = old.replenish().unwrap();
+    let old_last_resort = old.ensure_last_resort(now()).unwrap().created.unwrap();
     old.pending_upload().unwrap();
     old.mark_uploaded(&old_refs).unwrap();
-    // An inviter fetched one of them before the renewal.
-    let fetched = provider
-        .storage()
-        .key_package_bundle(&old_refs[0])
-        .unwrap()
-        .unwrap();
+    old.mark_uploaded(&[&old_last_resort]).unwrap();
+    // Inviters fetched one of them, and the last-resort one, before the
+    // renewal.
+    let bundle = |r: &[u8]| provider.storage().key_package_bundle(r).unwrap().unwrap();
+    let (fetched, fetched_last_resort) = (bundle(&old_refs[0]), bundle(&old_last_resort));
 
     let renewed = client.pool(&provider, "alice@2026", sized(4, 2, 8));
+    let mut retired = old_refs.clone();
+    retired.push(old_last_resort.clone());
     assert_eq!(
         set(&renewed.retire_stale_credentials().unwrap()),
-        set(&old_refs)
+        set(&retired)
     );
     let health = renewed.health(now()).unwrap();
     assert_eq!(
@@ -194,31 +196,33 @@ fn within_the_grace_window_a_welcome_for_a_retired_key_package_still_joins() {
         (0, 4, 4),
         "in their window, they are no longer stale but count in the cap: {health:?}"
     );
-    assert_eq!(health.pending_withdrawals, 4);
     let old_health = old.health(now()).unwrap();
     assert_eq!((old_health.in_grace, old_health.usable), (4, 0));
-    for r in &old_refs {
+    for r in &retired {
         let row = provider.storage().get_metadata(r).unwrap().unwrap();
         assert_eq!(row.status, KeyPackageStatus::Expired);
         assert!(row.retired_until.is_some());
     }
+    assert_eq!(health.pending_withdrawals, 5, "the last resort's included");
     // Room for only four of the renewed credential's own until the window
     // ends.
     assert_eq!(renewed.replenish().unwrap().len(), 4);
 
-    let inviter = PlainClient::new("bob");
-    let (_group, welcome) = inviter.create_group_with(fetched.key_package());
-    let group = join(&provider, welcome).unwrap();
-    let members: Vec<Vec<u8>> = group
-        .members()
-        .map(|m| {
-            BasicCredential::try_from(m.credential)
-                .unwrap()
-                .identity()
-                .to_vec()
-        })
-        .collect();
-    assert!(members.contains(&b"alice@2025".to_vec()), "{members:?}");
+    for (inviter, key_package) in [("bob", &fetched), ("cat", &fetched_last_resort)] {
+        let (_group, welcome) =
+            PlainClient::new(inviter).create_group_with(key_package.key_package());
+        let group = join(&provider, welcome).unwrap();
+        let members: Vec<Vec<u8>> = group
+            .members()
+            .map(|m| {
+                BasicCredential::try_from(m.credential)
+                    .unwrap()
+                    .identity()
+                    .to_vec()
+            })
+            .collect();
+        assert!(members.contains(&b"alice@2025".to_vec()), "{members:?}");
+    }
     assert!(provider.storage().verify().unwrap().is_consistent());
 }
 
@@ -246,6 +250,11 @@ fn two_credentials_on_one_key_never_cross() {
         "home's last resort is stale for work"
     );
     assert_eq!((w.held, h.held), (8, 8));
+    // One key presents one credential at a time: each pool takes the
+    // other's KeyPackages for an older credential's and asks to retire
+    // them, and sees none of them otherwise.
+    assert_eq!(w.recommended, PoolAction::RetireStaleCredential(6));
+    assert_eq!(h.recommended, PoolAction::RetireStaleCredential(3));
     assert!(!w.has_last_resort && !w.last_resort_pending);
     assert!(h.last_resort_pending);
     assert_eq!(w.count(KeyPackageStatus::Created), 2);
@@ -336,13 +345,10 @@ fn rows_written_before_credentials_get_theirs_from_their_bundles() {
     downgrade_to_v7(&path);
     {
         let conn = rusqlite::Connection::open(&path).unwrap();
-        let columns: Vec<String> = conn
-            .prepare("SELECT name FROM pragma_table_info('keypackage_pool_metadata')")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
+        let columns: Vec<String> = common::column(
+            &conn,
+            "SELECT name FROM pragma_table_info('keypackage_pool_metadata')",
+        );
         assert!(!columns.iter().any(|c| c == "credential"));
     }
 

@@ -531,15 +531,15 @@ pub(crate) fn release_lapsed_reservations(
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// How many KeyPackages of the scope's signature key and ciphersuite, under
-/// any credential, are in their grace window: all of them count in the
-/// hard cap.
+/// How many one-time KeyPackages of the scope's signature key and
+/// ciphersuite, under any credential, are in their grace window: all of
+/// them count in the hard cap.
 pub(crate) fn in_grace(conn: &Connection, scope: &PoolScope) -> Result<usize> {
     let count: i64 = conn
         .prepare_cached(&format!(
             "SELECT COUNT(*) FROM keypackage_pool_metadata
                  INDEXED BY keypackage_pool_metadata_retired
-             WHERE retired_until IS NOT NULL AND {}",
+             WHERE retired_until IS NOT NULL AND last_resort = 0 AND {}",
             of_key_and_suite("")
         ))?
         .query_row(&bind_key_and_suite(scope), |row| row.get(0))?;

@@ -31,7 +31,9 @@ pub struct PoolConfig {
     pub low_watermark: usize,
     /// The most one-time KeyPackages whose private keys the pool keeps on
     /// disk, whatever their status (`failed`, `spent` and expired ones
-    /// included, until they are pruned or consumed);
+    /// included, until they are pruned or consumed) and whatever their
+    /// credential (those of the pool's signature key and ciphersuite under a
+    /// credential it replaced count until they are retired and gone);
     /// [`generate`](crate::KeyPackagePool::generate) refuses to pass it and
     /// `replenish` builds only what fits. Replacing KeyPackages before they
     /// expire needs room for the old and the new at once: a cap of about

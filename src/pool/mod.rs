@@ -276,11 +276,17 @@ impl<'a, S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'a, S, C, P> {
     /// ([`WithdrawalReason::CredentialReplaced`], listed by
     /// [`pending_withdrawals`](Self::pending_withdrawals)). With a grace
     /// window ([`StorageOptions::spent_key_package_grace`](crate::StorageOptions::spent_key_package_grace)),
-    /// a one-time KeyPackage a peer may still invite with keeps its keys
-    /// until the window ends, so a Welcome already on its way still joins;
-    /// the others are deleted at once. A last-resort KeyPackage is deleted
-    /// at once: build this pool's own first
-    /// ([`ensure_last_resort`](Self::ensure_last_resort)).
+    /// a KeyPackage a peer may still invite with (one-time or last-resort)
+    /// keeps its keys until the window ends, so a Welcome already on its way
+    /// still joins; the others are deleted at once, as all of them are
+    /// without a window. Build and upload this pool's own last-resort
+    /// KeyPackage ([`ensure_last_resort`](Self::ensure_last_resort)) before
+    /// the server drops the old one.
+    ///
+    /// A signature key presents one credential at a time: two pools of the
+    /// same key and ciphersuite under two credentials each see the other's
+    /// KeyPackages as stale, and each one's `health` asks to retire them.
+    /// Run the pool of the credential the client presents now.
     ///
     /// ```
     /// use openmls::prelude::*;
@@ -320,8 +326,9 @@ impl<'a, S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'a, S, C, P> {
         })
     }
 
-    /// The withdrawals of this pool's KeyPackages not yet confirmed, oldest
-    /// first (see
+    /// The withdrawals not yet confirmed of the KeyPackages of this pool's
+    /// signature key and ciphersuite, under any credential (the retired
+    /// stale ones included), oldest first (see
     /// [`PoolStorage::pending_withdrawals`](crate::PoolStorage::pending_withdrawals)
     /// for the loop, and for confirming them).
     pub fn pending_withdrawals(&self) -> Result<Vec<Withdrawal>> {

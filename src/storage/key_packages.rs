@@ -69,13 +69,19 @@ impl<C: PoolCodec> PoolStorage<C> {
             return Ok(false);
         }
         let may_be_held = withdrawal::record(&self.conn, keypackage_ref, reason, now)?;
-        let one_time = row.as_ref().is_some_and(|row| !row.last_resort);
+        // A one-time KeyPackage gets the window; so does a last-resort one
+        // retired for its credential, which has no successor in its scope
+        // (`ensure_last_resort` keeps a replaced last resort itself while
+        // its successor is new).
+        let windowed = row
+            .as_ref()
+            .is_some_and(|row| !row.last_resort || reason == WithdrawalReason::CredentialReplaced);
         // A peer may invite with it if a server may have handed it out, or
         // if a Welcome just used it (whoever handed it to that inviter may
         // hand it to another).
         let invitable = may_be_held || reason == WithdrawalReason::Consumed;
         let grace_secs = self.options.grace_secs();
-        if grace_secs > 0 && one_time && invitable {
+        if grace_secs > 0 && windowed && invitable {
             let status = if reason == WithdrawalReason::Consumed {
                 KeyPackageStatus::Spent
             } else {
