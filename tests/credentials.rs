@@ -337,6 +337,14 @@ fn rows_written_before_credentials_get_theirs_from_their_bundles() {
         refs.push(first.generate(2).unwrap());
         refs.push(second.generate(3).unwrap());
         second.mark_uploaded(&refs[1][..1]).unwrap();
+        // A withdrawal recorded before credentials were: its row, and the
+        // credential with it, are gone.
+        let withdrawn = first.generate(1).unwrap();
+        first.mark_uploaded(&withdrawn).unwrap();
+        provider
+            .storage()
+            .remove_key_package(&withdrawn[0])
+            .unwrap();
         // One bundle that no longer decodes: its row must not be given a
         // guess.
         damaged = second.generate(1).unwrap().remove(0);
@@ -378,6 +386,27 @@ fn rows_written_before_credentials_get_theirs_from_their_bundles() {
     assert_eq!((s.pending_upload, s.usable, s.stale), (2, 1, 3), "{s:?}");
     // The damaged one is stale for both: neither can show it is theirs.
     assert_eq!((f.held, s.held), (6, 6));
+
+    // The old withdrawal is kept, listed under its key and ciphersuite with
+    // no credential: a scope no pool has, for which nothing is stale.
+    let pending = storage.pending_withdrawals().unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].scope, None);
+    let legacy: Vec<_> = storage
+        .scopes(t)
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.scope.credential.is_empty())
+        .map(|s| {
+            (
+                s.scope.signature_key,
+                s.pending_withdrawals,
+                s.held,
+                s.stale,
+            )
+        })
+        .collect();
+    assert_eq!(legacy, vec![(first.scope().signature_key.clone(), 1, 0, 0)]);
     drop(provider);
     drop(dir);
 }
