@@ -77,9 +77,9 @@ struct Cli {
     #[arg(long)]
     confirm_withdrawn: bool,
 
-    /// How long a one-time KeyPackage taken out of service keeps its keys,
-    /// in seconds, so that a second Welcome naming it still joins (at most
-    /// 7 days).
+    /// How long a KeyPackage taken out of service while a peer may still
+    /// invite with it keeps its keys, in seconds, so that a Welcome naming
+    /// it still joins (at most 7 days).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=7 * 86_400))]
     grace_secs: u64,
 
