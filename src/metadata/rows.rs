@@ -3,6 +3,8 @@
 //! ([`PoolEntry`], read in one place), and which pool a row belongs to
 //! ([`PoolScope`]).
 
+use std::cell::RefCell;
+
 use openmls::prelude::{
     Ciphersuite, Credential, CredentialWithKey, KeyPackageBundle, KeyPackageRef,
 };
@@ -133,6 +135,20 @@ impl PoolEntry {
     }
 }
 
+/// A credential's type and content, with its fingerprint.
+struct Fingerprinted {
+    credential_type: u16,
+    content: Vec<u8>,
+    fingerprint: Vec<u8>,
+}
+
+thread_local! {
+    /// The credential last fingerprinted on this thread: a batch reads one
+    /// credential from every bundle it writes, and comparing it costs a
+    /// fraction of hashing it again.
+    static LAST_FINGERPRINT: RefCell<Option<Fingerprinted>> = const { RefCell::new(None) };
+}
+
 /// The KeyPackages one pool manages: those whose leaf node carries
 /// `signature_key` and the credential of fingerprint `credential`, and whose
 /// ciphersuite is `ciphersuite`.
@@ -194,14 +210,28 @@ impl PoolScope {
     /// length (8 bytes, big-endian) and its content. Two credentials have
     /// the same fingerprint exactly when they are the same credential.
     pub fn credential_fingerprint(credential: &Credential) -> Vec<u8> {
+        let credential_type = u16::from(credential.credential_type());
         let content = credential.serialized_content();
-        let length = u64::try_from(content.len()).unwrap_or(u64::MAX);
-        Sha256::new()
-            .chain_update(u16::from(credential.credential_type()).to_be_bytes())
-            .chain_update(length.to_be_bytes())
-            .chain_update(content)
-            .finalize()
-            .to_vec()
+        LAST_FINGERPRINT.with_borrow_mut(|last| match last {
+            Some(seen) if seen.credential_type == credential_type && seen.content == content => {
+                seen.fingerprint.clone()
+            }
+            _ => {
+                let length = u64::try_from(content.len()).unwrap_or(u64::MAX);
+                let fingerprint = Sha256::new()
+                    .chain_update(credential_type.to_be_bytes())
+                    .chain_update(length.to_be_bytes())
+                    .chain_update(content)
+                    .finalize()
+                    .to_vec();
+                *last = Some(Fingerprinted {
+                    credential_type,
+                    content: content.to_vec(),
+                    fingerprint: fingerprint.clone(),
+                });
+                fingerprint
+            }
+        })
     }
 
     /// The ciphersuite as OpenMLS's type, if this build knows its code point
