@@ -230,7 +230,7 @@ fn every_connection_pins_sqlciphers_settings() {
         assert_eq!(read("temp_store"), "2", "MEMORY");
         assert_eq!(read("trusted_schema"), "0");
         // SQLCipher 4's settings, as cipher_compatibility = 4 sets them.
-        let settings: Vec<String> = common::column(&conn, "PRAGMA cipher_settings");
+        let settings: Vec<String> = common::column(conn, "PRAGMA cipher_settings");
         for expected in [
             "PRAGMA kdf_iter = 256000;",
             "PRAGMA cipher_page_size = 4096;",
