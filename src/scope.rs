@@ -71,6 +71,7 @@ pub(crate) fn list(conn: &Connection, now: i64) -> Result<Vec<ScopeSummary>> {
     // scope's expiry index.
     let in_scope = "m.signature_key = c.signature_key AND m.ciphersuite = c.ciphersuite
                     AND m.credential = c.credential";
+    let stale = metadata::stale_total("s.signature_key", "s.ciphersuite", "s.credential");
     let sql = format!(
         "WITH counted AS (
              SELECT c.signature_key, c.ciphersuite, c.credential,
@@ -115,16 +116,7 @@ pub(crate) fn list(conn: &Connection, now: i64) -> Result<Vec<ScopeSummary>> {
                    AND m.signature_key = s.signature_key AND m.ciphersuite = s.ciphersuite
                    AND m.credential = s.credential)
                   AS in_grace,
-                CASE WHEN s.credential = x'' THEN 0 ELSE
-                (SELECT COALESCE(SUM(k.count), 0) FROM keypackage_pool_counts k
-                 WHERE k.signature_key = s.signature_key AND k.ciphersuite = s.ciphersuite
-                   AND k.credential != s.credential)
-                  - (SELECT COUNT(*) FROM keypackage_pool_metadata m
-                         INDEXED BY keypackage_pool_metadata_retired
-                     WHERE m.retired_until IS NOT NULL
-                       AND m.signature_key = s.signature_key AND m.ciphersuite = s.ciphersuite
-                       AND m.credential != s.credential)
-                END AS stale
+                {stale} AS stale
          FROM scopes s
          LEFT JOIN counted c USING (signature_key, ciphersuite, credential)
          LEFT JOIN outbox o USING (signature_key, ciphersuite, credential)

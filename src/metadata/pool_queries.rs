@@ -84,19 +84,25 @@ fn stale(table: &str) -> String {
     )
 }
 
-/// How many KeyPackages are stale for the scope's pool ([`stale`]): those
+/// How many KeyPackages are stale ([`stale`]) for the scope whose signature
+/// key, ciphersuite and credential are the SQL expressions `key`, `suite`
+/// and `credential` (named parameters, or an outer query's columns): those
 /// of its key and ciphersuite the count table holds under other
 /// credentials, less those of them in their grace window (a few, read
-/// through the window's index). Reads no row of the pool's own.
-fn stale_total() -> String {
+/// through the window's index). Reads no row of the scope's own. Nothing is
+/// stale for a scope whose credential is not known (the empty blob, under
+/// which withdrawals recorded before credentials are listed).
+pub(crate) fn stale_total(key: &str, suite: &str, credential: &str) -> String {
     format!(
-        "((SELECT COALESCE(SUM(count), 0) FROM keypackage_pool_counts
-           WHERE {key_suite} AND credential != :credential)
+        "(CASE WHEN {credential} = x'' THEN 0 ELSE
+          (SELECT COALESCE(SUM(count), 0) FROM keypackage_pool_counts
+           WHERE signature_key = {key} AND ciphersuite = {suite}
+             AND credential != {credential})
           - (SELECT COUNT(*) FROM keypackage_pool_metadata
                  INDEXED BY keypackage_pool_metadata_retired
-             WHERE retired_until IS NOT NULL AND {key_suite}
-               AND credential != :credential))",
-        key_suite = of_key_and_suite("")
+             WHERE retired_until IS NOT NULL
+               AND signature_key = {key} AND ciphersuite = {suite}
+               AND credential != {credential}) END)"
     )
 }
 
@@ -354,7 +360,10 @@ pub(crate) fn summary(
         "soon.prunable + (SELECT COUNT(*) {}) AS prunable",
         prunable(true)
     ));
-    columns.push(format!("{} AS stale", stale_total()));
+    columns.push(format!(
+        "{} AS stale",
+        stale_total(":key", ":suite", ":credential")
+    ));
     let sql = format!(
         "WITH {}, lr AS (
              SELECT SUM(status IN ({LIVE})) AS valid,
