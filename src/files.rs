@@ -128,9 +128,20 @@ fn create_owner_only(_path: &Path) -> io::Result<()> {
 
 /// Makes the file at `path` owner-only, through a handle opened without
 /// following a symbolic link, so the mode changed is that file's.
+///
+/// The mode is read by path first, and the file opened only when it is
+/// looser: closing any descriptor of a file drops every POSIX lock this
+/// process holds on it, and SQLite's connections in this process (other
+/// storages on the same database, their erasers) keep their locks on the
+/// database and its `-shm` file that way. Lost, another process could
+/// truncate the log under their reads or take the shared memory over.
 #[cfg(unix)]
 fn make_owner_only(path: &Path) -> io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let meta = std::fs::symlink_metadata(path)?;
+    if meta.file_type().is_symlink() || meta.permissions().mode() & 0o077 == 0 {
+        return Ok(());
+    }
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)

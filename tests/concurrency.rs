@@ -216,3 +216,60 @@ impl SpawnPiped for Command {
             .unwrap()
     }
 }
+
+/// As a child of `opening_again_keeps_the_locks_of_the_storage_already_open`:
+/// tries to checkpoint and truncate the log of the file at
+/// `POOL_CHECKPOINT_DB`, and prints SQLite's "busy" flag (1 when a reader
+/// elsewhere held it back).
+#[test]
+fn checkpoint_child() {
+    let Some(path) = std::env::var_os("POOL_CHECKPOINT_DB") else {
+        return;
+    };
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let busy: i64 = conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))
+        .unwrap();
+    println!("pool-checkpoint-busy {busy}");
+}
+
+/// POSIX drops every lock a process holds on a file when any of the
+/// process's descriptors of that file is closed. Opening a second storage
+/// on a file this process already has open must not close one: the first
+/// storage's read would lose its lock, and another process could then
+/// truncate the log under it (or take the shared memory for its own).
+#[test]
+fn opening_again_keeps_the_locks_of_the_storage_already_open() {
+    let (_dir, path) = common::temp_db();
+    let first = PoolStorage::open(&path).unwrap();
+    let conn = first.connection();
+    // Frames in the log that a reader's snapshot needs.
+    conn.execute_batch("CREATE TABLE scratch (x); INSERT INTO scratch VALUES (1);")
+        .unwrap();
+    conn.execute_batch("BEGIN").unwrap();
+    let rows: i64 = conn
+        .query_row("SELECT COUNT(*) FROM scratch", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(rows, 1);
+
+    let second = PoolStorage::open(&path).unwrap();
+
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args(["checkpoint_child", "--exact", "--nocapture"])
+        .env("POOL_CHECKPOINT_DB", &path)
+        .output_async()
+        .wait_with_output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    let busy = stdout
+        .lines()
+        .find_map(|line| line.split("pool-checkpoint-busy ").nth(1))
+        .unwrap_or_else(|| panic!("no result from the child:\n{stdout}"));
+    assert_eq!(
+        busy, "1",
+        "another process truncated the log under this one's open read"
+    );
+    conn.execute_batch("COMMIT").unwrap();
+    drop(second);
+}
