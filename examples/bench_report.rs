@@ -532,7 +532,7 @@ fn wal_of_one_batch<P: PoolCrypto>(
     path: &Path,
     n: usize,
 ) -> (Vec<u8>, Option<Written>) {
-    let conn = provider.storage().connection();
+    let conn = &*provider.storage().connection();
     conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
         .expect("checkpoint");
     conn.query_row("PRAGMA wal_autocheckpoint = 0", [], |_| Ok(()))

@@ -328,6 +328,35 @@ pub enum Error {
     #[error("the enclosing transaction was rolled back by SQLite; its writes are gone")]
     TransactionLost,
 
+    /// Another thread of this process kept the database file's write gate
+    /// (for a write transaction or a checkpoint, through this handle or
+    /// another on the same file) for longer than the busy timeout; nothing
+    /// was written. Like SQLite's "database is busy", it is worth retrying.
+    #[error("another thread kept this database file's write gate for {waited:?}; nothing was written")]
+    GateBusy {
+        /// How long this call waited (the busy timeout).
+        waited: std::time::Duration,
+    },
+
+    /// [`PoolStorage::close`](crate::PoolStorage::close) released the file,
+    /// but another connection kept old copies of secrets in the
+    /// write-ahead log past the busy timeout. The erasure stays recorded in
+    /// the database; the next open of any process finishes it.
+    #[error("closed, but another connection kept old copies of secrets in the write-ahead log; the next open erases them")]
+    ErasureIncomplete,
+
+    /// [`PoolProvider::group_transaction`](crate::PoolProvider::group_transaction)
+    /// rolled back, and then could not load the group from the store as
+    /// the rollback left it. The `MlsGroup` in memory may be ahead of the
+    /// store: do not use it; load the group again with `MlsGroup::load`.
+    #[error("the transaction rolled back, and group {group_id} could not be reloaded ({reason}); do not use the group in memory")]
+    GroupReload {
+        /// The group's id, as hex.
+        group_id: RefBytes,
+        /// Why: the storage error, or that the store holds no such group.
+        reason: String,
+    },
+
     /// SQLite reported an error.
     #[error("SQLite error: {0}")]
     Sqlite(#[from] rusqlite::Error),

@@ -110,6 +110,7 @@ mod storage;
 mod storage_methods;
 mod verify;
 mod withdrawal;
+mod write_gate;
 
 pub use erasure::ErasurePolicy;
 pub use error::{Error, RefBytes, Result};
@@ -130,6 +131,13 @@ pub use pool::{
 pub use provider::{PoolCrypto, PoolProvider};
 pub use scope::ScopeSummary;
 pub use status::KeyPackageStatus;
-pub use storage::PoolStorage;
+pub use storage::{ConnectionGuard, PoolStorage};
 pub use verify::ConsistencyReport;
 pub use withdrawal::{Withdrawal, WithdrawalReason};
+
+/// For this crate's own tests: counts of the write transactions and
+/// checkpoints it runs, and of any that overlapped within the process.
+#[doc(hidden)]
+pub mod __probe {
+    pub use crate::write_gate::probe::{counts, start, ProbeCounts};
+}

@@ -17,7 +17,7 @@ fn cache_size(fixture: &PoolFixture) -> i64 {
 
 /// Empties the log, runs `batch` on this thread, and reads what it wrote.
 fn one_batch(fixture: &PoolFixture, batch: impl FnOnce()) -> WalBatch {
-    let conn = fixture.storage().connection();
+    let conn = &*fixture.storage().connection();
     let busy: i64 = conn
         .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))
         .expect("checkpoint");

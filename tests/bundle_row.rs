@@ -38,7 +38,7 @@ fn same_row_as_openmls_sqlite_storage<C: PoolCodec>() {
     let mut refs = pool.generate(2).unwrap();
     refs.extend(pool.generate_parallel(2, 2).unwrap());
     refs.extend(pool.ensure_last_resort(common::now()).unwrap().created);
-    let ours = bundle_rows(provider.storage().connection());
+    let ours = bundle_rows(&provider.storage().connection());
     assert_eq!(ours.len(), 5);
 
     // The same bundles written by openmls_sqlite_storage into a file of its
@@ -47,8 +47,8 @@ fn same_row_as_openmls_sqlite_storage<C: PoolCodec>() {
     let mut theirs =
         SqliteStorageProvider::<C, _>::new(rusqlite::Connection::open(&other_path).unwrap());
     theirs.run_migrations().unwrap();
-    let lookup =
-        SqliteStorageProvider::<C, &rusqlite::Connection>::new(provider.storage().connection());
+    let conn = provider.storage().connection();
+    let lookup = SqliteStorageProvider::<C, &rusqlite::Connection>::new(&conn);
     for r in &refs {
         let kp_ref = key_package_ref_from_bytes(r).unwrap();
         // Read back through openmls_sqlite_storage's own lookup.

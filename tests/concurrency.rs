@@ -242,7 +242,7 @@ fn checkpoint_child() {
 fn opening_again_keeps_the_locks_of_the_storage_already_open() {
     let (_dir, path) = common::temp_db();
     let first = PoolStorage::open(&path).unwrap();
-    let conn = first.connection();
+    let conn = &*first.connection();
     // Frames in the log that a reader's snapshot needs.
     conn.execute_batch("CREATE TABLE scratch (x); INSERT INTO scratch VALUES (1);")
         .unwrap();

@@ -213,7 +213,7 @@ fn every_connection_pins_sqlciphers_settings() {
         PoolStorage::open_with_key(&path, &key(8)).unwrap(),
         PoolStorage::open_with_key(&path, &key(8)).unwrap(),
     ] {
-        let conn = storage.connection();
+        let conn = &*storage.connection();
         let read = |pragma: &str| -> String {
             conn.query_row(&format!("PRAGMA {pragma}"), [], |row| {
                 row.get::<_, rusqlite::types::Value>(0)

@@ -45,7 +45,7 @@ fn a_disk_that_fills_mid_batch_keeps_none_of_it_and_recovers() {
     )
     .unwrap();
     pool.generate(4).unwrap();
-    let conn = provider.storage().connection();
+    let conn = &*provider.storage().connection();
 
     // Room for a few more pages only: a batch of 60 KeyPackages (several
     // KB each) runs out part-way.

@@ -206,7 +206,7 @@ fn an_erasure_a_reader_blocked_is_finished_by_the_next_open() {
     let storage = openmls_keypackage_pool::PoolStorage::open(&path).unwrap();
     assert_eq!(traces(&path, &init_key), Vec::<String>::new());
     assert!(
-        !common::erasure_pending(storage.connection()),
+        !common::erasure_pending(&storage.connection()),
         "the record is cleared once erased"
     );
 }

@@ -47,7 +47,7 @@ fn an_idle_storage_erases_overwritten_secrets_within_the_bound() {
     // Nothing is committed from here on; the storage stays open. The
     // erasure is over once the secrets are gone and the record is cleared
     // (which the eraser commits just after the checkpoint).
-    let conn = chat.bob.storage().connection();
+    let conn = &*chat.bob.storage().connection();
     let erased = eventually(BOUND + SLACK, || {
         traces_of_all(&chat.path, &superseded).is_empty() && !common::erasure_pending(conn)
     });

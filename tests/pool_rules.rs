@@ -17,7 +17,7 @@ use tls_codec::Deserialize as _;
 /// bundle as well as its row.
 fn last_resort_bundles(fx: &PoolFixture) -> usize {
     let refs: Vec<Vec<u8>> = common::column(
-        fx.storage().connection(),
+        &fx.storage().connection(),
         "SELECT keypackage_ref FROM keypackage_pool_metadata WHERE last_resort = 1",
     );
     for r in &refs {

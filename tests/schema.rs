@@ -63,7 +63,7 @@ fn a_version_1_pool_schema_is_upgraded_and_its_counts_backfilled() {
     let storage = PoolStorage::open(&path).unwrap();
     assert_counts(&storage, &[(Created, 2), (Uploaded, 1), (Available, 1)]);
     let versions: Vec<i64> = common::column(
-        storage.connection(),
+        &storage.connection(),
         "SELECT version FROM openmls_keypackage_pool_migrations ORDER BY version",
     );
     assert_eq!(versions, vec![1, 2, 3, 4, 5, 6, 7, 8]);
@@ -97,7 +97,7 @@ fn the_count_table_follows_every_insert_update_and_delete() {
     for n in 15..20u8 {
         storage.delete_pool_metadata(&[n; 32]).unwrap();
     }
-    let (actual, kept) = counts_both_ways(storage.connection());
+    let (actual, kept) = counts_both_ways(&storage.connection());
     assert_eq!(actual, kept);
     assert_counts(&storage, &[(Created, 3), (Uploaded, 6), (Available, 5)]);
     assert_eq!(storage.count_by_status(KeyPackageStatus::Spent).unwrap(), 1);
@@ -184,7 +184,7 @@ fn opening_twice_applies_nothing_twice() {
     let first = histories(&conn);
     drop(conn);
     let storage = PoolStorage::open(&path).unwrap();
-    let second = histories(storage.connection());
+    let second = histories(&storage.connection());
     // This crate's eight migrations, and the six openmls_sqlite_storage 0.3
     // embeds, each recorded once.
     assert_eq!(count(&first, "openmls_keypackage_pool_migrations"), 8);
@@ -230,7 +230,7 @@ fn every_way_a_key_package_enters_the_pool_is_counted_once() {
     // A batch that fails part-way is not counted either.
     common::fail_metadata(storage, "INSERT", 13, "injected");
     assert!(pool.generate(3).is_err());
-    let (actual, kept) = counts_both_ways(storage.connection());
+    let (actual, kept) = counts_both_ways(&storage.connection());
     assert_eq!(actual, kept);
     assert_eq!(storage.count_by_status(Created).unwrap(), 12);
     assert!(!storage.verify().unwrap().counts_out_of_date);
@@ -257,6 +257,6 @@ fn every_way_a_key_package_enters_the_pool_is_counted_once() {
     storage.repair().unwrap();
     assert!(storage.verify().unwrap().is_consistent());
     assert_eq!(storage.count_by_status(Created).unwrap(), 11);
-    let (actual, kept) = counts_both_ways(storage.connection());
+    let (actual, kept) = counts_both_ways(&storage.connection());
     assert_eq!(actual, kept);
 }

@@ -11,6 +11,7 @@ use std::{
 use rusqlite::Connection;
 
 use super::{erase, instant_of, Due, Sweep};
+use crate::write_gate::WriteGate;
 
 /// How long the eraser waits before trying again after another connection
 /// kept the log from being emptied: doubled at each failure, up to
@@ -19,6 +20,10 @@ const RETRY_FIRST: Duration = Duration::from_millis(20);
 
 /// The longest wait between two tries while the log is held.
 const RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// How long the eraser waits for the file's write gate before it lets go
+/// and tries again later (so that stopping it never waits long).
+const GATE_WAIT: Duration = Duration::from_millis(100);
 
 /// A running eraser; [`stop`](Self::stop) ends it.
 #[derive(Debug)]
@@ -31,7 +36,12 @@ impl Eraser {
     /// Starts the eraser on `conn`, a connection of its own on the storage's
     /// file. `None` when no thread could be started: the storage then runs
     /// what is due itself.
-    pub(super) fn start(conn: Connection, due: Arc<Due>, sweep: Sweep) -> Option<Self> {
+    pub(super) fn start(
+        conn: Connection,
+        due: Arc<Due>,
+        sweep: Sweep,
+        gate: Arc<WriteGate>,
+    ) -> Option<Self> {
         // Never wait inside SQLite: a checkpoint that waited for a reader
         // would hold the write lock meanwhile, and stall the storage's own
         // commits. Retries wait here instead, holding nothing.
@@ -39,7 +49,7 @@ impl Eraser {
         let shared = Arc::clone(&due);
         let thread = std::thread::Builder::new()
             .name("keypackage-pool-eraser".into())
-            .spawn(move || run(&conn, &shared, &sweep))
+            .spawn(move || run(&conn, &shared, &sweep, &gate))
             .ok()?;
         Some(Self { due, thread })
     }
@@ -62,9 +72,10 @@ impl Eraser {
     }
 }
 
-/// The eraser's loop: asleep while nothing is due, and until it is; then
-/// the sweep, and the erasure of what it and the storage left behind.
-fn run(conn: &Connection, due: &Due, sweep: &Sweep) {
+/// The eraser's loop: asleep while nothing is due, and until it is; then,
+/// inside the file's write gate, the sweep and the erasure of what it and
+/// the storages left behind.
+fn run(conn: &Connection, due: &Due, sweep: &Sweep, gate: &WriteGate) {
     let mut retry = RETRY_FIRST;
     let mut state = due.lock();
     loop {
@@ -91,9 +102,18 @@ fn run(conn: &Connection, due: &Due, sweep: &Sweep) {
                 // its own deadline again.
                 state.at = None;
                 drop(state);
-                let swept = sweep(conn);
-                let erased = matches!(erase(conn), Ok(true));
+                let outcome = gate.enter(GATE_WAIT).map(|_pass| {
+                    let swept = sweep(conn);
+                    (swept, matches!(erase(conn), Ok(true)))
+                });
                 state = due.lock();
+                let Some((swept, erased)) = outcome else {
+                    // A writer kept the gate: no reader is in the way, so
+                    // no need to back off.
+                    let again = Instant::now() + RETRY_FIRST;
+                    state.at = Some(state.at.map_or(again, |at| at.min(again)));
+                    continue;
+                };
                 if let Ok((_, Some(next))) = swept {
                     let next = instant_of(next);
                     state.at = Some(state.at.map_or(next, |at| at.min(next)));

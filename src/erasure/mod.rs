@@ -20,17 +20,26 @@
 //! commit in between may have left secrets the checkpoint did not see.
 
 mod eraser;
+mod shared_file;
 
 use std::{
-    cell::{Cell, RefCell},
+    cell::Cell,
     sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant},
 };
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 
-use crate::{clock::unix_now_ms, error::Result};
+use crate::{
+    clock::unix_now_ms,
+    error::Result,
+    write_gate::{
+        probe::{Span, Work},
+        WriteGate,
+    },
+};
 use eraser::Eraser;
+pub(crate) use shared_file::FileLease;
 
 /// When old copies of secrets are erased from the database's files.
 ///
@@ -114,7 +123,8 @@ pub(crate) enum Leftover {
 pub(crate) type Sweep = Arc<dyn Fn(&Connection) -> Result<(usize, Option<i64>)> + Send + Sync>;
 
 /// When a storage's erasures run: what its open write scope leaves behind,
-/// when the next erasure is due, and the eraser thread that runs it.
+/// when the next erasure is due, and the eraser thread that runs it (one
+/// per file, shared by every handle of the process on the file).
 pub(crate) struct ErasureSchedule {
     policy: ErasurePolicy,
     /// The busy timeout the options set, restored after erasures on the
@@ -125,12 +135,16 @@ pub(crate) struct ErasureSchedule {
     /// The earliest deadline (Unix seconds) the write scope now open sets
     /// for the sweep.
     uncommitted_deadline: Cell<Option<i64>>,
-    /// When the next erasure is due; shared with the eraser.
+    /// When the next erasure is due; shared with the file's eraser and
+    /// the process's other handles on the file.
     due: Arc<Due>,
     /// What falls due besides erasing.
     sweep: Sweep,
-    /// The background eraser, on a database file in WAL mode.
-    eraser: RefCell<Option<Eraser>>,
+    /// The file's write gate: every checkpoint passes it.
+    gate: Arc<WriteGate>,
+    /// This storage's share of the file, and so of its eraser; `None` once
+    /// released.
+    lease: Option<FileLease>,
 }
 
 impl std::fmt::Debug for ErasureSchedule {
@@ -138,20 +152,22 @@ impl std::fmt::Debug for ErasureSchedule {
         f.debug_struct("ErasureSchedule")
             .field("policy", &self.policy)
             .field("due", &self.due)
-            .field("eraser", &self.eraser.borrow().is_some())
+            .field("eraser", &self.eraser_running())
             .finish_non_exhaustive()
     }
 }
 
 impl ErasureSchedule {
-    /// The schedule of a storage on `conn`. `eraser_conn` is a second
-    /// connection on the same file, set up as `conn` is (keyed, for an
-    /// encrypted one), for the background eraser; without one, erasures
-    /// that are due run on the storage's thread at its next commit.
+    /// The schedule of a storage holding `lease` on its file. Unless the
+    /// file's eraser already runs, `eraser_conn` is asked for a second
+    /// connection on the file, set up as the storage's is (keyed, for an
+    /// encrypted one), to start it on; without one, erasures that are due
+    /// run on the storage's thread at its next commit.
     pub(crate) fn new(
         policy: ErasurePolicy,
         busy_timeout: Duration,
-        eraser_conn: Option<Connection>,
+        lease: FileLease,
+        eraser_conn: impl FnOnce() -> Option<Connection>,
         sweep: Sweep,
     ) -> Self {
         let schedule = Self {
@@ -159,21 +175,37 @@ impl ErasureSchedule {
             busy_timeout,
             uncommitted: Cell::new(None),
             uncommitted_deadline: Cell::new(None),
-            due: Arc::new(Due::default()),
+            due: Arc::clone(&lease.file.due),
             sweep,
-            eraser: RefCell::new(None),
+            gate: Arc::clone(lease.gate()),
+            lease: Some(lease),
         };
-        schedule.start(eraser_conn);
+        if !schedule.eraser_running() {
+            schedule.start(eraser_conn());
+        }
         schedule
     }
 
-    /// Starts the eraser on `eraser_conn` (none without one), after
+    /// Starts the file's eraser on `eraser_conn` (none without one), after
     /// [`stop`](Self::stop): when the database's key has changed, say.
     pub(crate) fn start(&self, eraser_conn: Option<Connection>) {
         self.stop();
-        let eraser = eraser_conn
-            .and_then(|conn| Eraser::start(conn, Arc::clone(&self.due), Arc::clone(&self.sweep)));
-        *self.eraser.borrow_mut() = eraser;
+        let Some(lease) = &self.lease else { return };
+        let eraser = eraser_conn.and_then(|conn| {
+            Eraser::start(
+                conn,
+                Arc::clone(&self.due),
+                Arc::clone(&self.sweep),
+                Arc::clone(&self.gate),
+            )
+        });
+        *lease.file.eraser() = eraser;
+    }
+
+    /// Gives up this storage's share of its file: the file's eraser stops
+    /// if no other handle of the process is left on it.
+    pub(crate) fn release_file(&mut self) {
+        self.lease = None;
     }
 
     /// Notes, inside the open write scope, that the sweep has work at
@@ -235,6 +267,9 @@ impl ErasureSchedule {
         }
         // Without an eraser, whatever is due runs here.
         if !self.eraser_running() && self.due.is_past() {
+            let Some(_pass) = self.gate.try_enter() else {
+                return;
+            };
             let swept = self.without_waiting(conn, || (self.sweep)(conn));
             let erased = self.erase_now(conn);
             // Only work done is cleared: what failed stays due, and the
@@ -249,11 +284,10 @@ impl ErasureSchedule {
     }
 
     /// Whether an eraser thread is there to run what falls due.
-    fn eraser_running(&self) -> bool {
-        self.eraser
-            .borrow()
+    pub(crate) fn eraser_running(&self) -> bool {
+        self.lease
             .as_ref()
-            .is_some_and(Eraser::is_running)
+            .is_some_and(|lease| lease.file.eraser().as_ref().is_some_and(Eraser::is_running))
     }
 
     /// Finishes an erasure that this storage or another left pending, when
@@ -263,19 +297,38 @@ impl ErasureSchedule {
     pub(crate) fn finish_leftover(&self, conn: &Connection) {
         let _ = self.without_waiting(conn, || {
             if self.due.is_set() || is_recorded(conn)? {
-                erase(conn)?;
+                self.erase_in_gate(conn, Duration::ZERO)?;
             }
             Ok(())
         });
     }
 
-    /// Stops the eraser, waiting for an erasure it is running to end; what
-    /// was still to come is left to [`finish_leftover`](Self::finish_leftover).
+    /// Finishes an erasure this storage or another left pending, waiting
+    /// for other connections as long as the busy timeout: what
+    /// [`PoolStorage::close`](crate::PoolStorage::close) owes. `Ok(false)`
+    /// when one still kept the log.
+    pub(crate) fn finish_before_close(&self, conn: &Connection) -> Result<bool> {
+        if self.due.is_set() || is_recorded(conn)? {
+            return self.erase_in_gate(conn, self.busy_timeout);
+        }
+        Ok(true)
+    }
+
+    /// Stops the file's eraser, waiting for an erasure it is running to
+    /// end; what was still to come is left to
+    /// [`finish_leftover`](Self::finish_leftover).
     pub(crate) fn stop(&self) {
-        // Taken before stopping: the eraser is joined with no borrow held.
-        let eraser = self.eraser.borrow_mut().take();
-        if let Some(eraser) = eraser {
-            eraser.stop();
+        if let Some(lease) = &self.lease {
+            lease.file.stop_eraser();
+        }
+    }
+
+    /// [`erase`] on `conn` inside the file's write gate, waiting for it at
+    /// most `wait`; `Ok(false)` when another thread kept the gate.
+    fn erase_in_gate(&self, conn: &Connection, wait: Duration) -> Result<bool> {
+        match self.gate.enter(wait) {
+            Some(_pass) => erase(conn),
+            None => Ok(false),
         }
     }
 
@@ -284,7 +337,7 @@ impl ErasureSchedule {
     pub(crate) fn erase_now(&self, conn: &Connection) -> Result<bool> {
         // What is due stays due: the sweep's next deadline may be among it,
         // and an erasure run once more finds an empty log.
-        self.without_waiting(conn, || erase(conn))
+        self.without_waiting(conn, || self.erase_in_gate(conn, Duration::ZERO))
     }
 
     /// Runs `f` with the connection's busy timeout at zero, then puts the
@@ -297,12 +350,6 @@ impl ErasureSchedule {
         let result = f();
         conn.busy_timeout(self.busy_timeout)?;
         result
-    }
-}
-
-impl Drop for ErasureSchedule {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 
@@ -407,13 +454,24 @@ pub(crate) fn erase(conn: &Connection) -> Result<bool> {
         return Ok(false);
     }
     // Best effort: a record left set only costs one more checkpoint later.
-    if matches!(clear_if_nothing_committed_since(conn, before), Ok(true)) {
-        // Clearing wrote one page (the record's, no secret) to the log;
-        // emptying it again leaves no log at all. If a commit got in
-        // meanwhile the log is simply not empty: its own erasure comes.
-        let _ = checkpoint(conn);
-    }
+    // Clearing writes one page to the log (the record's, which holds no
+    // secret) and leaves it there: the next commit's frames follow it, and
+    // the next checkpoint takes it. It is committed without a sync of its
+    // own, since losing it to a power cut only makes the next open erase
+    // again; the write-ahead log's checksums drop a frame that was cut
+    // short, and the next synced commit makes it durable.
+    let _ = without_sync(conn, || clear_if_nothing_committed_since(conn, before));
     Ok(true)
+}
+
+/// Runs `f` with the connection's `synchronous` setting at `OFF`, then puts
+/// the setting back.
+fn without_sync<T>(conn: &Connection, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let setting: i64 = conn.query_row("PRAGMA synchronous", [], |row| row.get(0))?;
+    conn.execute_batch("PRAGMA synchronous = OFF")?;
+    let result = f();
+    conn.execute_batch(&format!("PRAGMA synchronous = {setting}"))?;
+    result
 }
 
 /// Clears the record, in a transaction of its own, unless another
@@ -425,6 +483,7 @@ fn clear_if_nothing_committed_since(conn: &Connection, before: i64) -> Result<bo
     }
     // Holding the write lock, no commit can come between the check and the
     // update.
+    let _span = Span::begin(Work::Write);
     let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
     if data_version(&tx)? != before {
         return Ok(false);
@@ -445,6 +504,7 @@ fn checkpoint(conn: &Connection) -> Result<bool> {
     if conn.is_busy() {
         return Ok(false);
     }
+    let _span = Span::begin(Work::Checkpoint);
     match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
         row.get::<_, i64>(0)
     }) {

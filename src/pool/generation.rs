@@ -189,7 +189,7 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
     /// are not counted by a trigger, see migration V6); returns its refs.
     fn count(&self, batch: Batch, last_resort: bool) -> Result<Vec<Vec<u8>>> {
         metadata::add_count(
-            self.provider.storage().connection(),
+            &self.provider.storage().connection(),
             metadata::ScopeColumns::of_scope(&self.scope),
             KeyPackageStatus::Created,
             last_resort,
@@ -229,7 +229,7 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
     /// disk (of the pool's signature key and ciphersuite, stale ones
     /// included) past the hard cap.
     fn check_cap(&self, n: usize) -> Result<()> {
-        let held = metadata::held_one_time(self.provider.storage().connection(), &self.scope)?;
+        let held = metadata::held_one_time(&self.provider.storage().connection(), &self.scope)?;
         if held.saturating_add(n) > self.config.hard_cap {
             return Err(Error::HardCapExceeded {
                 requested: n,

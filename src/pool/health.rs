@@ -269,7 +269,7 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn health(&self, now: i64) -> Result<PoolHealth> {
-        let conn = self.provider.storage().connection();
+        let conn = &*self.provider.storage().connection();
         // One snapshot for the three reads; dropping it rolls back nothing.
         let _snapshot = if conn.is_autocommit() {
             Some(conn.unchecked_transaction()?)

@@ -85,7 +85,7 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
     /// ```
     pub fn ensure_last_resort(&self, now: i64) -> Result<LastResortReport> {
         self.provider.storage().transaction(|storage| {
-            let conn = storage.connection();
+            let conn = &*storage.connection();
             let horizon_end = self.config.horizon_end(now);
             let rows = metadata::last_resort_rows(conn, &self.scope, now)?;
             let fresh = |row: &&LastResortRow| row.not_after >= horizon_end;

@@ -213,7 +213,7 @@ impl<'a, S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'a, S, C, P> {
         mut progress: impl FnMut(usize, usize),
     ) -> Result<Vec<Vec<u8>>> {
         self.provider.storage().transaction(|storage| {
-            let conn = storage.connection();
+            let conn = &*storage.connection();
             let now = unix_now()?;
             let horizon_end = self.config.horizon_end(now);
             let counts = metadata::one_time_counts(conn, &self.scope, now, horizon_end)?;
@@ -258,7 +258,7 @@ impl<'a, S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'a, S, C, P> {
     /// ```
     pub fn prune_expired(&self, now: i64) -> Result<Vec<Vec<u8>>> {
         self.provider.storage().transaction(|storage| {
-            let refs = metadata::prunable_refs(storage.connection(), &self.scope, now)?;
+            let refs = metadata::prunable_refs(&storage.connection(), &self.scope, now)?;
             for keypackage_ref in &refs {
                 storage.take_out_of_service(keypackage_ref, WithdrawalReason::Expired)?;
             }
@@ -317,7 +317,7 @@ impl<'a, S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'a, S, C, P> {
     /// ```
     pub fn retire_stale_credentials(&self) -> Result<Vec<Vec<u8>>> {
         self.provider.storage().transaction(|storage| {
-            let refs = metadata::stale_refs(storage.connection(), &self.scope)?;
+            let refs = metadata::stale_refs(&storage.connection(), &self.scope)?;
             for keypackage_ref in &refs {
                 storage
                     .take_out_of_service(keypackage_ref, WithdrawalReason::CredentialReplaced)?;
@@ -332,7 +332,7 @@ impl<'a, S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'a, S, C, P> {
     /// [`PoolStorage::pending_withdrawals`](crate::PoolStorage::pending_withdrawals)
     /// for the loop, and for confirming them).
     pub fn pending_withdrawals(&self) -> Result<Vec<Withdrawal>> {
-        withdrawal::pending(self.provider.storage().connection(), Some(&self.scope))
+        withdrawal::pending(&self.provider.storage().connection(), Some(&self.scope))
     }
 
     /// Puts this pool's reserved KeyPackages whose reservation expired before
@@ -340,7 +340,7 @@ impl<'a, S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'a, S, C, P> {
     pub fn expire_lapsed_reservations(&self, now: i64) -> Result<Vec<Vec<u8>>> {
         let storage = self.provider.storage();
         storage.write_alone(|| {
-            metadata::release_lapsed_reservations(storage.connection(), &self.scope, now)
+            metadata::release_lapsed_reservations(&storage.connection(), &self.scope, now)
         })
     }
 }

@@ -84,7 +84,7 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
     /// is either listed whole or not at all.
     pub fn pending_upload(&self) -> Result<PendingUploads> {
         self.provider.storage().transaction(|storage| {
-            let conn = storage.connection();
+            let conn = &*storage.connection();
             let now = unix_now()?;
             let mut pending = PendingUploads::default();
             for row in metadata::uploadable(conn, &self.scope, now)? {
@@ -158,7 +158,7 @@ impl<S: Signer, C: PoolCodec, P: PoolCrypto> KeyPackagePool<'_, S, C, P> {
             let now = unix_now()?;
             refs.iter().try_for_each(|r| {
                 metadata::transition_in_scope(
-                    storage.connection(),
+                    &storage.connection(),
                     &self.scope,
                     r.as_ref(),
                     to,

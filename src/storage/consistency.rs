@@ -20,7 +20,7 @@ impl<C: PoolCodec> PoolStorage<C> {
     /// (`create_pool_metadata` makes a row without a bundle and
     /// `delete_pool_metadata` leaves a bundle without its row).
     pub fn verify(&self) -> Result<ConsistencyReport> {
-        verify::check::<C>(&self.conn)
+        verify::check::<C>(&self.connection())
     }
 
     /// Removes, in one transaction, every bundle without a metadata row and
@@ -54,7 +54,7 @@ impl<C: PoolCodec> PoolStorage<C> {
     /// ```
     pub fn repair(&self) -> Result<ConsistencyReport> {
         self.transaction(|storage| {
-            let found = verify::check::<C>(&storage.conn)?;
+            let found = verify::check::<C>(&storage.connection())?;
             let undecodable = found.undecodable_bundle_keys.len() + found.undecodable_bundles.len();
             // Pairing rows in a file SQLite finds damaged is guesswork too.
             if undecodable > 0 || !found.integrity_errors.is_empty() {
@@ -70,18 +70,18 @@ impl<C: PoolCodec> PoolStorage<C> {
             for keypackage_ref in &found.metadata_without_bundle {
                 // Its keys are gone; a server may still hand it out.
                 withdrawal::record(
-                    &storage.conn,
+                    &storage.connection(),
                     keypackage_ref,
                     WithdrawalReason::Repaired,
                     now,
                 )?;
-                metadata::delete(&storage.conn, keypackage_ref)?;
+                metadata::delete(&storage.connection(), keypackage_ref)?;
             }
             if !found.metadata_without_scope.is_empty() {
-                scope::backfill::<C>(&storage.conn)?;
+                scope::backfill::<C>(&storage.connection())?;
             }
             if found.counts_out_of_date {
-                metadata::rebuild_counts(&storage.conn)?;
+                metadata::rebuild_counts(&storage.connection())?;
             }
             Ok(found)
         })

@@ -62,27 +62,31 @@ impl<C: PoolCodec> PoolStorage<C> {
     }
 
     fn rekey_to(&self, new: Keying) -> Result<()> {
-        if matches!(*self.keying.borrow(), Keying::Plain) {
+        let held = self.held();
+        if matches!(*held.keying.borrow(), Keying::Plain) {
             return Err(Error::RekeyRefused {
                 reason: "the storage did not key this database (open it with a key)",
             });
         }
-        if self.scope_depth.get() > 0 || !self.conn.is_autocommit() {
+        if held.scope_depth.get() > 0 || !held.conn.is_autocommit() {
             return Err(Error::RekeyRefused {
                 reason: "a transaction of this storage is open",
             });
         }
+        // The whole rekey is one write, and a checkpoint: inside the file's
+        // write gate.
+        let _pass = self.enter_gate()?;
         // Empty the log under the old key, waiting for readers as long as
         // the busy timeout allows.
-        if !erasure::erase(&self.conn)? {
+        if !erasure::erase(&held.conn)? {
             return Err(Error::RekeyRefused {
                 reason: "another connection keeps the write-ahead log",
             });
         }
         // The eraser's connection is keyed the old way, and leaving WAL
         // mode needs the file to this connection alone.
-        self.erasure.stop();
-        let result = self.rekey_in_rollback_mode(&new).and_then(|()| {
+        held.erasure.stop();
+        let result = self.rekey_in_rollback_mode(&held.conn, &new).and_then(|()| {
             // SQLCipher reports success even when its rewrite was rolled
             // back: only a fresh connection under the new key tells.
             if self.opens_with(&new) {
@@ -92,23 +96,24 @@ impl<C: PoolCodec> PoolStorage<C> {
             }
         });
         if result.is_ok() {
-            *self.keying.borrow_mut() = new;
+            *held.keying.borrow_mut() = new;
             // Back to WAL, now that the key has changed. If another
             // connection got in meanwhile, the database stays in rollback
             // mode until the next open sets WAL again; the rekey stands.
-            let _ = self.conn.query_row("PRAGMA journal_mode = WAL", [], |row| {
+            let _ = held.conn.query_row("PRAGMA journal_mode = WAL", [], |row| {
                 row.get::<_, String>(0)
             });
         }
-        let keying = self.keying.borrow();
-        self.erasure
-            .start(eraser_connection(&self.conn, &keying, &self.options));
+        let keying = held.keying.borrow();
+        held.erasure
+            .start(eraser_connection(&held.conn, &keying, &self.options));
         result
     }
 
     /// Whether a fresh connection keyed with `keying` reads the database.
     fn opens_with(&self, keying: &Keying) -> bool {
-        let Some(path) = self.conn.path().filter(|p| !p.is_empty()) else {
+        let conn = self.connection();
+        let Some(path) = conn.path().filter(|p| !p.is_empty()) else {
             return false;
         };
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NOFOLLOW;
@@ -120,14 +125,12 @@ impl<C: PoolCodec> PoolStorage<C> {
 
     /// Rewrites every page under `new` in one rollback-journal transaction;
     /// on failure, puts WAL mode back.
-    fn rekey_in_rollback_mode(&self, new: &Keying) -> Result<()> {
-        let mode: String = self
-            .conn
+    fn rekey_in_rollback_mode(&self, conn: &Connection, new: &Keying) -> Result<()> {
+        let mode: String = conn
             .query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
         let in_wal = mode.eq_ignore_ascii_case("wal");
         if in_wal {
-            let now: String = self
-                .conn
+            let now: String = conn
                 .query_row("PRAGMA journal_mode = DELETE", [], |row| row.get(0))
                 .map_err(|_| Error::RekeyRefused {
                     reason: "another connection has the database open",
@@ -138,9 +141,9 @@ impl<C: PoolCodec> PoolStorage<C> {
                 });
             }
         }
-        let rekeyed = new.rekey(&self.conn);
+        let rekeyed = new.rekey(conn);
         if in_wal && rekeyed.is_err() {
-            let _ = self.conn.query_row("PRAGMA journal_mode = WAL", [], |row| {
+            let _ = conn.query_row("PRAGMA journal_mode = WAL", [], |row| {
                 row.get::<_, String>(0)
             });
         }

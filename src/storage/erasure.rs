@@ -44,7 +44,8 @@ impl<C: PoolCodec> PoolStorage<C> {
     ///
     /// let dir = tempfile::tempdir().unwrap();
     /// let storage = PoolStorage::open(dir.path().join("pool.db"))?;
-    /// let mut stmt = storage.connection().prepare("SELECT 1 UNION ALL SELECT 2")?;
+    /// let conn = storage.connection();
+    /// let mut stmt = conn.prepare("SELECT 1 UNION ALL SELECT 2")?;
     /// let mut rows = stmt.query([])?;
     /// rows.next()?; // a statement in progress holds a read snapshot
     /// assert!(!storage.erase_deleted_key_material()?);
@@ -54,9 +55,10 @@ impl<C: PoolCodec> PoolStorage<C> {
     /// ```
     pub fn erase_deleted_key_material(&self) -> Result<bool> {
         // Inside a scope of this storage the erasure belongs to its commit.
-        if self.scope_depth.get() > 0 {
+        let held = self.held();
+        if held.scope_depth.get() > 0 {
             return Ok(false);
         }
-        self.erasure.erase_now(&self.conn)
+        held.erasure.erase_now(&held.conn)
     }
 }

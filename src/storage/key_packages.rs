@@ -26,7 +26,7 @@ impl<C: PoolCodec> PoolStorage<C> {
     /// the ref; other KeyPackages stay readable.
     pub fn key_package_bundle(&self, keypackage_ref: &[u8]) -> Result<Option<KeyPackageBundle>> {
         let kp_ref = key_package_ref_from_bytes(keypackage_ref)?;
-        self.sqlite_provider()
+        self.sqlite_provider(&self.connection())
             .key_package(&kp_ref)
             .map_err(|e| match e {
                 rusqlite::Error::FromSqlConversionFailure(_, _, source) => Error::CorruptBundle {
@@ -64,11 +64,11 @@ impl<C: PoolCodec> PoolStorage<C> {
     ) -> Result<bool> {
         check_ref(keypackage_ref)?;
         let now = unix_now()?;
-        let row = metadata::get(&self.conn, keypackage_ref)?;
+        let row = metadata::get(&self.connection(), keypackage_ref)?;
         if row.as_ref().is_some_and(|row| row.retired_until.is_some()) {
             return Ok(false);
         }
-        let may_be_held = withdrawal::record(&self.conn, keypackage_ref, reason, now)?;
+        let may_be_held = withdrawal::record(&self.connection(), keypackage_ref, reason, now)?;
         // A one-time KeyPackage gets the window; so does a last-resort one
         // retired for its credential, which has no successor in its scope
         // (`ensure_last_resort` keeps a replaced last resort itself while
@@ -88,15 +88,16 @@ impl<C: PoolCodec> PoolStorage<C> {
                 KeyPackageStatus::Expired
             };
             let until = window_end(grace_secs)?;
-            grace::retire(&self.conn, keypackage_ref, status, until, now)?;
-            self.erasure.record_deadline(until);
+            grace::retire(&self.connection(), keypackage_ref, status, until, now)?;
+            self.record_deadline(until);
             return Ok(false);
         }
         let kp_ref = key_package_ref_from_bytes(keypackage_ref)?;
-        self.sqlite_provider().delete_key_package(&kp_ref)?;
+        self.sqlite_provider(&self.connection())
+            .delete_key_package(&kp_ref)?;
         // A bundle written before the pool managed this database has no
         // row; deleting it is still a success.
-        metadata::delete(&self.conn, keypackage_ref)?;
+        metadata::delete(&self.connection(), keypackage_ref)?;
         self.record_leftover(Leftover::Deleted)?;
         Ok(true)
     }
@@ -104,7 +105,7 @@ impl<C: PoolCodec> PoolStorage<C> {
     /// KeyPackageBundles in OpenMLS storage that have no metadata row, such
     /// as those written before this crate managed the database.
     pub fn unpooled_key_packages(&self) -> Result<Vec<PoolEntry>> {
-        bundles::unpooled::<C>(&self.conn)
+        bundles::unpooled::<C>(&self.connection())
     }
 
     /// Gives every [unpooled](Self::unpooled_key_packages) KeyPackage a
@@ -146,7 +147,7 @@ impl<C: PoolCodec> PoolStorage<C> {
                 .unpooled_key_packages()?
                 .into_iter()
                 .map(|entry| {
-                    metadata::insert(&storage.conn, &entry, status, now)?;
+                    metadata::insert(&storage.connection(), &entry, status, now)?;
                     Ok(entry.keypackage_ref)
                 })
                 .collect()

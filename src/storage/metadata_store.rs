@@ -31,7 +31,7 @@ impl<C: PoolCodec> PoolStorage<C> {
             _ => by_hand,
         };
         self.write_alone(|| {
-            metadata::insert(&self.conn, &entry, KeyPackageStatus::Created, unix_now()?)
+            metadata::insert(&self.connection(), &entry, KeyPackageStatus::Created, unix_now()?)
         })
     }
 
@@ -56,13 +56,13 @@ impl<C: PoolCodec> PoolStorage<C> {
     /// counted until [`repair`](Self::repair) recounts
     /// ([`verify`](Self::verify) reports the difference).
     pub fn count_by_status(&self, status: KeyPackageStatus) -> Result<usize> {
-        metadata::count_by_status(&self.conn, status)
+        metadata::count_by_status(&self.connection(), status)
     }
 
     /// The refs whose `not_after` is before `current_time` (a KeyPackage is
     /// still valid in the second its `not_after` names), soonest first.
     pub fn get_expired_refs(&self, current_time: i64) -> Result<Vec<Vec<u8>>> {
-        metadata::expired_refs(&self.conn, current_time)
+        metadata::expired_refs(&self.connection(), current_time)
     }
 
     /// Every KeyPackage in `status`, oldest created first.
@@ -70,7 +70,7 @@ impl<C: PoolCodec> PoolStorage<C> {
         &self,
         status: KeyPackageStatus,
     ) -> Result<Vec<KeyPackageMetadata>> {
-        metadata::by_status(&self.conn, status)
+        metadata::by_status(&self.connection(), status)
     }
 
     /// Deletes a metadata row, leaving any bundle in OpenMLS storage alone
@@ -84,7 +84,7 @@ impl<C: PoolCodec> PoolStorage<C> {
     /// and the withdrawal.
     pub fn delete_pool_metadata(&self, keypackage_ref: &[u8]) -> Result<()> {
         check_ref(keypackage_ref)?;
-        if self.write_alone(|| metadata::delete(&self.conn, keypackage_ref))? {
+        if self.write_alone(|| metadata::delete(&self.connection(), keypackage_ref))? {
             Ok(())
         } else {
             Err(Error::not_found(keypackage_ref))
@@ -127,7 +127,7 @@ impl<C: PoolCodec> PoolStorage<C> {
 
     /// The metadata of one KeyPackage, if it has a row.
     pub fn get_metadata(&self, keypackage_ref: &[u8]) -> Result<Option<KeyPackageMetadata>> {
-        metadata::get(&self.conn, keypackage_ref)
+        metadata::get(&self.connection(), keypackage_ref)
     }
 
     /// Moves a row to `to` now, as a write of its own.
@@ -138,7 +138,7 @@ impl<C: PoolCodec> PoolStorage<C> {
         details: TransitionDetails<'_>,
     ) -> Result<()> {
         self.write_alone(|| {
-            metadata::transition(&self.conn, keypackage_ref, to, unix_now()?, details)
+            metadata::transition(&self.connection(), keypackage_ref, to, unix_now()?, details)
         })
     }
 }

@@ -28,8 +28,9 @@ mod write_scope;
 
 use batch_cache::BatchCache;
 
-use std::{cell::Cell, marker::PhantomData};
+use std::{cell::Cell, marker::PhantomData, sync::Arc};
 
+use parking_lot::{ReentrantMutex, ReentrantMutexGuard};
 use rusqlite::Connection;
 
 use crate::{
@@ -38,6 +39,7 @@ use crate::{
     error::{Error, Result},
     keying::Keying,
     options::StorageOptions,
+    write_gate::{GatePass, WriteGate},
 };
 pub(crate) use write_scope::WriteScope;
 
@@ -50,9 +52,26 @@ pub(crate) use write_scope::WriteScope;
 /// SQLite transaction, so the pool can never list a KeyPackage whose private
 /// keys are gone, nor hold private keys it does not know about.
 ///
-/// `C` is the [codec](crate::codec) for OpenMLS's blobs. `PoolStorage` is
-/// `Send` but not `Sync`: it owns one SQLite connection. Give each thread its
-/// own `PoolStorage` on the same file.
+/// `C` is the [codec](crate::codec) for OpenMLS's blobs.
+///
+/// # Sharing it between threads
+///
+/// `PoolStorage` is `Send` and `Sync`: one handle, in an `Arc`, serves every
+/// thread and task of the application. It owns one SQLite connection, which
+/// one thread uses at a time. A [`transaction`](Self::transaction) belongs
+/// to the thread that began it until it ends: calls from other threads
+/// wait for it (they never see or join it), and calls on that thread
+/// (OpenMLS's own, nested transactions) go straight through. Outside a
+/// transaction each call holds the connection for its own length only.
+///
+/// So never wait, inside a transaction, for another thread that uses the
+/// same storage, and never hold a transaction (or a
+/// [`connection`](Self::connection) guard) across network I/O or an
+/// `.await`: the guard stays on its thread, and the others wait.
+///
+/// Within the process, the handles on one file share one background eraser
+/// and one write gate, which keeps every checkpoint off every write
+/// transaction (see the README on SQLite's WAL-reset bug).
 ///
 /// Usually reached through [`PoolProvider::storage`](crate::PoolProvider::storage).
 ///
@@ -65,6 +84,21 @@ pub(crate) use write_scope::WriteScope;
 /// # Ok::<(), openmls_keypackage_pool::Error>(())
 /// ```
 pub struct PoolStorage<C: PoolCodec = DefaultCodec> {
+    /// The connection and what goes with it, held by one thread at a time.
+    held: ReentrantMutex<Held>,
+    /// The file's write gate, shared by the process's handles on it.
+    gate: Arc<WriteGate>,
+    /// The options the storage was opened with: every connection of its
+    /// own is set up by them.
+    options: StorageOptions,
+    // `fn() -> C` keeps `PoolStorage` `Send` and `Sync` whatever the codec
+    // type is.
+    _codec: PhantomData<fn() -> C>,
+}
+
+/// What one thread at a time may use: the connection, and the state that
+/// follows its transactions.
+struct Held {
     conn: Connection,
     /// How many [`WriteScope`]s are open on `conn`.
     scope_depth: Cell<u32>,
@@ -74,18 +108,41 @@ pub struct PoolStorage<C: PoolCodec = DefaultCodec> {
     /// rekey (zeroed on drop).
     #[cfg_attr(not(feature = "sqlcipher"), allow(dead_code))]
     keying: std::cell::RefCell<Keying>,
-    /// The options the storage was opened with: every connection of its
-    /// own is set up by them.
-    options: StorageOptions,
-    // `fn() -> C` keeps `PoolStorage` `Send` whatever the codec type is.
-    _codec: PhantomData<fn() -> C>,
+    /// Set by [`PoolStorage::close`], which has done what drop would.
+    closed: bool,
+}
+
+/// The storage's connection, held for the calling thread: what
+/// [`PoolStorage::connection`] returns. Other threads' calls on the storage
+/// wait until it is dropped. It dereferences to `rusqlite::Connection`.
+pub struct ConnectionGuard<'a> {
+    held: ReentrantMutexGuard<'a, Held>,
+}
+
+impl std::ops::Deref for ConnectionGuard<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        &self.held.conn
+    }
+}
+
+impl std::fmt::Debug for ConnectionGuard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionGuard")
+            .field("path", &self.held.conn.path())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<C: PoolCodec> std::fmt::Debug for PoolStorage<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PoolStorage")
-            .field("path", &self.conn.path())
-            .finish_non_exhaustive()
+        let mut debug = f.debug_struct("PoolStorage");
+        // Never waits: a storage another thread holds shows no path.
+        if let Some(held) = self.held.try_lock() {
+            debug.field("path", &held.conn.path());
+        }
+        debug.finish_non_exhaustive()
     }
 }
 
@@ -94,37 +151,60 @@ impl<C: PoolCodec> PoolStorage<C> {
     fn new(
         conn: Connection,
         erasure: ErasureSchedule,
+        gate: Arc<WriteGate>,
         keying: Keying,
         options: StorageOptions,
     ) -> Self {
         Self {
-            conn,
-            scope_depth: Cell::new(0),
-            erasure,
-            keying: std::cell::RefCell::new(keying),
+            held: ReentrantMutex::new(Held {
+                conn,
+                scope_depth: Cell::new(0),
+                erasure,
+                keying: std::cell::RefCell::new(keying),
+                closed: false,
+            }),
+            gate,
             options,
             _codec: PhantomData,
         }
     }
 
-    /// The underlying connection, for reads of the application's own.
+    /// Holds the connection for the calling thread (again, if it holds it
+    /// already).
+    fn held(&self) -> ReentrantMutexGuard<'_, Held> {
+        self.held.lock()
+    }
+
+    /// The underlying connection, held for the calling thread until the
+    /// guard is dropped: for the application's own tables.
     ///
-    /// Writing OpenMLS's or the pool's tables through it bypasses the
-    /// guarantees of this type.
-    pub fn connection(&self) -> &Connection {
-        &self.conn
+    /// Write the application's rows inside a [`transaction`](Self::transaction)
+    /// (they then commit or roll back with OpenMLS's), not through the
+    /// guard alone: a write outside a transaction commits on its own, and
+    /// outside the file's write gate. Writing OpenMLS's or the pool's
+    /// tables through it bypasses the guarantees of this type. Drop the
+    /// guard soon: other threads' calls on the storage wait for it.
+    pub fn connection(&self) -> ConnectionGuard<'_> {
+        ConnectionGuard { held: self.held() }
     }
 
     /// Runs `f` in one transaction: commits when it returns `Ok`, rolls back
-    /// when it returns `Err` or panics.
+    /// when it returns `Err` or panics (the panic then goes on).
     ///
-    /// Everything OpenMLS writes through this storage inside `f` (for example
-    /// a batch of KeyPackages) lands in one commit, with one sync to disk.
-    /// The transaction takes the write lock up front (`BEGIN IMMEDIATE`), so
-    /// two writers never deadlock upgrading a read lock. Nested calls become
-    /// savepoints of the outer transaction; so does a call inside a
-    /// transaction the application began on the raw connection, which then
-    /// decides the locking.
+    /// Everything written through this storage inside `f` (what OpenMLS
+    /// writes, the pool's rows and withdrawals, and the application's own
+    /// rows written through [`connection`](Self::connection)) lands in one
+    /// commit, with one sync to disk. The transaction takes the write lock
+    /// up front (`BEGIN IMMEDIATE`), so two writers never deadlock
+    /// upgrading a read lock. Nested calls become savepoints of the outer
+    /// transaction; so does a call inside a transaction the application
+    /// began on the raw connection, which then decides the locking.
+    ///
+    /// The transaction belongs to the calling thread: other threads' calls
+    /// on this storage wait until it ends.
+    /// [`PoolProvider::transaction`](crate::PoolProvider::transaction) and
+    /// [`PoolProvider::group_transaction`](crate::PoolProvider::group_transaction)
+    /// are the same with the provider OpenMLS needs.
     ///
     /// While the outermost transaction runs, the connection's page cache is
     /// at least 4 MiB, and the connection's own setting is put back after
@@ -150,11 +230,12 @@ impl<C: PoolCodec> PoolStorage<C> {
         &self,
         f: impl FnOnce(&Self) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
+        let held = self.held();
         // Dropped last, after the commit or the rollback. Best effort: a
         // cache that could not be raised makes a batch write more, never
         // write wrong.
-        let _cache = (self.scope_depth.get() == 0 && self.conn.is_autocommit())
-            .then(|| BatchCache::raise(&self.conn).ok())
+        let _cache = (held.scope_depth.get() == 0 && held.conn.is_autocommit())
+            .then(|| BatchCache::raise(&held.conn).ok())
             .flatten();
         let scope = self.write_scope()?;
         let value = f(self)?;
@@ -162,29 +243,59 @@ impl<C: PoolCodec> PoolStorage<C> {
         Ok(value)
     }
 
-    /// Opens a write scope on this storage's connection.
+    /// Whether a write scope of this storage is open on the calling thread
+    /// (which then holds the storage).
+    pub(crate) fn in_scope(&self) -> bool {
+        self.held().scope_depth.get() > 0
+    }
+
+    /// Enters the file's write gate for the calling thread, waiting for
+    /// another thread's write or checkpoint as long as the busy timeout.
+    fn enter_gate(&self) -> Result<GatePass<'_>> {
+        self.gate
+            .enter(self.options.busy_timeout)
+            .ok_or(Error::GateBusy {
+                waited: self.options.busy_timeout,
+            })
+    }
+
+    /// Opens a write scope on this storage's connection: holds the storage
+    /// and the file's write gate for the calling thread until it ends.
     pub(crate) fn write_scope(&self) -> Result<WriteScope<'_>> {
-        WriteScope::begin(&self.conn, &self.scope_depth)
+        let held = self.held();
+        ensure_not_lost(&held)?;
+        let pass = self.enter_gate()?;
+        WriteScope::begin(held, pass)
     }
 
     /// Commits a write scope; when that commit reached the database, runs
     /// what the erasure schedule wants after a commit.
     pub(crate) fn commit(&self, scope: WriteScope<'_>) -> Result<()> {
+        // Held across the commit and the erasure after it, so that no other
+        // thread's write comes between the two.
+        let held = self.held();
+        let _pass = self.gate.try_enter();
         if scope.commit()? {
-            self.erasure.after_commit(&self.conn);
+            held.erasure.after_commit(&held.conn);
         }
         Ok(())
     }
 
-    /// Runs `write`, a single write that needs no scope of its own: refused
-    /// when SQLite has rolled back an open scope's transaction by itself,
-    /// and, when it committed on its own (no transaction was open), counted
-    /// as a commit by the erasure schedule, whether it succeeded or not.
+    /// Runs `write`, a single write that needs no scope of its own, inside
+    /// the file's write gate: refused when SQLite has rolled back an open
+    /// scope's transaction by itself, and, when it committed on its own (no
+    /// transaction was open), counted as a commit by the erasure schedule,
+    /// whether it succeeded or not.
     pub(crate) fn write_alone<T>(&self, write: impl FnOnce() -> Result<T>) -> Result<T> {
-        self.ensure_not_lost()?;
-        let result = write();
-        if self.scope_depth.get() == 0 && self.conn.is_autocommit() {
-            self.erasure.after_commit(&self.conn);
+        let held = self.held();
+        ensure_not_lost(&held)?;
+        let _pass = self.enter_gate()?;
+        let result = {
+            let _span = crate::write_gate::probe::Span::begin(crate::write_gate::probe::Work::Write);
+            write()
+        };
+        if held.scope_depth.get() == 0 && held.conn.is_autocommit() {
+            held.erasure.after_commit(&held.conn);
         }
         result
     }
@@ -193,23 +304,90 @@ impl<C: PoolCodec> PoolStorage<C> {
     /// transaction a write scope of this storage opened: a write would
     /// otherwise commit on its own, outside the batch it belongs to.
     pub(crate) fn ensure_not_lost(&self) -> Result<()> {
-        write_scope::ensure_not_lost(&self.conn, &self.scope_depth)
+        ensure_not_lost(&self.held())
     }
 
     /// Records, inside the open write scope, that its commit leaves old
     /// copies of secrets in the write-ahead log to erase.
     pub(crate) fn record_leftover(&self, leftover: Leftover) -> Result<()> {
-        self.erasure.record_leftover(&self.conn, leftover)
+        let held = self.held();
+        held.erasure.record_leftover(&held.conn, leftover)
     }
+
+    /// Notes, inside the open write scope, that the grace sweep has work at
+    /// `deadline` (Unix seconds) once the scope commits.
+    pub(crate) fn record_deadline(&self, deadline: i64) {
+        self.held().erasure.record_deadline(deadline);
+    }
+
+    /// Whether this storage's erasure policy erases overwritten secrets.
+    pub(crate) fn erases_overwrites(&self) -> bool {
+        self.held().erasure.erases_overwrites()
+    }
+
+    /// Finishes what erasure is pending, then closes the connection and
+    /// releases the file, reporting what dropping the storage can only
+    /// swallow.
+    ///
+    /// Waits for other connections as long as the busy timeout. When one
+    /// still keeps old copies of secrets in the write-ahead log, the file
+    /// is released all the same and the result is
+    /// [`Error::ErasureIncomplete`]: the erasure stays recorded in the
+    /// database, and the next open (of any process) finishes it. A mobile
+    /// application calls this before it is suspended, so that no handle on
+    /// a file in a shared container outlives its time.
+    ///
+    /// The file's eraser stops when this was the process's last handle on
+    /// the file.
+    ///
+    /// ```
+    /// use openmls_keypackage_pool::PoolStorage;
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let storage = PoolStorage::open(dir.path().join("pool.db"))?;
+    /// storage.close()?;
+    /// # Ok::<(), openmls_keypackage_pool::Error>(())
+    /// ```
+    pub fn close(self) -> Result<()> {
+        let mut storage = self;
+        let held = storage.held.get_mut();
+        held.closed = true;
+        // The file's eraser first (when this is the last handle), so that no
+        // checkpoint of its is under way.
+        held.erasure.release_file();
+        let erased = if held.conn.is_autocommit() {
+            held.erasure.finish_before_close(&held.conn)
+        } else {
+            Ok(false)
+        };
+        let conn = std::mem::replace(&mut held.conn, Connection::open_in_memory()?);
+        conn.close().map_err(|(_, e)| Error::from(e))?;
+        match erased? {
+            true => Ok(()),
+            false => Err(Error::ErasureIncomplete),
+        }
+    }
+}
+
+/// Refuses to go on when scopes are open but SQLite has rolled their
+/// transaction back by itself.
+fn ensure_not_lost(held: &Held) -> Result<()> {
+    write_scope::ensure_not_lost(&held.conn, &held.scope_depth)
 }
 
 impl<C: PoolCodec> Drop for PoolStorage<C> {
     /// Finishes a pending erasure before the connection closes (best
     /// effort: what a reader still blocks stays recorded in the database for
-    /// the next open or commit).
+    /// the next open or commit). [`close`](PoolStorage::close) does the same
+    /// and says how it went.
     fn drop(&mut self) {
-        // The eraser first, so that no checkpoint of its is under way.
-        self.erasure.stop();
-        self.erasure.finish_leftover(&self.conn);
+        let held = self.held.get_mut();
+        if held.closed {
+            return;
+        }
+        // The file's eraser first (when this is the last handle), so that no
+        // checkpoint of its is under way.
+        held.erasure.release_file();
+        held.erasure.finish_leftover(&held.conn);
     }
 }

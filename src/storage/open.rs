@@ -12,8 +12,8 @@ use crate::{
     clock::unix_now,
     codec::{DefaultCodec, PoolCodec},
     codec_marker,
-    erasure::{ErasureSchedule, Sweep},
-    error::Result,
+    erasure::{ErasureSchedule, FileLease, Sweep},
+    error::{Error, Result},
     files, grace,
     keying::Keying,
     options::StorageOptions,
@@ -194,22 +194,37 @@ impl<C: PoolCodec> PoolStorage<C> {
     /// Brings the schema of `conn`, keyed as `keying` says, up to date, and
     /// sets up the storage over it.
     fn assemble(mut conn: Connection, options: &StorageOptions, keying: Keying) -> Result<Self> {
+        let path = conn
+            .path()
+            .filter(|p| !p.is_empty())
+            .map(std::path::PathBuf::from);
         // Files an earlier build (or the application) left looser.
-        if let Some(path) = conn.path().filter(|p| !p.is_empty()) {
-            files::tighten(std::path::Path::new(path));
+        if let Some(path) = &path {
+            files::tighten(path);
         }
-        // Refuse a newer schema, or another codec, before anything (even the
-        // journal mode) is written to the file.
-        schema::check_not_newer(&conn)?;
-        codec_marker::check::<C>(&conn)?;
-        schema::bring_up_to_date::<C>(&mut conn, options)?;
+        // The process's share of the file: its write gate and its eraser.
+        let lease = FileLease::of(path.as_deref());
+        let gate = Arc::clone(lease.gate());
+        {
+            // Migrations write, and the finished erasure checkpoints: both
+            // inside the file's gate.
+            let _pass = gate.enter(options.busy_timeout).ok_or(Error::GateBusy {
+                waited: options.busy_timeout,
+            })?;
+            // Refuse a newer schema, or another codec, before anything (even
+            // the journal mode) is written to the file.
+            schema::check_not_newer(&conn)?;
+            codec_marker::check::<C>(&conn)?;
+            schema::bring_up_to_date::<C>(&mut conn, options)?;
+        }
         // KeyPackages whose grace window ended are deleted by whichever
         // connection erases, the eraser's included.
         let sweep: Sweep = Arc::new(|conn: &Connection| grace::purge::<C>(conn, unix_now()?));
         let erasure = ErasureSchedule::new(
             options.erasure,
             options.busy_timeout,
-            eraser_connection(&conn, &keying, options),
+            lease,
+            || eraser_connection(&conn, &keying, options),
             sweep,
         );
         // Finish an erasure that another storage left pending (a reader was
@@ -221,7 +236,7 @@ impl<C: PoolCodec> PoolStorage<C> {
         if let Ok(Some(next)) = grace::next_end(&conn) {
             erasure.schedule_deadline(next);
         }
-        Ok(Self::new(conn, erasure, keying, options.clone()))
+        Ok(Self::new(conn, erasure, gate, keying, options.clone()))
     }
 }
 
@@ -298,9 +313,10 @@ mod tests {
     fn the_erasers_connection_is_set_up_like_the_storages() {
         let dir = tempfile::tempdir().unwrap();
         let storage = PoolStorage::open(dir.path().join("pool.db")).unwrap();
-        let eraser = eraser_connection(&storage.conn, &Keying::Plain, &storage.options)
+        let conn = storage.connection();
+        let eraser = eraser_connection(&conn, &Keying::Plain, &storage.options)
             .expect("a file in WAL mode gets one");
-        for conn in [&storage.conn, &eraser] {
+        for conn in [&*conn, &eraser] {
             assert_eq!(read(conn, "secure_delete"), "1");
             assert_eq!(read(conn, "temp_store"), "2");
             assert_eq!(read(conn, "trusted_schema"), "0");
@@ -313,7 +329,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = DatabaseKey::from_bytes([0x33; 32]);
         let storage = PoolStorage::open_with_key(dir.path().join("pool.db"), &key).unwrap();
-        let eraser = eraser_connection(&storage.conn, &Keying::raw(&key), &storage.options)
+        let eraser = eraser_connection(&storage.connection(), &Keying::raw(&key), &storage.options)
             .expect("a keyed file in WAL mode gets one");
         assert_eq!(read(&eraser, "cipher_memory_security"), "1");
         assert_eq!(read(&eraser, "trusted_schema"), "0");

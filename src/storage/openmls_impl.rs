@@ -21,8 +21,11 @@ use crate::{
 impl<C: PoolCodec> PoolStorage<C> {
     /// `openmls_sqlite_storage`'s provider as a view over this connection;
     /// free to make, so one is made per call.
-    pub(super) fn sqlite_provider(&self) -> SqliteStorageProvider<C, &Connection> {
-        SqliteStorageProvider::new(&self.conn)
+    pub(super) fn sqlite_provider<'c>(
+        &self,
+        conn: &'c Connection,
+    ) -> SqliteStorageProvider<C, &'c Connection> {
+        SqliteStorageProvider::new(conn)
     }
 
     /// Reads the facts of a metadata row from what OpenMLS passed to
@@ -65,7 +68,7 @@ impl<C: PoolCodec> PoolStorage<C> {
         // whole transaction on any error. But if SQLite has rolled that
         // transaction back (or none is open), the two writes would each
         // commit alone, so that is refused first.
-        if self.scope_depth.get() == 0 {
+        if !self.in_scope() {
             return Err(Error::TransactionLost);
         }
         self.ensure_not_lost()?;
@@ -80,7 +83,7 @@ impl<C: PoolCodec> PoolStorage<C> {
         let key = C::to_vec(kp_ref).map_err(|e| Error::codec("encoding a KeyPackageRef", e))?;
         let value =
             C::to_vec(bundle).map_err(|e| Error::codec("encoding a KeyPackageBundle", e))?;
-        self.conn
+        self.connection()
             .prepare_cached(
                 "INSERT OR REPLACE INTO openmls_key_packages
                      (key_package_ref, key_package, provider_version)
@@ -99,15 +102,15 @@ impl<C: PoolCodec> PoolStorage<C> {
     fn insert_entry_row(&self, entry: &PoolEntry, counted: Counted) -> Result<bool> {
         let now = unix_now()?;
         let inserted = match counted {
-            Counted::Here => metadata::insert(&self.conn, entry, KeyPackageStatus::Created, now),
+            Counted::Here => metadata::insert(&self.connection(), entry, KeyPackageStatus::Created, now),
             Counted::ByCaller => {
-                metadata::insert_uncounted(&self.conn, entry, KeyPackageStatus::Created, now)
+                metadata::insert_uncounted(&self.connection(), entry, KeyPackageStatus::Created, now)
             }
         };
         match inserted {
             Ok(()) => Ok(true),
             Err(Error::DuplicateRef { .. }) => {
-                metadata::fill_scope(&self.conn, entry).map(|_| false)
+                metadata::fill_scope(&self.connection(), entry).map(|_| false)
             }
             Err(e) => Err(e),
         }
@@ -134,29 +137,30 @@ enum Counted {
 /// that old copies wait in the write-ahead log to be erased.
 macro_rules! delegate {
     (@call read, $storage:ident, $call:expr) => {{
+        let conn = $storage.connection();
         $storage.ensure_not_lost()?;
-        $call.map_err(Error::from)
+        $call(&*conn).map_err(Error::from)
     }};
     (@call plain, $storage:ident, $call:expr) => {
-        $storage.write_alone(|| $call.map_err(Error::from))
+        $storage.write_alone(|| $call(&*$storage.connection()).map_err(Error::from))
     };
     (@call atomic, $storage:ident, $call:expr) => {{
         let scope = $storage.write_scope()?;
-        let value = $call?;
+        let value = $call(&*$storage.connection())?;
         $storage.commit(scope)?;
         Ok(value)
     }};
     (@call erasing, $storage:ident, $call:expr) => {{
         let scope = $storage.write_scope()?;
-        let value = $call?;
+        let value = $call(&*$storage.connection())?;
         $storage.record_leftover(Leftover::Deleted)?;
         $storage.commit(scope)?;
         Ok(value)
     }};
     (@call superseding, $storage:ident, $call:expr) => {{
-        if $storage.erasure.erases_overwrites() {
+        if $storage.erases_overwrites() {
             let scope = $storage.write_scope()?;
-            let value = $call?;
+            let value = $call(&*$storage.connection())?;
             $storage.record_leftover(Leftover::Overwritten)?;
             $storage.commit(scope)?;
             Ok(value)
@@ -172,7 +176,9 @@ macro_rules! delegate {
     )*) => {$(
         $(#[$attr])*
         fn $name<$($generic: $bound),+>(&self $(, $arg: $ty)*) -> Result<$ret> {
-            delegate!(@call $mode, self, self.sqlite_provider().$name::<$($generic),+>($($arg),*))
+            delegate!(@call $mode, self, |conn: &Connection| {
+                self.sqlite_provider(conn).$name::<$($generic),+>($($arg),*)
+            })
         }
     )*};
 }
@@ -193,7 +199,7 @@ impl<C: PoolCodec> StorageProvider<V> for PoolStorage<C> {
     ) -> Result<()> {
         let entry = Self::pool_entry_of(hash_ref, key_package)?;
         let scope = self.write_scope()?;
-        self.sqlite_provider()
+        self.sqlite_provider(&self.connection())
             .write_key_package(hash_ref, key_package)?;
         self.insert_entry_row(&entry, Counted::Here)?;
         self.commit(scope)

@@ -40,7 +40,7 @@ impl<C: PoolCodec> PoolStorage<C> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn scopes(&self, now: i64) -> Result<Vec<ScopeSummary>> {
-        scope::list(&self.conn, now)
+        scope::list(&self.connection(), now)
     }
 
     /// Takes every KeyPackage of `scope` (its signature key, ciphersuite and
@@ -80,7 +80,7 @@ impl<C: PoolCodec> PoolStorage<C> {
             return Ok(Vec::new());
         }
         self.transaction(|storage| {
-            let refs = scope::refs_of(&storage.conn, signature_key, scope)?;
+            let refs = scope::refs_of(&storage.connection(), signature_key, scope)?;
             for keypackage_ref in &refs {
                 storage.take_out_of_service(keypackage_ref, reason)?;
             }

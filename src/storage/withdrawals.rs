@@ -66,7 +66,7 @@ impl<C: PoolCodec> PoolStorage<C> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn pending_withdrawals(&self) -> Result<Vec<Withdrawal>> {
-        withdrawal::pending(&self.conn, None)
+        withdrawal::pending(&self.connection(), None)
     }
 
     /// Removes the withdrawals of `refs` from the outbox: the server has
@@ -74,7 +74,7 @@ impl<C: PoolCodec> PoolStorage<C> {
     /// [`Error::NotFound`](crate::Error::NotFound) naming it, and nothing is
     /// removed.
     pub fn confirm_withdrawn<R: AsRef<[u8]>>(&self, refs: &[R]) -> Result<()> {
-        self.transaction(|storage| withdrawal::remove(&storage.conn, refs))
+        self.transaction(|storage| withdrawal::remove(&storage.connection(), refs))
     }
 
     /// Counts a failed attempt at withdrawing each of `refs`, with what
@@ -82,7 +82,7 @@ impl<C: PoolCodec> PoolStorage<C> {
     /// [`confirm_withdrawn`](Self::confirm_withdrawn).
     pub fn withdrawal_failed<R: AsRef<[u8]>>(&self, refs: &[R], error: &str) -> Result<()> {
         self.transaction(|storage| {
-            withdrawal::attempt_failed(&storage.conn, refs, error, unix_now()?)
+            withdrawal::attempt_failed(&storage.connection(), refs, error, unix_now()?)
         })
     }
 
@@ -90,6 +90,6 @@ impl<C: PoolCodec> PoolStorage<C> {
     /// (the server is gone, or the account was deleted there). All or none,
     /// as [`confirm_withdrawn`](Self::confirm_withdrawn).
     pub fn abandon_withdrawals<R: AsRef<[u8]>>(&self, refs: &[R]) -> Result<()> {
-        self.transaction(|storage| withdrawal::remove(&storage.conn, refs))
+        self.transaction(|storage| withdrawal::remove(&storage.connection(), refs))
     }
 }

@@ -2,9 +2,17 @@
 
 use std::cell::Cell;
 
+use parking_lot::ReentrantMutexGuard;
 use rusqlite::Connection;
 
-use crate::error::{Error, Result};
+use super::Held;
+use crate::{
+    error::{Error, Result},
+    write_gate::{
+        probe::{Span, Work},
+        GatePass,
+    },
+};
 
 /// One atomic group of writes: a transaction of its own, or a savepoint when
 /// one of this connection's scopes is already open.
@@ -19,11 +27,17 @@ use crate::error::{Error, Result};
 /// scope that then found no transaction would silently start and commit one
 /// of its own, keeping part of a batch the caller expects to be all or
 /// nothing. The count catches that and reports [`Error::TransactionLost`].
+///
+/// While it lives, the scope holds the storage and the file's write gate
+/// for its thread.
 pub(crate) struct WriteScope<'c> {
-    conn: &'c Connection,
-    depth: &'c Cell<u32>,
+    held: ReentrantMutexGuard<'c, Held>,
     nested: bool,
     open: bool,
+    /// The outermost scope's write, for the test probe.
+    _span: Option<Span>,
+    // Dropped after the rollback above it may run.
+    _pass: GatePass<'c>,
 }
 
 /// Refuses to go on when scopes are open (`depth` > 0) but SQLite has
@@ -37,8 +51,10 @@ pub(crate) fn ensure_not_lost(conn: &Connection, depth: &Cell<u32>) -> Result<()
 }
 
 impl<'c> WriteScope<'c> {
-    /// Starts a transaction, or a savepoint inside the current one.
-    pub(crate) fn begin(conn: &'c Connection, depth: &'c Cell<u32>) -> Result<Self> {
+    /// Starts a transaction, or a savepoint inside the current one, on the
+    /// connection `held`, inside the file's write gate (`pass`).
+    pub(super) fn begin(held: ReentrantMutexGuard<'c, Held>, pass: GatePass<'c>) -> Result<Self> {
+        let (conn, depth) = (&held.conn, &held.scope_depth);
         ensure_not_lost(conn, depth)?;
         // A transaction the application began on the raw connection is
         // joined as well.
@@ -50,13 +66,15 @@ impl<'c> WriteScope<'c> {
         } else {
             "BEGIN IMMEDIATE"
         };
+        let span = (!nested).then(|| Span::begin(Work::Write));
         conn.prepare_cached(sql)?.execute([])?;
         depth.set(depth.get() + 1);
         Ok(Self {
-            conn,
-            depth,
+            held,
             nested,
             open: true,
+            _span: span,
+            _pass: pass,
         })
     }
 
@@ -64,7 +82,7 @@ impl<'c> WriteScope<'c> {
     /// transaction). Returns whether this was the outermost scope, whose
     /// commit reached the database.
     pub(crate) fn commit(mut self) -> Result<bool> {
-        if self.conn.is_autocommit() {
+        if self.held.conn.is_autocommit() {
             return Err(Error::TransactionLost);
         }
         let sql = if self.nested {
@@ -72,7 +90,7 @@ impl<'c> WriteScope<'c> {
         } else {
             "COMMIT"
         };
-        self.conn.prepare_cached(sql)?.execute([])?;
+        self.held.conn.prepare_cached(sql)?.execute([])?;
         self.open = false;
         Ok(!self.nested)
     }
@@ -80,11 +98,12 @@ impl<'c> WriteScope<'c> {
 
 impl Drop for WriteScope<'_> {
     fn drop(&mut self) {
-        self.depth.set(self.depth.get().saturating_sub(1));
-        if self.open && !self.conn.is_autocommit() {
+        let depth = &self.held.scope_depth;
+        depth.set(depth.get().saturating_sub(1));
+        if self.open && !self.held.conn.is_autocommit() {
             // A failed rollback leaves nothing better to do: SQLite has then
             // already rolled back on its own, which is the outcome wanted.
-            let _ = self.conn.execute_batch(if self.nested {
+            let _ = self.held.conn.execute_batch(if self.nested {
                 "ROLLBACK TO openmls_keypackage_pool; RELEASE openmls_keypackage_pool"
             } else {
                 "ROLLBACK"

@@ -236,6 +236,15 @@ pub fn erasure_pending(conn: &rusqlite::Connection) -> bool {
 }
 
 /// Bytes as lowercase hex, two digits each.
+/// How many frames the write-ahead log at `wal` holds (0 when it is
+/// missing or truncated), at SQLite's default page size.
+pub fn wal_frames(wal: &std::path::Path) -> u64 {
+    const HEADER: u64 = 32;
+    const FRAME: u64 = 24 + 4096;
+    let len = std::fs::metadata(wal).map_or(0, |m| m.len());
+    len.saturating_sub(HEADER).div_ceil(FRAME)
+}
+
 pub fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
