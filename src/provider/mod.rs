@@ -1,4 +1,8 @@
-//! [`PoolProvider`]: what an application passes to OpenMLS.
+//! [`PoolProvider`]: what an application passes to OpenMLS. Its
+//! transactions, which make one OpenMLS operation one commit, are in
+//! [`transactions`].
+
+mod transactions;
 
 use std::path::Path;
 
@@ -33,11 +37,16 @@ impl<T: OpenMlsCrypto + OpenMlsRand> PoolCrypto for T {}
 /// row in the same transaction as its private keys, and loses it in the same
 /// transaction when a Welcome consumes it.
 ///
-/// OpenMLS deletes the KeyPackage while it processes a Welcome, before the
-/// new group is stored. To keep the KeyPackage when joining fails (or when
-/// the application fails to record the group), run the join inside
-/// [`PoolStorage::transaction`]: an `Err` rolls the deletion back with
-/// everything else.
+/// It is `Send` and `Sync` when its crypto provider is (both built-in ones
+/// are): share one in an `Arc` between threads and tasks; see
+/// [`PoolStorage`] for how the threads take turns.
+///
+/// Each storage call OpenMLS makes commits on its own, so one OpenMLS
+/// operation (joining from a Welcome, merging a commit) is a dozen commits
+/// or more, and a crash between two of them loses an invitation or tears a
+/// group. Run each operation inside [`transaction`](Self::transaction), or
+/// [`group_transaction`](Self::group_transaction) for an existing group:
+/// the operation is then one commit, and all of it or none of it is kept.
 ///
 /// ```
 /// use openmls::prelude::*;
