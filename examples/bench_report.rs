@@ -5,6 +5,7 @@
 //! cargo run --release --example bench_report            # a few minutes
 //! cargo run --release --example bench_report -- --quick # smaller sizes, a 100,000-row pool
 //! cargo run --release --example bench_report -- --erasure-only # the erasure policies per message
+//! cargo run --release --example bench_report -- --operations-only # joins, merges, messages: bare and in a transaction
 //! cargo run --release --features sqlcipher --example bench_report -- --encryption-only
 //! # with X-Wing pools on openmls_libcrux_crypto as well:
 //! cargo run --release --features libcrux,draft-ietf-mls-pq-ciphersuites --example bench_report
@@ -32,7 +33,12 @@ use openmls_basic_credential::SignatureKeyPair;
 use openmls_keypackage_pool::{
     codec::MessagePackCodec, KeyPackagePool, KeyPackageStatus, PoolCrypto, PoolProvider,
 };
-use scenarios::{large_pool, messages::Receiver, Env, Scenario};
+use scenarios::{
+    large_pool,
+    messages::Receiver,
+    operations::{self, Mode, Operation},
+    Env, Scenario,
+};
 use wal_writes::{WalBatch, Written};
 
 /// Measures KeyPackage creation and pool queries and prints ratios.
@@ -75,6 +81,15 @@ struct Cli {
     #[cfg(all(feature = "libcrux", feature = "draft-ietf-mls-pq-ciphersuites"))]
     #[arg(long)]
     x_wing_only: bool,
+    /// Only whole OpenMLS operations, bare and in a transaction: time,
+    /// commits and syncs to disk (with `strace`, where installed); a
+    /// backlog in one transaction; threads on one shared provider.
+    #[arg(long)]
+    operations_only: bool,
+    /// Internal: run `OPERATION:MODE:N` after a marker system call and
+    /// before another, for `strace` to count the syncs in between.
+    #[arg(long, hide = true)]
+    child_operation: Option<String>,
     /// Internal: generate this many KeyPackages in a fresh pool and print
     /// the process's peak resident memory in KiB.
     #[arg(long, hide = true)]
@@ -85,6 +100,10 @@ fn main() {
     let mut cli = Cli::parse();
     if let Some(n) = cli.child_generate {
         child_generate(n, cli.suites()[0]);
+        return;
+    }
+    if let Some(spec) = &cli.child_operation {
+        child_operation(spec);
         return;
     }
     if cli.quick {
@@ -103,6 +122,10 @@ fn main() {
     );
     if cli.erasure_only {
         erasure(&env, &cli);
+        return;
+    }
+    if cli.operations_only {
+        operations(&env, &cli);
         return;
     }
     #[cfg(feature = "sqlcipher")]
@@ -803,4 +826,142 @@ fn encryption(env: &Env, cli: &Cli) {
         || generate(env.fresh_path("gen-encrypted"), true),
     );
     println!("\n`generate({n})`, encrypted with a raw key ÷ plain, paired: {ratio}");
+}
+
+/// The marker `strace` sees around a child's timed operations: a system
+/// call nothing else here makes.
+fn mark() {
+    let _ = std::os::unix::process::parent_id();
+}
+
+/// Runs `OPERATION:MODE:N` between two markers.
+fn child_operation(spec: &str) {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (Some(op), Some(mode), Some(n)) = (
+        parts
+            .first()
+            .and_then(|id| Operation::ALL.into_iter().find(|o| o.id() == *id)),
+        parts.get(1).and_then(|id| Mode::from_id(id)),
+        parts.get(2).and_then(|n| n.parse::<usize>().ok()),
+    ) else {
+        eprintln!("bad --child-operation {spec}");
+        std::process::exit(2);
+    };
+    let env = Env::new();
+    operations::measure(&env, op, mode, n, &mark);
+}
+
+/// Syncs to disk (`fsync` and `fdatasync`, every thread) per operation,
+/// counted by `strace` in a child between its markers; `None` without
+/// `strace`.
+fn syncs_per_op(op: Operation, mode: Mode, n: usize) -> Option<f64> {
+    let exe = std::env::current_exe().ok()?;
+    let log = tempfile::NamedTempFile::new().ok()?;
+    let status = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=fsync,fdatasync,getppid", "-o"])
+        .arg(log.path())
+        .arg(exe)
+        .arg("--child-operation")
+        .arg(format!("{}:{}:{n}", op.id(), mode.id()))
+        .stdout(std::process::Stdio::null())
+        .status()
+        .ok()?;
+    if !status.success() {
+        return None;
+    }
+    let text = std::fs::read_to_string(log.path()).ok()?;
+    let mut markers = 0;
+    let mut syncs = 0;
+    for line in text.lines() {
+        if line.contains("getppid(") {
+            markers += 1;
+        } else if markers == 1 && (line.contains("fsync(") || line.contains("fdatasync(")) {
+            syncs += 1;
+        }
+    }
+    (markers >= 2).then(|| syncs as f64 / n as f64)
+}
+
+fn operations(env: &Env, cli: &Cli) {
+    let n = cli.n.min(100);
+    let traced = 10;
+    println!(
+        "\n## One OpenMLS operation: bare calls, or in one transaction ({n} operations each, medians of {} runs; syncs counted by strace over {traced})\n",
+        cli.runs
+    );
+    let append = median(
+        (0..cli.runs)
+            .map(|_| Receiver::AppendAndSync.run(env, n))
+            .collect(),
+    );
+    println!(
+        "one 4 KiB append + `fdatasync`: {:.0} µs\n",
+        per_kp_us(append, n)
+    );
+    println!("| operation | storage | µs per operation | ÷ in memory | commits | syncs |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: |");
+    for op in Operation::ALL {
+        let mut floor = None;
+        for mode in Mode::ALL {
+            let runs: Vec<_> = (0..cli.runs)
+                .map(|_| operations::measure(env, op, mode, n, &|| ()))
+                .collect();
+            let time = median(runs.iter().map(|m| m.elapsed).collect());
+            let floor = *floor.get_or_insert(time);
+            let commits = runs[0].commits as f64 / n as f64;
+            let syncs = match mode {
+                Mode::Floor => "-".to_owned(),
+                _ => syncs_per_op(op, mode, traced).map_or("n/a".to_owned(), |s| format!("{s:.1}")),
+            };
+            let storage = match mode {
+                Mode::Floor => "OpenMLS in memory (floor)",
+                Mode::Bare => "this crate, bare calls",
+                Mode::Wrapped => "this crate, in a transaction",
+            };
+            println!(
+                "| {} | {storage} | {:.0} | {:.2}x | {} | {syncs} |",
+                op.name(),
+                per_kp_us(time, n),
+                time.as_secs_f64() / floor.as_secs_f64(),
+                if mode == Mode::Floor {
+                    "-".to_owned()
+                } else {
+                    format!("{commits:.1}")
+                },
+            );
+        }
+    }
+
+    let backlog = 1000;
+    let pool = median(
+        (0..cli.runs)
+            .map(|_| operations::backlog(env, backlog, true))
+            .collect(),
+    );
+    let memory = median(
+        (0..cli.runs)
+            .map(|_| operations::backlog(env, backlog, false))
+            .collect(),
+    );
+    println!(
+        "\nbacklog of {backlog} messages in one `transaction`, a `group_transaction` each: {:.0} µs per message, in memory {:.0} µs: {:.2}x (goal ≤ 1.3)",
+        per_kp_us(pool, backlog),
+        per_kp_us(memory, backlog),
+        pool.as_secs_f64() / memory.as_secs_f64()
+    );
+
+    let (threads, messages) = (4, n);
+    let mut shared = Vec::new();
+    let mut separate = Vec::new();
+    for _ in 0..cli.runs {
+        shared.push(operations::threads(env, threads, messages, true));
+        separate.push(operations::threads(env, threads, messages, false));
+    }
+    let (shared, separate) = (median(shared), median(separate));
+    println!(
+        "{threads} threads, {messages} messages each in a `group_transaction`: one shared provider {:.0} ms, a provider each {:.0} ms: shared ÷ separate {:.2}x (goal ≤ 1.00)",
+        shared.as_secs_f64() * 1e3,
+        separate.as_secs_f64() * 1e3,
+        shared.as_secs_f64() / separate.as_secs_f64()
+    );
 }

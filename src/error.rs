@@ -332,7 +332,9 @@ pub enum Error {
     /// (for a write transaction or a checkpoint, through this handle or
     /// another on the same file) for longer than the busy timeout; nothing
     /// was written. Like SQLite's "database is busy", it is worth retrying.
-    #[error("another thread kept this database file's write gate for {waited:?}; nothing was written")]
+    #[error(
+        "another thread kept this database file's write gate for {waited:?}; nothing was written"
+    )]
     GateBusy {
         /// How long this call waited (the busy timeout).
         waited: std::time::Duration,

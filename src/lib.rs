@@ -34,11 +34,11 @@
 //! };
 //!
 //! // Build three KeyPackages in one transaction: one commit for the batch.
-//! provider.storage().transaction(|_| {
+//! provider.transaction(|provider| -> Result<(), Box<dyn std::error::Error>> {
 //!     for _ in 0..3 {
-//!         KeyPackage::builder().build(ciphersuite, &provider, &signer, credential.clone())?;
+//!         KeyPackage::builder().build(ciphersuite, provider, &signer, credential.clone())?;
 //!     }
-//!     Ok::<_, Box<dyn std::error::Error>>(())
+//!     Ok(())
 //! })?;
 //!
 //! let storage = provider.storage();
@@ -57,6 +57,26 @@
 //! if a server may still hand it out, a withdrawal is recorded in the same
 //! transaction. Last-resort KeyPackages are never deleted by OpenMLS, and
 //! keep their rows.
+//!
+//! # One OpenMLS operation, one commit
+//!
+//! OpenMLS writes each entity through a storage call of its own, and outside
+//! a transaction each call is a commit: joining from a Welcome is a dozen
+//! commits, the first of which deletes the KeyPackage; merging a commit is
+//! about fifteen. A crash between them loses the invitation or tears the
+//! group. Run each operation in [`PoolProvider::transaction`] (joining,
+//! creating a group, building KeyPackages) or
+//! [`PoolProvider::group_transaction`] (processing and merging a commit,
+//! an own commit, a message): it is then one commit, all of it or none, and
+//! after a rollback the `MlsGroup` in memory is reloaded as the store holds
+//! it. Both examples there compile and run as tests.
+//!
+//! # Threads
+//!
+//! [`PoolProvider`] and [`PoolStorage`] are `Send + Sync`: share one in an
+//! `Arc`. A transaction belongs to the thread that began it; other threads'
+//! calls wait until it ends. [`PoolStorage::close`] finishes pending
+//! erasure and releases the file, reporting what dropping it cannot.
 //!
 //! # Where to go next
 //!

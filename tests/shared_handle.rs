@@ -78,8 +78,11 @@ fn client(bob: &PoolProvider, name: &str) -> Result<Outcome, BoxError> {
             into_protocol_message(bundle.commit())
         } else {
             let text = format!("{name} {i}");
-            let out =
-                alice_group.create_message(&alice.provider, &alice.identity.signer, text.as_bytes())?;
+            let out = alice_group.create_message(
+                &alice.provider,
+                &alice.identity.signer,
+                text.as_bytes(),
+            )?;
             into_protocol_message(&out)
         };
         let mut attempts = 0;
@@ -132,7 +135,11 @@ fn threads_sharing_one_provider_lose_nothing_and_keep_nothing_of_a_failed_transa
         .collect();
     let outcomes: Vec<Outcome> = workers
         .into_iter()
-        .map(|w| w.join().expect("no thread panicked").expect("no error reached a caller"))
+        .map(|w| {
+            w.join()
+                .expect("no thread panicked")
+                .expect("no error reached a caller")
+        })
         .collect();
 
     let kept: usize = outcomes.iter().map(|o| o.kept).sum();
@@ -140,7 +147,7 @@ fn threads_sharing_one_provider_lose_nothing_and_keep_nothing_of_a_failed_transa
     // 2 committed batches of 3 per thread, one of them used by the join.
     assert_eq!(kept, THREADS * (2 * 3 - 1));
     assert_eq!(
-        storage.count_by_status(KeyPackageStatus::Created).unwrap() as usize,
+        storage.count_by_status(KeyPackageStatus::Created).unwrap(),
         kept
     );
     assert_eq!(common::bundle_count(storage) as usize, kept);
@@ -187,5 +194,8 @@ fn a_transaction_belongs_to_its_thread_until_it_ends() {
     assert!(!reader.is_finished(), "the read waited for the transaction");
     go_on.send(()).unwrap();
     assert!(writer.join().unwrap().is_err());
-    assert!(!reader.join().unwrap(), "the rolled-back row was never seen");
+    assert!(
+        !reader.join().unwrap(),
+        "the rolled-back row was never seen"
+    );
 }

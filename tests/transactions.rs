@@ -115,7 +115,11 @@ fn after_a_plain_transaction_rolls_back_a_merge_the_group_in_memory_is_ahead() {
     });
     assert!(failed.is_err());
     assert_eq!(pair.stored_epoch(), before, "the store rolled back");
-    assert_eq!(pair.bob_group.epoch().as_u64(), before + 1, "memory did not");
+    assert_eq!(
+        pair.bob_group.epoch().as_u64(),
+        before + 1,
+        "memory did not"
+    );
     let redelivered = process_and_merge(&mut pair.bob_group, &pair.bob, commit);
     assert!(redelivered.is_err(), "the group ahead refuses the commit");
 }
@@ -125,13 +129,13 @@ fn an_error_after_a_merge_in_a_group_transaction_leaves_the_group_as_stored() {
     let mut pair = Pair::new();
     let commit = pair.alice_commits();
     let before = pair.bob_group.epoch().as_u64();
-    let failed: Result<(), BoxError> = pair
-        .bob
-        .group_transaction(&mut pair.bob_group, |group, bob| {
-            process_and_merge(group, bob, commit.clone())?;
-            assert_eq!(group.epoch().as_u64(), before + 1);
-            Err("the application failed after the merge".into())
-        });
+    let failed: Result<(), BoxError> =
+        pair.bob
+            .group_transaction(&mut pair.bob_group, |group, bob| {
+                process_and_merge(group, bob, commit.clone())?;
+                assert_eq!(group.epoch().as_u64(), before + 1);
+                Err("the application failed after the merge".into())
+            });
     assert_eq!(
         failed.unwrap_err().to_string(),
         "the application failed after the merge"
@@ -160,12 +164,12 @@ fn a_panic_after_a_merge_in_a_group_transaction_leaves_the_group_as_stored() {
     let commit = pair.alice_commits();
     let before = pair.bob_group.epoch().as_u64();
     let panicked = catch_unwind(AssertUnwindSafe(|| {
-        let _: Result<(), BoxError> = pair
-            .bob
-            .group_transaction(&mut pair.bob_group, |group, bob| {
-                process_and_merge(group, bob, commit.clone())?;
-                panic!("the application panicked after the merge");
-            });
+        let _: Result<(), BoxError> =
+            pair.bob
+                .group_transaction(&mut pair.bob_group, |group, bob| {
+                    process_and_merge(group, bob, commit.clone())?;
+                    panic!("the application panicked after the merge");
+                });
     }));
     assert!(panicked.is_err(), "the panic went on");
     assert_eq!(pair.bob_group.epoch().as_u64(), before);
@@ -186,20 +190,18 @@ fn a_panic_after_a_merge_in_a_group_transaction_leaves_the_group_as_stored() {
 fn a_message_rolled_back_decrypts_again() {
     let mut pair = Pair::new();
     let hello = pair.alice_says(b"twice");
-    let failed: Result<Vec<u8>, BoxError> = pair
-        .bob
-        .group_transaction(&mut pair.bob_group, |group, bob| {
-            decrypt(group, bob, hello.clone())?;
-            Err("not recorded".into())
-        });
+    let failed: Result<Vec<u8>, BoxError> =
+        pair.bob
+            .group_transaction(&mut pair.bob_group, |group, bob| {
+                decrypt(group, bob, hello.clone())?;
+                Err("not recorded".into())
+            });
     assert!(failed.is_err());
     // Without the rollback the message's key would be gone: OpenMLS
     // deletes it when it decrypts.
     let text = pair
         .bob
-        .group_transaction(&mut pair.bob_group, |group, bob| {
-            decrypt(group, bob, hello)
-        })
+        .group_transaction(&mut pair.bob_group, |group, bob| decrypt(group, bob, hello))
         .unwrap();
     assert_eq!(text, b"twice");
 }
@@ -311,11 +313,7 @@ fn app_rows(provider: &PoolProvider) -> Vec<Vec<u8>> {
 
 /// Joins from `welcome` and records the conversation in the application's
 /// own table, in one transaction; fails after both when `fail` is set.
-fn join_and_record(
-    bob: &PoolProvider,
-    welcome: Welcome,
-    fail: bool,
-) -> Result<MlsGroup, BoxError> {
+fn join_and_record(bob: &PoolProvider, welcome: Welcome, fail: bool) -> Result<MlsGroup, BoxError> {
     bob.transaction(|bob| {
         let group = join(bob, welcome)?;
         bob.storage().connection().execute(
@@ -428,7 +426,10 @@ fn close_reports_an_erasure_a_reader_keeps_and_the_next_open_finishes_it() {
         .unwrap();
     assert!(matches!(bob.close(), Err(Error::ErasureIncomplete)));
     reader.execute_batch("COMMIT").unwrap();
-    assert!(common::erasure_pending(&reader), "recorded for the next open");
+    assert!(
+        common::erasure_pending(&reader),
+        "recorded for the next open"
+    );
     drop(reader);
 
     let reopened = PoolProvider::open_with_options(&path, &options).unwrap();

@@ -58,7 +58,10 @@ fn checkpoints_never_overlap_writes_and_a_file_has_one_eraser() {
                     .get_metadata_by_status(openmls_keypackage_pool::KeyPackageStatus::Created)
                     .unwrap();
                 if let Some(row) = refs.first() {
-                    second.storage().remove_key_package(&row.keypackage_ref).unwrap();
+                    second
+                        .storage()
+                        .remove_key_package(&row.keypackage_ref)
+                        .unwrap();
                 }
             }
         })

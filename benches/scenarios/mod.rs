@@ -30,6 +30,7 @@ mod plain_sqlite;
 use plain_sqlite::PlainSqliteProvider;
 
 pub mod messages;
+pub mod operations;
 
 pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
 

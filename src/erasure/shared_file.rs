@@ -58,9 +58,11 @@ impl SharedFile {
 }
 
 /// Every file some handle of this process has open, with how many handles.
-static FILES: Mutex<Option<HashMap<FileKey, (usize, Arc<SharedFile>)>>> = Mutex::new(None);
+type Registry = HashMap<FileKey, (usize, Arc<SharedFile>)>;
 
-fn files() -> MutexGuard<'static, Option<HashMap<FileKey, (usize, Arc<SharedFile>)>>> {
+static FILES: Mutex<Option<Registry>> = Mutex::new(None);
+
+fn files() -> MutexGuard<'static, Option<Registry>> {
     FILES.lock().unwrap_or_else(PoisonError::into_inner)
 }
 

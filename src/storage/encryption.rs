@@ -86,15 +86,17 @@ impl<C: PoolCodec> PoolStorage<C> {
         // The eraser's connection is keyed the old way, and leaving WAL
         // mode needs the file to this connection alone.
         held.erasure.stop();
-        let result = self.rekey_in_rollback_mode(&held.conn, &new).and_then(|()| {
-            // SQLCipher reports success even when its rewrite was rolled
-            // back: only a fresh connection under the new key tells.
-            if self.opens_with(&new) {
-                Ok(())
-            } else {
-                Err(Error::RekeyFailed)
-            }
-        });
+        let result = self
+            .rekey_in_rollback_mode(&held.conn, &new)
+            .and_then(|()| {
+                // SQLCipher reports success even when its rewrite was rolled
+                // back: only a fresh connection under the new key tells.
+                if self.opens_with(&new) {
+                    Ok(())
+                } else {
+                    Err(Error::RekeyFailed)
+                }
+            });
         if result.is_ok() {
             *held.keying.borrow_mut() = new;
             // Back to WAL, now that the key has changed. If another
@@ -126,8 +128,7 @@ impl<C: PoolCodec> PoolStorage<C> {
     /// Rewrites every page under `new` in one rollback-journal transaction;
     /// on failure, puts WAL mode back.
     fn rekey_in_rollback_mode(&self, conn: &Connection, new: &Keying) -> Result<()> {
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
+        let mode: String = conn.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
         let in_wal = mode.eq_ignore_ascii_case("wal");
         if in_wal {
             let now: String = conn

@@ -7,7 +7,14 @@ impl<C: PoolCodec> PoolStorage<C> {
     /// Records `signature_public_key` as `username`'s, replacing any earlier
     /// one.
     pub fn save_identity(&self, username: &str, signature_public_key: &[u8]) -> Result<()> {
-        self.write_alone(|| identity::save(&self.connection(), username, signature_public_key, unix_now()?))
+        self.write_alone(|| {
+            identity::save(
+                &self.connection(),
+                username,
+                signature_public_key,
+                unix_now()?,
+            )
+        })
     }
 
     /// The signature public key saved for `username`, if any.

@@ -31,7 +31,12 @@ impl<C: PoolCodec> PoolStorage<C> {
             _ => by_hand,
         };
         self.write_alone(|| {
-            metadata::insert(&self.connection(), &entry, KeyPackageStatus::Created, unix_now()?)
+            metadata::insert(
+                &self.connection(),
+                &entry,
+                KeyPackageStatus::Created,
+                unix_now()?,
+            )
         })
     }
 

@@ -291,7 +291,8 @@ impl<C: PoolCodec> PoolStorage<C> {
         ensure_not_lost(&held)?;
         let _pass = self.enter_gate()?;
         let result = {
-            let _span = crate::write_gate::probe::Span::begin(crate::write_gate::probe::Work::Write);
+            let _span =
+                crate::write_gate::probe::Span::begin(crate::write_gate::probe::Work::Write);
             write()
         };
         if held.scope_depth.get() == 0 && held.conn.is_autocommit() {

@@ -102,10 +102,15 @@ impl<C: PoolCodec> PoolStorage<C> {
     fn insert_entry_row(&self, entry: &PoolEntry, counted: Counted) -> Result<bool> {
         let now = unix_now()?;
         let inserted = match counted {
-            Counted::Here => metadata::insert(&self.connection(), entry, KeyPackageStatus::Created, now),
-            Counted::ByCaller => {
-                metadata::insert_uncounted(&self.connection(), entry, KeyPackageStatus::Created, now)
+            Counted::Here => {
+                metadata::insert(&self.connection(), entry, KeyPackageStatus::Created, now)
             }
+            Counted::ByCaller => metadata::insert_uncounted(
+                &self.connection(),
+                entry,
+                KeyPackageStatus::Created,
+                now,
+            ),
         };
         match inserted {
             Ok(()) => Ok(true),
