@@ -11,20 +11,25 @@
 //! `generate_parallel_2`, `in_memory_two_threads`, and built with
 //! `--features libcrux,draft-ietf-mls-pq-ciphersuites` the X-Wing ones:
 //! `x_wing_in_memory`, `x_wing_generate`, `x_wing_generate_parallel_2`,
-//! `x_wing_in_memory_two_threads`), the second how many KeyPackages to build. The
-//! difference between two counts cancels the fixed set-up cost.
+//! `x_wing_in_memory_two_threads`), or a receiver of messages
+//! (`message_in_memory`, `message_pool_deletions`, `message_pool_default`,
+//! ...: see `benches/scenarios/messages.rs`), the second how many KeyPackages
+//! to build or messages to decrypt. The difference between two counts
+//! cancels the fixed set-up cost; `message_pool_deletions` runs no background
+//! eraser, so its count does not depend on timing.
 
 #[path = "../benches/scenarios/mod.rs"]
 mod scenarios;
 
 use std::{process::ExitCode, time::Duration};
 
-use scenarios::{Env, Scenario};
+use scenarios::{messages::Receiver, Env, Scenario};
 
-/// A scenario of either suite this build knows.
+/// A scenario of either suite this build knows, or a message receiver.
 #[derive(Clone, Copy)]
 enum Any {
     Classical(Scenario),
+    Message(Receiver),
     #[cfg(all(feature = "libcrux", feature = "draft-ietf-mls-pq-ciphersuites"))]
     XWing(scenarios::x_wing::XWingScenario),
 }
@@ -33,6 +38,7 @@ impl Any {
     fn all() -> Vec<Any> {
         #[allow(unused_mut)]
         let mut all: Vec<Any> = Scenario::ALL.into_iter().map(Any::Classical).collect();
+        all.extend(Receiver::ALL.into_iter().map(Any::Message));
         #[cfg(all(feature = "libcrux", feature = "draft-ietf-mls-pq-ciphersuites"))]
         all.extend(
             scenarios::x_wing::XWingScenario::ALL
@@ -45,6 +51,7 @@ impl Any {
     fn id(self) -> &'static str {
         match self {
             Any::Classical(s) => s.id(),
+            Any::Message(r) => r.scenario_id(),
             #[cfg(all(feature = "libcrux", feature = "draft-ietf-mls-pq-ciphersuites"))]
             Any::XWing(s) => s.id(),
         }
@@ -53,6 +60,7 @@ impl Any {
     fn name(self) -> &'static str {
         match self {
             Any::Classical(s) => s.name(),
+            Any::Message(r) => r.name(),
             #[cfg(all(feature = "libcrux", feature = "draft-ietf-mls-pq-ciphersuites"))]
             Any::XWing(s) => s.name(),
         }
@@ -61,6 +69,7 @@ impl Any {
     fn run(self, env: &Env, n: usize) -> Duration {
         match self {
             Any::Classical(s) => s.run(env, n),
+            Any::Message(r) => r.run(env, n),
             #[cfg(all(feature = "libcrux", feature = "draft-ietf-mls-pq-ciphersuites"))]
             Any::XWing(s) => s.run(env, n),
         }
@@ -87,8 +96,13 @@ fn main() -> ExitCode {
     let env = Env::new();
     let took = scenario.run(&env, n);
     println!(
-        "{}: {n} KeyPackages, {:.1} µs each",
+        "{}: {n} {}, {:.1} µs each",
         scenario.name().trim(),
+        if matches!(scenario, Any::Message(_)) {
+            "messages"
+        } else {
+            "KeyPackages"
+        },
         took.as_secs_f64() * 1e6 / n.max(1) as f64
     );
     ExitCode::SUCCESS

@@ -301,6 +301,15 @@ fn a_rolled_back_join_keeps_the_key_package_and_the_welcome_joins_later() {
         .unwrap();
     assert_eq!(group.group_id(), &group_id);
     assert!(bob.storage().key_package_bundle(&kp_ref).unwrap().is_none());
+    // The erasure after the join cleared its record without a sync, and put
+    // the connection's own setting (FULL) back for every later commit.
+    assert!(!common::erasure_pending(&bob.storage().connection()));
+    let synchronous: i64 = bob
+        .storage()
+        .connection()
+        .query_row("PRAGMA synchronous", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(synchronous, 2);
     assert!(MlsGroup::load(bob.storage(), &group_id).unwrap().is_some());
 }
 

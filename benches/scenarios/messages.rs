@@ -67,6 +67,18 @@ impl Receiver {
         }
     }
 
+    /// The id `examples/scenario.rs` knows it by.
+    pub fn scenario_id(self) -> &'static str {
+        match self {
+            Receiver::InMemory => "message_in_memory",
+            Receiver::AppendAndSync => "message_append_fdatasync",
+            Receiver::Sqlite => "message_openmls_sqlite_storage",
+            Receiver::PoolDeletions => "message_pool_deletions",
+            Receiver::PoolDefault => "message_pool_default",
+            Receiver::PoolEveryCommit => "message_pool_every_commit",
+        }
+    }
+
     /// The time to receive `n` messages on fresh storage.
     pub fn run(self, env: &Env, n: usize) -> Duration {
         let pool = |erasure| {

@@ -460,18 +460,12 @@ pub(crate) fn erase(conn: &Connection) -> Result<bool> {
     // own, since losing it to a power cut only makes the next open erase
     // again; the write-ahead log's checksums drop a frame that was cut
     // short, and the next synced commit makes it durable.
-    let _ = without_sync(conn, || clear_if_nothing_committed_since(conn, before));
-    Ok(true)
-}
-
-/// Runs `f` with the connection's `synchronous` setting at `OFF`, then puts
-/// the setting back.
-fn without_sync<T>(conn: &Connection, f: impl FnOnce() -> Result<T>) -> Result<T> {
     let setting: i64 = conn.query_row("PRAGMA synchronous", [], |row| row.get(0))?;
     conn.execute_batch("PRAGMA synchronous = OFF")?;
-    let result = f();
+    let _ = clear_if_nothing_committed_since(conn, before);
+    // Not best effort: every later commit of the connection depends on it.
     conn.execute_batch(&format!("PRAGMA synchronous = {setting}"))?;
-    result
+    Ok(true)
 }
 
 /// Clears the record, in a transaction of its own, unless another

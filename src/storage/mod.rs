@@ -1,8 +1,9 @@
 //! [`PoolStorage`]: OpenMLS's SQLite storage with the KeyPackage pool beside
 //! it, and the write scope that keeps the two in one transaction.
 //!
-//! This file holds the type, its transactions and write scope, and what its
-//! drop does. Each area of its public API has a file of its own: [`open`]
+//! This file holds the type, the lock that gives its connection to one
+//! thread at a time (a transaction keeps it until it ends), its
+//! transactions and write scope, and what its close and drop do. Each area of its public API has a file of its own: [`open`]
 //! (constructors), [`openmls_impl`] (the `StorageProvider` hook),
 //! [`metadata_store`] (the metadata rows by hand), [`key_packages`] (whole
 //! KeyPackages, taking them out of service, and adoption), [`withdrawals`]
