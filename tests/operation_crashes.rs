@@ -541,6 +541,25 @@ impl Peer {
     fn signer(&self) -> &SignatureKeyPair {
         &self.client.identity.signer
     }
+
+    /// Alice, as saved, and Bob's `group` on `bob` agree and go on (see
+    /// [`carries_on`]); the finding is `found` unless they do not.
+    fn talks_with(
+        &self,
+        bob: &PoolProvider,
+        bob_signer: &SignatureKeyPair,
+        group: &mut MlsGroup,
+        found: impl Into<String>,
+    ) -> Finding {
+        let mut alice = self.restore();
+        Finding::unless_failed(
+            found,
+            carries_on(
+                (group, bob, bob_signer),
+                (&mut alice, &self.client.provider, self.signer()),
+            ),
+        )
+    }
 }
 
 /// Bob's side before the operation: his database, closed cleanly, and what
@@ -1203,14 +1222,8 @@ impl JoinSetup {
     }
 
     fn talk(&self, bob: &PoolProvider, group: &mut MlsGroup, found: String) -> Finding {
-        let mut alice = self.alice.restore();
-        Finding::unless_failed(
-            found,
-            carries_on(
-                (group, bob, self.fixture.bob_signer()),
-                (&mut alice, &self.alice.client.provider, self.alice.signer()),
-            ),
-        )
+        self.alice
+            .talks_with(bob, self.fixture.bob_signer(), group, found)
     }
 }
 
@@ -1315,14 +1328,8 @@ impl PeerCommitSetup {
                 "neither the old nor the new epoch",
             );
         };
-        let mut alice = self.alice.restore();
-        Finding::unless_failed(
-            found,
-            carries_on(
-                (&mut group, bob, self.fixture.bob_signer()),
-                (&mut alice, &self.alice.client.provider, self.alice.signer()),
-            ),
-        )
+        self.alice
+            .talks_with(bob, self.fixture.bob_signer(), &mut group, found)
     }
 }
 

@@ -6,71 +6,24 @@ mod common;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use common::{build_key_package, into_protocol_message, join, Identity, PlainClient};
+use common::{build_key_package, conversation::Conversation, join, Identity, PlainClient};
 use openmls::prelude::*;
-use openmls_keypackage_pool::{Error, PoolProvider};
+use openmls_keypackage_pool::{Error, PoolProvider, StorageOptions};
 
 type BoxError = Box<dyn std::error::Error>;
 
 /// Bob, on a database file, in a group Alice (in memory) created.
-struct Pair {
-    _dir: tempfile::TempDir,
-    alice: PlainClient,
-    alice_group: MlsGroup,
-    bob: PoolProvider,
-    bob_group: MlsGroup,
+fn pair() -> Conversation {
+    Conversation::new(&StorageOptions::default())
 }
 
-impl Pair {
-    fn new() -> Self {
-        let (dir, path) = common::temp_db();
-        let bob = PoolProvider::open(&path).unwrap();
-        let bundle = build_key_package(&bob, &Identity::new("bob"), false);
-        let alice = PlainClient::new("alice");
-        let (alice_group, welcome) = alice.create_group_with(bundle.key_package());
-        let bob_group = join(&bob, welcome).unwrap();
-        Self {
-            _dir: dir,
-            alice,
-            alice_group,
-            bob,
-            bob_group,
-        }
-    }
-
-    /// Alice updates her leaf and merges; returns the commit for Bob.
-    fn alice_commits(&mut self) -> ProtocolMessage {
-        let bundle = self
-            .alice_group
-            .self_update(
-                &self.alice.provider,
-                &self.alice.identity.signer,
-                LeafNodeParameters::default(),
-            )
-            .unwrap();
-        self.alice_group
-            .merge_pending_commit(&self.alice.provider)
-            .unwrap();
-        into_protocol_message(bundle.commit())
-    }
-
-    /// Alice sends an application message.
-    fn alice_says(&mut self, text: &[u8]) -> ProtocolMessage {
-        let message = self
-            .alice_group
-            .create_message(&self.alice.provider, &self.alice.identity.signer, text)
-            .unwrap();
-        into_protocol_message(&message)
-    }
-
-    /// The epoch of Bob's group as the store holds it.
-    fn stored_epoch(&self) -> u64 {
-        MlsGroup::load(self.bob.storage(), self.bob_group.group_id())
-            .unwrap()
-            .expect("stored")
-            .epoch()
-            .as_u64()
-    }
+/// The epoch of Bob's group as the store holds it.
+fn stored_epoch(pair: &Conversation) -> u64 {
+    MlsGroup::load(pair.bob.storage(), pair.bob_group.group_id())
+        .unwrap()
+        .expect("stored")
+        .epoch()
+        .as_u64()
 }
 
 /// Processes `message` and merges the commit it carries.
@@ -106,7 +59,7 @@ fn decrypt(
 /// which is then an epoch ahead and refuses the redelivered commit.
 #[test]
 fn after_a_plain_transaction_rolls_back_a_merge_the_group_in_memory_is_ahead() {
-    let mut pair = Pair::new();
+    let mut pair = pair();
     let commit = pair.alice_commits();
     let before = pair.bob_group.epoch().as_u64();
     let failed: Result<(), BoxError> = pair.bob.transaction(|bob| {
@@ -114,7 +67,7 @@ fn after_a_plain_transaction_rolls_back_a_merge_the_group_in_memory_is_ahead() {
         Err("the application failed after the merge".into())
     });
     assert!(failed.is_err());
-    assert_eq!(pair.stored_epoch(), before, "the store rolled back");
+    assert_eq!(stored_epoch(&pair), before, "the store rolled back");
     assert_eq!(
         pair.bob_group.epoch().as_u64(),
         before + 1,
@@ -126,7 +79,7 @@ fn after_a_plain_transaction_rolls_back_a_merge_the_group_in_memory_is_ahead() {
 
 #[test]
 fn an_error_after_a_merge_in_a_group_transaction_leaves_the_group_as_stored() {
-    let mut pair = Pair::new();
+    let mut pair = pair();
     let commit = pair.alice_commits();
     let before = pair.bob_group.epoch().as_u64();
     let failed: Result<(), BoxError> =
@@ -140,17 +93,22 @@ fn an_error_after_a_merge_in_a_group_transaction_leaves_the_group_as_stored() {
         failed.unwrap_err().to_string(),
         "the application failed after the merge"
     );
-    assert_eq!(pair.bob_group.epoch().as_u64(), before);
-    assert_eq!(pair.stored_epoch(), before);
+    goes_on_from_the_old_epoch(&mut pair, commit, before);
+}
 
-    // The redelivered commit merges, and the next message decrypts.
+/// After a rolled-back merge: the group in memory and in the store are at
+/// epoch `before`, the redelivered `commit` merges, and the next message
+/// decrypts.
+fn goes_on_from_the_old_epoch(pair: &mut Conversation, commit: ProtocolMessage, before: u64) {
+    assert_eq!(pair.bob_group.epoch().as_u64(), before);
+    assert_eq!(stored_epoch(pair), before);
     pair.bob
         .group_transaction(&mut pair.bob_group, |group, bob| {
             process_and_merge(group, bob, commit)
         })
         .unwrap();
     assert_eq!(pair.bob_group.epoch().as_u64(), before + 1);
-    assert_eq!(pair.stored_epoch(), before + 1);
+    assert_eq!(stored_epoch(pair), before + 1);
     let hello = pair.alice_says(b"after the redelivery");
     assert_eq!(
         decrypt(&mut pair.bob_group, &pair.bob, hello).unwrap(),
@@ -160,7 +118,7 @@ fn an_error_after_a_merge_in_a_group_transaction_leaves_the_group_as_stored() {
 
 #[test]
 fn a_panic_after_a_merge_in_a_group_transaction_leaves_the_group_as_stored() {
-    let mut pair = Pair::new();
+    let mut pair = pair();
     let commit = pair.alice_commits();
     let before = pair.bob_group.epoch().as_u64();
     let panicked = catch_unwind(AssertUnwindSafe(|| {
@@ -172,23 +130,12 @@ fn a_panic_after_a_merge_in_a_group_transaction_leaves_the_group_as_stored() {
                 });
     }));
     assert!(panicked.is_err(), "the panic went on");
-    assert_eq!(pair.bob_group.epoch().as_u64(), before);
-    assert_eq!(pair.stored_epoch(), before);
-    pair.bob
-        .group_transaction(&mut pair.bob_group, |group, bob| {
-            process_and_merge(group, bob, commit)
-        })
-        .unwrap();
-    let hello = pair.alice_says(b"after the panic");
-    assert_eq!(
-        decrypt(&mut pair.bob_group, &pair.bob, hello).unwrap(),
-        b"after the panic"
-    );
+    goes_on_from_the_old_epoch(&mut pair, commit, before);
 }
 
 #[test]
 fn a_message_rolled_back_decrypts_again() {
-    let mut pair = Pair::new();
+    let mut pair = pair();
     let hello = pair.alice_says(b"twice");
     let failed: Result<Vec<u8>, BoxError> =
         pair.bob
@@ -208,7 +155,7 @@ fn a_message_rolled_back_decrypts_again() {
 
 #[test]
 fn a_failed_message_in_a_backlog_rolls_back_alone() {
-    let mut pair = Pair::new();
+    let mut pair = pair();
     let backlog: Vec<_> = (0..5)
         .map(|i| pair.alice_says(format!("message {i}").as_bytes()))
         .collect();
@@ -245,7 +192,7 @@ fn a_failed_message_in_a_backlog_rolls_back_alone() {
 
 #[test]
 fn a_group_reload_that_finds_no_group_says_so() {
-    let mut pair = Pair::new();
+    let mut pair = pair();
     // The group is deleted from the store behind the transaction's back, so
     // the reload after the rollback finds nothing.
     let group_id = pair.bob_group.group_id().clone();
@@ -414,7 +361,6 @@ fn a_group_created_in_a_transaction_that_fails_leaves_nothing() {
 
 #[test]
 fn close_reports_an_erasure_a_reader_keeps_and_the_next_open_finishes_it() {
-    use openmls_keypackage_pool::StorageOptions;
     let (_dir, path) = common::temp_db();
     let options = StorageOptions {
         busy_timeout: std::time::Duration::from_millis(100),

@@ -239,6 +239,21 @@ impl Alice {
     }
 }
 
+impl Alice {
+    /// `n` application messages in `group`, as they arrive.
+    fn messages(&self, group: &mut MlsGroup, n: usize) -> Vec<ProtocolMessage> {
+        (0..n)
+            .map(|_| {
+                protocol(
+                    &group
+                        .create_message(&self.provider, &self.signer, b"a short message")
+                        .expect("message"),
+                )
+            })
+            .collect()
+    }
+}
+
 fn join_config() -> MlsGroupJoinConfig {
     MlsGroupJoinConfig::builder()
         .use_ratchet_tree_extension(true)
@@ -344,15 +359,7 @@ fn run<R: Runner>(
             }
         }),
         Operation::Message => {
-            let messages: Vec<ProtocolMessage> = (0..n)
-                .map(|_| {
-                    protocol(
-                        &alice_group
-                            .create_message(&alice.provider, &alice.signer, b"a short message")
-                            .expect("message"),
-                    )
-                })
-                .collect();
+            let messages: Vec<ProtocolMessage> = alice.messages(&mut alice_group, n);
             let mut messages = messages.into_iter();
             timed(&mut || {
                 for message in messages.by_ref() {
@@ -384,15 +391,7 @@ pub fn backlog(env: &Env, n: usize, on_pool: bool) -> Duration {
         Some(p) => join(p, welcome),
         None => join(&memory, welcome),
     };
-    let messages: Vec<ProtocolMessage> = (0..n)
-        .map(|_| {
-            protocol(
-                &alice_group
-                    .create_message(&alice.provider, &alice.signer, b"a short message")
-                    .expect("message"),
-            )
-        })
-        .collect();
+    let messages: Vec<ProtocolMessage> = alice.messages(&mut alice_group, n);
     let start = Instant::now();
     match &pool {
         Some(pool) => pool
@@ -444,15 +443,7 @@ pub fn threads(env: &Env, threads: usize, messages: usize, shared: bool) -> Dura
                 .expect("key package");
             let (mut alice_group, welcome) = alice.invite(bundle.key_package());
             let group = join(&*bob, welcome);
-            let sent = (0..messages)
-                .map(|_| {
-                    protocol(
-                        &alice_group
-                            .create_message(&alice.provider, &alice.signer, b"a short message")
-                            .expect("message"),
-                    )
-                })
-                .collect();
+            let sent = alice.messages(&mut alice_group, messages);
             (bob, group, sent)
         })
         .collect();

@@ -17,7 +17,15 @@
 //! (a commit that finds it already set writes nothing), and cleared only
 //! when no commit from any connection has happened since before the
 //! checkpoint that emptied the log (SQLite's `data_version` says so): a
-//! commit in between may have left secrets the checkpoint did not see.
+//! commit in between may have left secrets the checkpoint did not see. The
+//! clearing commit is not synced, and no second checkpoint follows it (the
+//! WAL-reset bug needs two checkpoints back to back with a commit racing
+//! the second): losing it to a power cut only makes the next open erase
+//! again.
+//!
+//! The handles of a process on one file share the file's [`FileLease`]:
+//! one eraser, one schedule of when the next erasure is due, and the
+//! [`WriteGate`] every checkpoint passes.
 
 mod eraser;
 mod shared_file;

@@ -76,9 +76,8 @@ impl Conversation {
         }
     }
 
-    /// Alice updates her leaf; Bob moves to the next epoch, keeping the
-    /// last one's message secrets.
-    pub fn new_epoch(&mut self) {
+    /// Alice updates her leaf and merges; returns her commit, for Bob.
+    pub fn alice_commits(&mut self) -> ProtocolMessage {
         let commit = self
             .alice_group
             .self_update(
@@ -90,10 +89,23 @@ impl Conversation {
         self.alice_group
             .merge_pending_commit(&self.alice.provider)
             .unwrap();
-        let processed = self
-            .bob_group
-            .process_message(&self.bob, into_protocol_message(commit.commit()))
+        into_protocol_message(commit.commit())
+    }
+
+    /// Alice sends an application message, for Bob.
+    pub fn alice_says(&mut self, text: &[u8]) -> ProtocolMessage {
+        let message = self
+            .alice_group
+            .create_message(&self.alice.provider, &self.alice.identity.signer, text)
             .unwrap();
+        into_protocol_message(&message)
+    }
+
+    /// Alice updates her leaf; Bob moves to the next epoch, keeping the
+    /// last one's message secrets.
+    pub fn new_epoch(&mut self) {
+        let commit = self.alice_commits();
+        let processed = self.bob_group.process_message(&self.bob, commit).unwrap();
         match processed.into_content() {
             ProcessedMessageContent::StagedCommitMessage(staged) => self
                 .bob_group
