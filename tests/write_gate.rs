@@ -82,4 +82,26 @@ fn checkpoints_never_overlap_writes_and_a_file_has_one_eraser() {
     assert_eq!(eraser_threads(), 1, "the remaining handle keeps the eraser");
     drop(second);
     assert_eq!(eraser_threads(), 0, "the last handle stops it");
+
+    // Handles opened at the same moment on several threads still share one.
+    let (_dir, path) = common::temp_db();
+    drop(PoolProvider::open(&path).unwrap());
+    let barrier = Arc::new(std::sync::Barrier::new(4));
+    let openers: Vec<_> = (0..4)
+        .map(|_| {
+            let (path, barrier) = (path.clone(), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                barrier.wait();
+                PoolProvider::open(&path).unwrap()
+            })
+        })
+        .collect();
+    let handles: Vec<PoolProvider> = openers.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(
+        eraser_threads(),
+        1,
+        "one eraser for four handles opened at once"
+    );
+    drop(handles);
+    assert_eq!(eraser_threads(), 0);
 }

@@ -189,25 +189,36 @@ impl ErasureSchedule {
             lease: Some(lease),
         };
         if !schedule.eraser_running() {
-            schedule.start(eraser_conn());
+            // Not `start`: another handle's eraser, started meanwhile, is
+            // kept rather than stopped.
+            schedule.install(eraser_conn());
         }
         schedule
     }
 
     /// Starts the file's eraser on `eraser_conn` (none without one), after
     /// [`stop`](Self::stop): when the database's key has changed, say.
+    #[cfg_attr(not(feature = "sqlcipher"), allow(dead_code))]
     pub(crate) fn start(&self, eraser_conn: Option<Connection>) {
         self.stop();
-        let Some(lease) = &self.lease else { return };
-        let eraser = eraser_conn.and_then(|conn| {
-            Eraser::start(
-                conn,
-                Arc::clone(&self.due),
-                Arc::clone(&self.sweep),
-                Arc::clone(&self.gate),
-            )
-        });
-        *lease.file.eraser() = eraser;
+        self.install(eraser_conn);
+    }
+
+    /// Starts an eraser on `eraser_conn` and makes it the file's, unless
+    /// another one runs already.
+    fn install(&self, eraser_conn: Option<Connection>) {
+        let (Some(lease), Some(conn)) = (&self.lease, eraser_conn) else {
+            return;
+        };
+        let eraser = Eraser::start(
+            conn,
+            Arc::clone(&self.due),
+            Arc::clone(&self.sweep),
+            Arc::clone(&self.gate),
+        );
+        if let Some(eraser) = eraser {
+            lease.file.install_eraser(eraser);
+        }
     }
 
     /// Gives up this storage's share of its file: the file's eraser stops
@@ -325,6 +336,7 @@ impl ErasureSchedule {
     /// Stops the file's eraser, waiting for an erasure it is running to
     /// end; what was still to come is left to
     /// [`finish_leftover`](Self::finish_leftover).
+    #[cfg_attr(not(feature = "sqlcipher"), allow(dead_code))]
     pub(crate) fn stop(&self) {
         if let Some(lease) = &self.lease {
             lease.file.stop_eraser();

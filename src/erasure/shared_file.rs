@@ -47,6 +47,22 @@ impl SharedFile {
         self.eraser.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Makes `eraser` the file's eraser unless another one runs already;
+    /// stops whichever of the two is not kept (a handle opened at the same
+    /// moment on another thread may have started one).
+    pub(super) fn install_eraser(&self, eraser: Eraser) {
+        let mut slot = self.eraser();
+        let unused = if slot.as_ref().is_some_and(Eraser::is_running) {
+            Some(eraser)
+        } else {
+            slot.replace(eraser)
+        };
+        drop(slot);
+        if let Some(unused) = unused {
+            unused.stop();
+        }
+    }
+
     /// Stops the file's eraser, waiting for an erasure it is running.
     pub(super) fn stop_eraser(&self) {
         // Taken out first: the eraser is joined with no lock held.
