@@ -69,7 +69,9 @@
 //! [`PoolProvider::group_transaction`] (processing and merging a commit,
 //! an own commit, a message): it is then one commit, all of it or none, and
 //! after a rollback the `MlsGroup` in memory is reloaded as the store holds
-//! it. Both examples there compile and run as tests.
+//! it. The examples there (a join, and a merge rolled back) run as doc
+//! tests; `tests/operation_crashes.rs` stops a process before each commit
+//! of each operation, bare and in a transaction.
 //!
 //! # Threads
 //!

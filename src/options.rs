@@ -98,7 +98,7 @@ pub struct StorageOptions {
     /// counts in the hard cap. When the window ends, its bundle and row are
     /// deleted and its keys erased from the files within the erasure bound,
     /// whether or not the application calls anything (on a database file in
-    /// WAL mode, by the storage's eraser; otherwise at its next commit or
+    /// WAL mode, by the file's eraser; otherwise at its next commit or
     /// open). The window counts whole seconds (a fraction is dropped) from
     /// the next whole second, so it is never shorter than asked and at most
     /// a second longer; that, plus the erasure bound, is how long a consumed

@@ -3,7 +3,10 @@
 //! another connection is in the way.
 
 use std::{
-    sync::Arc,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     thread::JoinHandle,
     time::{Duration, Instant},
 };
@@ -11,7 +14,10 @@ use std::{
 use rusqlite::Connection;
 
 use super::{erase, instant_of, Due, Sweep};
-use crate::write_gate::WriteGate;
+use crate::write_gate::{
+    probe::{Span, Work},
+    WriteGate,
+};
 
 /// How long the eraser waits before trying again after another connection
 /// kept the log from being emptied: doubled at each failure, up to
@@ -29,6 +35,9 @@ const GATE_WAIT: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub(super) struct Eraser {
     due: Arc<Due>,
+    /// Set to end this eraser; its own, since erasers started for one file
+    /// at the same moment wait on the same schedule.
+    stop: Arc<AtomicBool>,
     thread: JoinHandle<()>,
 }
 
@@ -47,22 +56,28 @@ impl Eraser {
         // commits. Retries wait here instead, holding nothing.
         conn.busy_timeout(Duration::ZERO).ok()?;
         let shared = Arc::clone(&due);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name("keypackage-pool-eraser".into())
-            .spawn(move || run(&conn, &shared, &sweep, &gate))
+            .spawn(move || run(&conn, &shared, &stopped, &sweep, &gate))
             .ok()?;
-        Some(Self { due, thread })
+        Some(Self { due, stop, thread })
     }
 
     /// Asks the eraser to end and waits for it: at once when it sleeps,
     /// after the erasure it is running otherwise. The schedule is left as
     /// it was, ready for another eraser.
     pub(super) fn stop(self) {
-        self.due.lock().stopping = true;
+        {
+            // Set under the schedule's lock, so that the eraser cannot miss
+            // the wake-up between its check and its wait.
+            let _state = self.due.lock();
+            self.stop.store(true, Ordering::SeqCst);
+        }
         self.due.changed.notify_all();
         // A panic in the eraser has nothing left to clean up.
         let _ = self.thread.join();
-        self.due.lock().stopping = false;
     }
 
     /// Whether the thread still runs (it ends only when stopped, or if it
@@ -75,11 +90,11 @@ impl Eraser {
 /// The eraser's loop: asleep while nothing is due, and until it is; then,
 /// inside the file's write gate, the sweep and the erasure of what it and
 /// the storages left behind.
-fn run(conn: &Connection, due: &Due, sweep: &Sweep, gate: &WriteGate) {
+fn run(conn: &Connection, due: &Due, stop: &AtomicBool, sweep: &Sweep, gate: &WriteGate) {
     let mut retry = RETRY_FIRST;
     let mut state = due.lock();
     loop {
-        if state.stopping {
+        if stop.load(Ordering::SeqCst) {
             return;
         }
         let now = Instant::now();
@@ -103,7 +118,10 @@ fn run(conn: &Connection, due: &Due, sweep: &Sweep, gate: &WriteGate) {
                 state.at = None;
                 drop(state);
                 let outcome = gate.enter(GATE_WAIT).map(|_pass| {
-                    let swept = sweep(conn);
+                    let swept = {
+                        let _span = Span::begin(Work::Write);
+                        sweep(conn)
+                    };
                     (swept, matches!(erase(conn), Ok(true)))
                 });
                 state = due.lock();

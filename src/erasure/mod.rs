@@ -18,7 +18,8 @@
 //! when no commit from any connection has happened since before the
 //! checkpoint that emptied the log (SQLite's `data_version` says so): a
 //! commit in between may have left secrets the checkpoint did not see. The
-//! clearing commit is not synced, and no second checkpoint follows it (the
+//! clearing commit is not synced (only the header of the log it restarts
+//! is), and no second checkpoint follows it (the
 //! WAL-reset bug needs two checkpoints back to back with a commit racing
 //! the second): losing it to a power cut only makes the next open erase
 //! again.
@@ -52,8 +53,9 @@ pub(crate) use shared_file::FileLease;
 /// When old copies of secrets are erased from the database's files.
 ///
 /// Part of [`StorageOptions`](crate::StorageOptions). On a database file in
-/// WAL mode, a background thread with a connection of its own (the
-/// storage's eraser) runs the erasures that are not due at once, so that a
+/// WAL mode, a background thread with a connection of its own (the file's
+/// eraser, one per file in the process, shared by every handle on it) runs
+/// the erasures that are not due at once, so that a
 /// bound holds by the clock even when the client goes quiet, and the
 /// caller's thread never runs the checkpoint that decrypting a message would
 /// otherwise owe. Deleted key material is erased at the end of the commit
@@ -221,6 +223,12 @@ impl ErasureSchedule {
         }
     }
 
+    /// How many other handles of this process hold the storage's file.
+    #[cfg_attr(not(feature = "sqlcipher"), allow(dead_code))]
+    pub(crate) fn other_handles(&self) -> usize {
+        self.lease.as_ref().map_or(0, FileLease::others)
+    }
+
     /// Gives up this storage's share of its file: the file's eraser stops
     /// if no other handle of the process is left on it.
     pub(crate) fn release_file(&mut self) {
@@ -275,8 +283,11 @@ impl ErasureSchedule {
             }
             Some(Leftover::Deleted) => {}
             Some(Leftover::Overwritten) => {
+                // A bound too far off to express is no bound.
                 if let ErasurePolicy::Overwrites { within } = self.policy {
-                    self.due.at(Instant::now() + within);
+                    if let Some(at) = Instant::now().checked_add(within) {
+                        self.due.at(at);
+                    }
                 }
             }
             None => {}
@@ -289,7 +300,10 @@ impl ErasureSchedule {
             let Some(_pass) = self.gate.try_enter() else {
                 return;
             };
-            let swept = self.without_waiting(conn, || (self.sweep)(conn));
+            let swept = self.without_waiting(conn, || {
+                let _span = Span::begin(Work::Write);
+                (self.sweep)(conn)
+            });
             let erased = self.erase_now(conn);
             // Only work done is cleared: what failed stays due, and the
             // next commit tries again.
@@ -384,8 +398,6 @@ struct Due {
 struct DueState {
     /// When the earliest erasure not yet run is due.
     at: Option<Instant>,
-    /// Set when the storage goes away: the eraser ends.
-    stopping: bool,
 }
 
 impl Due {
@@ -476,16 +488,65 @@ pub(crate) fn erase(conn: &Connection) -> Result<bool> {
     // Best effort: a record left set only costs one more checkpoint later.
     // Clearing writes one page to the log (the record's, which holds no
     // secret) and leaves it there: the next commit's frames follow it, and
-    // the next checkpoint takes it. It is committed without a sync of its
-    // own, since losing it to a power cut only makes the next open erase
-    // again; the write-ahead log's checksums drop a frame that was cut
-    // short, and the next synced commit makes it durable.
-    let setting: i64 = conn.query_row("PRAGMA synchronous", [], |row| row.get(0))?;
-    conn.execute_batch("PRAGMA synchronous = OFF")?;
+    // the next checkpoint takes it. It is committed under
+    // `synchronous=NORMAL`: the commit itself is not synced, since losing it
+    // to a power cut only makes the next open erase again (the log's
+    // checksums drop a frame cut short, and the next synced commit makes it
+    // durable), but the header of the log it starts afresh is. Under `OFF`
+    // that header would not be synced either, and a later synced commit
+    // could reach the disk while the truncation and the new header had not:
+    // recovery would then replay the old log's stale frames (the power-loss
+    // tests show it).
+    let unsynced = Unsynced::set(conn)?;
     let _ = clear_if_nothing_committed_since(conn, before);
-    // Not best effort: every later commit of the connection depends on it.
-    conn.execute_batch(&format!("PRAGMA synchronous = {setting}"))?;
+    // Not best effort: every later commit and checkpoint of the connection
+    // depends on it.
+    unsynced.restore()?;
     Ok(true)
+}
+
+/// The connection's `synchronous` setting at `NORMAL` until restored, or
+/// dropped (after an error or a panic): the setting it had is put back,
+/// after rolling back a transaction a failed statement may have left open
+/// (SQLite refuses to change the setting inside one).
+struct Unsynced<'c> {
+    conn: &'c Connection,
+    setting: i64,
+    restored: bool,
+}
+
+impl<'c> Unsynced<'c> {
+    fn set(conn: &'c Connection) -> Result<Self> {
+        let setting: i64 = conn.query_row("PRAGMA synchronous", [], |row| row.get(0))?;
+        conn.execute_batch("PRAGMA synchronous = NORMAL")?;
+        Ok(Self {
+            conn,
+            setting,
+            restored: false,
+        })
+    }
+
+    fn put_back(&self) -> Result<()> {
+        if !self.conn.is_autocommit() {
+            self.conn.execute_batch("ROLLBACK")?;
+        }
+        self.conn
+            .execute_batch(&format!("PRAGMA synchronous = {}", self.setting))?;
+        Ok(())
+    }
+
+    fn restore(mut self) -> Result<()> {
+        self.restored = true;
+        self.put_back()
+    }
+}
+
+impl Drop for Unsynced<'_> {
+    fn drop(&mut self) {
+        if !self.restored {
+            let _ = self.put_back();
+        }
+    }
 }
 
 /// Clears the record, in a transaction of its own, unless another

@@ -118,6 +118,15 @@ impl FileLease {
     pub(crate) fn gate(&self) -> &Arc<WriteGate> {
         &self.file.gate
     }
+
+    /// How many other handles of this process hold the file.
+    pub(crate) fn others(&self) -> usize {
+        let Some(key) = &self.key else { return 0 };
+        files()
+            .as_ref()
+            .and_then(|map| map.get(key))
+            .map_or(0, |(count, _)| count.saturating_sub(1))
+    }
 }
 
 impl Drop for FileLease {

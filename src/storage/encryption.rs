@@ -68,6 +68,13 @@ impl<C: PoolCodec> PoolStorage<C> {
                 reason: "the storage did not key this database (open it with a key)",
             });
         }
+        // Refused at once rather than after the busy timeout that leaving
+        // WAL mode would wait out.
+        if held.erasure.other_handles() > 0 {
+            return Err(Error::RekeyRefused {
+                reason: "another handle of this process has the database open",
+            });
+        }
         if held.scope_depth.get() > 0 || !held.conn.is_autocommit() {
             return Err(Error::RekeyRefused {
                 reason: "a transaction of this storage is open",

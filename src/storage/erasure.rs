@@ -22,7 +22,7 @@ impl<C: PoolCodec> PoolStorage<C> {
     /// material (a KeyPackage's bundle, or OpenMLS's epoch, encryption,
     /// signature or PSK secrets), and, by default, within 2 seconds of a
     /// commit that overwrote secrets (every message OpenMLS decrypts rewrites
-    /// its message secrets), on the storage's background eraser, whether or
+    /// its message secrets), on the file's background eraser, whether or
     /// not anything else is committed. A pending erasure is recorded in the
     /// database; when a reader is in the way the eraser tries again until it
     /// is done, and the next open of any process finishes one a crash
@@ -34,10 +34,13 @@ impl<C: PoolCodec> PoolStorage<C> {
     /// truncated or deleted blocks is beyond SQLite's reach. In the rollback
     /// journal modes there is no log to empty and it returns `Ok(true)`.
     ///
-    /// Returns `Ok(true)` when the log was emptied, `Ok(false)` when another
-    /// connection (or a statement of this one still being stepped) kept
-    /// part of it, or a transaction of this one is open, so that the
-    /// erasure is incomplete for now.
+    /// Returns `Ok(true)` when the checkpoint emptied the log (clearing the
+    /// pending record afterwards leaves its one page, which holds no
+    /// secret, in the log), `Ok(false)` when another connection (or a
+    /// statement of this one still being stepped) kept part of it, a
+    /// transaction of this one is open, or another thread of the process is
+    /// writing to the file or checkpointing it (the file's eraser among
+    /// them), so that the erasure is incomplete for now.
     ///
     /// ```
     /// use openmls_keypackage_pool::PoolStorage;

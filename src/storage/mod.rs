@@ -99,6 +99,11 @@ pub struct PoolStorage<C: PoolCodec = DefaultCodec> {
 
 /// What one thread at a time may use: the connection, and the state that
 /// follows its transactions.
+///
+/// The fields drop in order: the connection closes before the erasure
+/// schedule gives up the process's share of the file, so nothing of this
+/// storage touches the file once another handle may have made the file's
+/// gate anew.
 struct Held {
     conn: Connection,
     /// How many [`WriteScope`]s are open on `conn`.
@@ -354,16 +359,25 @@ impl<C: PoolCodec> PoolStorage<C> {
         let mut storage = self;
         let held = storage.held.get_mut();
         held.closed = true;
-        // The file's eraser first (when this is the last handle), so that no
-        // checkpoint of its is under way.
-        held.erasure.release_file();
+        // Inside the file's gate, so never alongside the eraser's
+        // checkpoint; the eraser stops only when the share of the file is
+        // given up, after the connection has closed.
         let erased = if held.conn.is_autocommit() {
             held.erasure.finish_before_close(&held.conn)
         } else {
             Ok(false)
         };
-        let conn = std::mem::replace(&mut held.conn, Connection::open_in_memory()?);
-        conn.close().map_err(|(_, e)| Error::from(e))?;
+        // A placeholder takes the connection's place, so that it can be
+        // closed here and its error reported.
+        let closed = Connection::open_in_memory()
+            .map_err(Error::from)
+            .and_then(|placeholder| {
+                std::mem::replace(&mut held.conn, placeholder)
+                    .close()
+                    .map_err(|(_, e)| Error::from(e))
+            });
+        held.erasure.release_file();
+        closed?;
         match erased? {
             true => Ok(()),
             false => Err(Error::ErasureIncomplete),
@@ -387,9 +401,9 @@ impl<C: PoolCodec> Drop for PoolStorage<C> {
         if held.closed {
             return;
         }
-        // The file's eraser first (when this is the last handle), so that no
-        // checkpoint of its is under way.
-        held.erasure.release_file();
+        // The connection then closes, and only after it the share of the
+        // file goes (the fields' order): the file's eraser stops if this
+        // was the process's last handle on it.
         held.erasure.finish_leftover(&held.conn);
     }
 }
