@@ -193,7 +193,10 @@ fn rekeying_is_refused_while_another_connection_is_on_the_file() {
     // the busy timeout.
     match first.rekey(&key(7)) {
         Err(Error::RekeyRefused { reason }) => {
-            assert!(reason.contains("another handle of this process"), "{reason}")
+            assert!(
+                reason.contains("another handle of this process"),
+                "{reason}"
+            )
         }
         other => panic!("expected RekeyRefused, got {other:?}"),
     }

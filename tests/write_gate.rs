@@ -22,6 +22,21 @@ fn eraser_threads() -> usize {
         .count()
 }
 
+/// Asserts that the process settles at `expected` eraser threads: a new
+/// thread names itself once it runs, and a joined one leaves the task list
+/// a moment later, so the count is read until it matches, and again after
+/// a pause, when it must still match.
+fn assert_erasers(expected: usize, why: &str) {
+    let settled =
+        common::traces::eventually(Duration::from_secs(5), || eraser_threads() == expected);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        settled && eraser_threads() == expected,
+        "{why}: {} eraser threads, expected {expected}",
+        eraser_threads()
+    );
+}
+
 #[test]
 fn checkpoints_never_overlap_writes_and_a_file_has_one_eraser() {
     let options = StorageOptions {
@@ -33,9 +48,9 @@ fn checkpoints_never_overlap_writes_and_a_file_has_one_eraser() {
         ..StorageOptions::default()
     };
     let mut chat = Conversation::new(&options);
-    assert_eq!(eraser_threads(), 1);
+    assert_erasers(1, "the first handle starts one");
     let second = Arc::new(PoolProvider::open_with_options(&chat.path, &options).unwrap());
-    assert_eq!(eraser_threads(), 1, "the second handle shares the eraser");
+    assert_erasers(1, "the second handle shares the eraser");
 
     openmls_keypackage_pool::__probe::start();
     let builder = {
@@ -79,9 +94,9 @@ fn checkpoints_never_overlap_writes_and_a_file_has_one_eraser() {
     assert_eq!(counts.overlaps, 0, "{counts:?}");
 
     drop(chat);
-    assert_eq!(eraser_threads(), 1, "the remaining handle keeps the eraser");
+    assert_erasers(1, "the remaining handle keeps the eraser");
     drop(second);
-    assert_eq!(eraser_threads(), 0, "the last handle stops it");
+    assert_erasers(0, "the last handle stops it");
 
     // Handles opened at the same moment on several threads still share one.
     let (_dir, path) = common::temp_db();
@@ -97,11 +112,7 @@ fn checkpoints_never_overlap_writes_and_a_file_has_one_eraser() {
         })
         .collect();
     let handles: Vec<PoolProvider> = openers.into_iter().map(|t| t.join().unwrap()).collect();
-    assert_eq!(
-        eraser_threads(),
-        1,
-        "one eraser for four handles opened at once"
-    );
+    assert_erasers(1, "one eraser for four handles opened at once");
     drop(handles);
-    assert_eq!(eraser_threads(), 0);
+    assert_erasers(0, "the last of the four stops it");
 }

@@ -68,7 +68,10 @@ pub(crate) use write_scope::WriteScope;
 /// So never wait, inside a transaction, for another thread that uses the
 /// same storage, and never hold a transaction (or a
 /// [`connection`](Self::connection) guard) across network I/O or an
-/// `.await`: the guard stays on its thread, and the others wait.
+/// `.await`: the guard stays on its thread, and the others wait. Keep one
+/// handle per file: two threads each holding one of two handles on the
+/// same file (in a transaction, or through a guard) and calling the other
+/// wait for each other for good.
 ///
 /// Within the process, the handles on one file share one background eraser
 /// and one write gate, which keeps every checkpoint off every write
