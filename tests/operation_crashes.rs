@@ -941,6 +941,27 @@ fn sweep(
     Sweep { commits, findings }
 }
 
+/// Sweeps `workload` bare, where some crash point must lose data, and in
+/// its transactions (one per operation named in `operations`), where none
+/// may; prints the summary line and returns the bare sweep for checks of
+/// its own.
+fn bare_then_wrapped(
+    fixture: &Fixture,
+    workload: Workload,
+    check: impl Fn(&PoolProvider, &Path) -> Finding + Copy,
+    (short, long): (&str, &str),
+    operations: &[&str],
+) -> Sweep {
+    let started = Instant::now();
+    let bare = sweep(fixture, workload, Mode::Bare, check);
+    bare.assert_some_crash_loses(short);
+    let wrapped = sweep(fixture, workload, Mode::Wrapped, check);
+    wrapped.assert_all_or_nothing(short, operations);
+    summary(long, &bare, &wrapped);
+    println!("{short}: {:.1?}", started.elapsed());
+    bare
+}
+
 fn summary(workload: &str, bare: &Sweep, wrapped: &Sweep) {
     let side = |sweep: &Sweep| {
         format!(
@@ -1229,12 +1250,15 @@ impl JoinSetup {
 
 #[test]
 fn a_join_loses_its_invitation_to_a_crash_between_bare_calls_and_never_inside_a_transaction() {
-    let started = Instant::now();
     let setup = JoinSetup::new();
     let check = |bob: &PoolProvider, _: &Path| setup.check(bob);
-
-    let bare = sweep(&setup.fixture, Workload::Join, Mode::Bare, check);
-    bare.assert_some_crash_loses("join");
+    let bare = bare_then_wrapped(
+        &setup.fixture,
+        Workload::Join,
+        check,
+        ("join", "join from a Welcome"),
+        &["join"],
+    );
     // The invitation itself is lost: the KeyPackage is gone, no group was
     // stored, and the Welcome cannot be joined again (`check` tried).
     assert!(
@@ -1246,11 +1270,6 @@ fn a_join_loses_its_invitation_to_a_crash_between_bare_calls_and_never_inside_a_
         "no crash point lost the invitation: {:?}",
         bare.findings
     );
-
-    let wrapped = sweep(&setup.fixture, Workload::Join, Mode::Wrapped, check);
-    wrapped.assert_all_or_nothing("join", &["join"]);
-    summary("join from a Welcome", &bare, &wrapped);
-    println!("join: {:.1?}", started.elapsed());
 }
 
 // ---------------------------------------------------------------------------
@@ -1335,17 +1354,15 @@ impl PeerCommitSetup {
 
 #[test]
 fn a_peer_commit_merged_with_bare_calls_can_tear_the_group_and_never_inside_a_group_transaction() {
-    let started = Instant::now();
     let setup = PeerCommitSetup::new();
     let check = |bob: &PoolProvider, _: &Path| setup.check(bob);
-
-    let bare = sweep(&setup.fixture, Workload::PeerCommit, Mode::Bare, check);
-    bare.assert_some_crash_loses("peer commit");
-
-    let wrapped = sweep(&setup.fixture, Workload::PeerCommit, Mode::Wrapped, check);
-    wrapped.assert_all_or_nothing("peer commit", &["process+merge"]);
-    summary("a peer's commit processed and merged", &bare, &wrapped);
-    println!("peer commit: {:.1?}", started.elapsed());
+    bare_then_wrapped(
+        &setup.fixture,
+        Workload::PeerCommit,
+        check,
+        ("peer commit", "a peer's commit processed and merged"),
+        &["process+merge"],
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -1455,17 +1472,15 @@ impl OwnCommitSetup {
 #[test]
 fn an_own_commit_built_and_merged_with_bare_calls_can_tear_the_group_and_never_in_group_transactions(
 ) {
-    let started = Instant::now();
     let setup = OwnCommitSetup::new();
     let check = |bob: &PoolProvider, out: &Path| setup.check(bob, out);
-
-    let bare = sweep(&setup.fixture, Workload::OwnCommit, Mode::Bare, check);
-    bare.assert_some_crash_loses("own commit");
-
-    let wrapped = sweep(&setup.fixture, Workload::OwnCommit, Mode::Wrapped, check);
-    wrapped.assert_all_or_nothing("own commit", &["build", "merge"]);
-    summary("an own commit built, then merged", &bare, &wrapped);
-    println!("own commit: {:.1?}", started.elapsed());
+    bare_then_wrapped(
+        &setup.fixture,
+        Workload::OwnCommit,
+        check,
+        ("own commit", "an own commit built, then merged"),
+        &["build", "merge"],
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -1583,17 +1598,15 @@ impl CreateSetup {
 #[test]
 fn a_group_created_with_bare_calls_can_be_left_partial_and_inside_a_transaction_is_all_or_nothing()
 {
-    let started = Instant::now();
     let setup = CreateSetup {
         fixture: Fixture::new(),
     };
     let check = |bob: &PoolProvider, _: &Path| setup.check(bob);
-
-    let bare = sweep(&setup.fixture, Workload::Create, Mode::Bare, check);
-    bare.assert_some_crash_loses("create");
-
-    let wrapped = sweep(&setup.fixture, Workload::Create, Mode::Wrapped, check);
-    wrapped.assert_all_or_nothing("create", &["create"]);
-    summary("group creation", &bare, &wrapped);
-    println!("create: {:.1?}", started.elapsed());
+    bare_then_wrapped(
+        &setup.fixture,
+        Workload::Create,
+        check,
+        ("create", "group creation"),
+        &["create"],
+    );
 }
