@@ -988,6 +988,22 @@ fn load(provider: &PoolProvider, group_id: &GroupId) -> Result<Option<MlsGroup>,
         .map_err(|e| format!("loading the group fails: {e}"))
 }
 
+/// Bob's group as the reopened database holds it, or the loss found: no
+/// group (with what rows of it are stored), or one that fails to load.
+fn stored_group(bob: &PoolProvider, group_id: &GroupId) -> Result<MlsGroup, Finding> {
+    match load(bob, group_id) {
+        Ok(Some(group)) => Ok(group),
+        Ok(None) => {
+            let rows = group_rows(bob, group_id);
+            Err(Finding::lost(
+                "no group",
+                format!("no group loads (rows stored: {})", rows.join(", ")),
+            ))
+        }
+        Err(e) => Err(Finding::lost("group fails to load", e)),
+    }
+}
+
 /// `group_id` as the storage writes it in its key columns: encoded with
 /// the database's codec.
 fn stored_key(group_id: &GroupId) -> Vec<u8> {
@@ -1319,16 +1335,9 @@ impl PeerCommitSetup {
     /// Bob's group is at the old epoch and the same commit applies again,
     /// or at the new one; then he is in step with Alice.
     fn check(&self, bob: &PoolProvider) -> Finding {
-        let mut group = match load(bob, &self.group_id) {
-            Ok(Some(group)) => group,
-            Ok(None) => {
-                let rows = group_rows(bob, &self.group_id);
-                return Finding::lost(
-                    "no group",
-                    format!("no group loads (rows stored: {})", rows.join(", ")),
-                );
-            }
-            Err(e) => return Finding::lost("group fails to load", e),
+        let mut group = match stored_group(bob, &self.group_id) {
+            Ok(group) => group,
+            Err(finding) => return finding,
         };
         let epoch = group.epoch().as_u64();
         let found = if epoch == self.old_epoch {
@@ -1399,16 +1408,9 @@ impl OwnCommitSetup {
     fn check(&self, bob: &PoolProvider, sent: &Path) -> Finding {
         let signer = self.fixture.bob_signer();
         let sent = std::fs::read(sent).ok();
-        let mut group = match load(bob, &self.group_id) {
-            Ok(Some(group)) => group,
-            Ok(None) => {
-                let rows = group_rows(bob, &self.group_id);
-                return Finding::lost(
-                    "no group",
-                    format!("no group loads (rows stored: {})", rows.join(", ")),
-                );
-            }
-            Err(e) => return Finding::lost("group fails to load", e),
+        let mut group = match stored_group(bob, &self.group_id) {
+            Ok(group) => group,
+            Err(finding) => return finding,
         };
         let mut alice = self.alice.restore();
         let alice_provider = &self.alice.client.provider;
