@@ -260,3 +260,100 @@ fn every_way_a_key_package_enters_the_pool_is_counted_once() {
     let (actual, kept) = counts_both_ways(&storage.connection());
     assert_eq!(actual, kept);
 }
+
+/// Every object `openmls_sqlite_storage` owns in `conn` (all but the pool's
+/// tables and `identities`), and its history without the time of each row.
+fn upstream_schema(
+    conn: &Connection,
+) -> (Vec<(String, String, String)>, Vec<(i64, String, String)>) {
+    let mut objects = conn
+        .prepare(
+            "SELECT type, name, sql FROM sqlite_master
+             WHERE sql IS NOT NULL AND tbl_name NOT LIKE 'keypackage_pool%'
+               AND tbl_name NOT LIKE 'openmls_keypackage_pool%' AND tbl_name != 'identities'
+             ORDER BY name",
+        )
+        .unwrap();
+    let objects = objects
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut history = conn
+        .prepare("SELECT version, name, checksum FROM openmls_sqlite_storage_migrations ORDER BY version")
+        .unwrap();
+    let history = history
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    (objects, history)
+}
+
+/// A new file gets `openmls_sqlite_storage`'s tables in the same commit as
+/// the pool's (copied from a private in-memory run of its migrations): they
+/// must be exactly what its own runner makes, history included, so that the
+/// runner finds nothing to do on the file later.
+#[test]
+fn a_new_file_gets_exactly_the_schema_openmls_sqlite_storage_makes() {
+    use openmls_keypackage_pool::codec::MessagePackCodec;
+    use openmls_sqlite_storage::SqliteStorageProvider;
+
+    let (_dir, path) = common::temp_db();
+    let storage = PoolStorage::open(&path).unwrap();
+    let ours = upstream_schema(&storage.connection());
+    drop(storage);
+
+    let (_dir2, theirs_path) = common::temp_db();
+    let mut theirs = Connection::open(&theirs_path).unwrap();
+    SqliteStorageProvider::<MessagePackCodec, &mut Connection>::new(&mut theirs)
+        .run_migrations()
+        .unwrap();
+    let expected = upstream_schema(&theirs);
+    assert_eq!(
+        expected.1.len(),
+        6,
+        "openmls_sqlite_storage 0.3 has six migrations"
+    );
+    assert!(expected.0.len() >= 8, "{:?}", expected.0);
+    assert_eq!(ours, expected);
+
+    // Its runner, on the file this crate made, applies nothing.
+    let mut conn = Connection::open(&path).unwrap();
+    let before: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM openmls_sqlite_storage_migrations",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    SqliteStorageProvider::<MessagePackCodec, &mut Connection>::new(&mut conn)
+        .run_migrations()
+        .unwrap();
+    assert_eq!(upstream_schema(&conn), expected);
+    assert_eq!(before, 6);
+}
+
+/// A file that already has `openmls_sqlite_storage`'s history (made by that
+/// crate, at an older version: here its last migrations undone by hand)
+/// is brought up to date by its runner, as before.
+#[test]
+fn a_file_with_an_older_openmls_sqlite_storage_schema_is_upgraded() {
+    use openmls_keypackage_pool::codec::MessagePackCodec;
+    use openmls_sqlite_storage::SqliteStorageProvider;
+
+    let (_dir, path) = common::temp_db();
+    let mut conn = Connection::open(&path).unwrap();
+    SqliteStorageProvider::<MessagePackCodec, &mut Connection>::new(&mut conn)
+        .run_migrations()
+        .unwrap();
+    let expected = upstream_schema(&conn);
+    conn.execute_batch(
+        "DROP TABLE registered_vc_emulation_epochs;
+         DELETE FROM openmls_sqlite_storage_migrations WHERE version = 6;",
+    )
+    .unwrap();
+    drop(conn);
+    let storage = PoolStorage::open(&path).unwrap();
+    assert_eq!(upstream_schema(&storage.connection()), expected);
+}

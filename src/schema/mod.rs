@@ -15,6 +15,12 @@
 //! transactions (an exclusive locking mode would need every other
 //! connection closed), so the lock is an advisory file lock on
 //! `<database>-migration-lock`, a file that stays empty beside the database.
+//!
+//! On a new file, `openmls_sqlite_storage`'s tables are made with this
+//! crate's in one transaction ([`upstream`]), so that a power cut during the
+//! first open leaves either an empty file or a complete one.
+
+mod upstream;
 
 use std::{
     fs::{File, TryLockError},
@@ -33,48 +39,49 @@ use crate::{
     options::StorageOptions,
     scope,
 };
+use upstream::UpstreamSchema;
 
 /// This crate's migrations, in order: (version, name, SQL).
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (
         1,
         "pool_metadata",
-        include_str!("../migrations/V1__pool_metadata.sql"),
+        include_str!("../../migrations/V1__pool_metadata.sql"),
     ),
     (
         2,
         "pool_counts",
-        include_str!("../migrations/V2__pool_counts.sql"),
+        include_str!("../../migrations/V2__pool_counts.sql"),
     ),
     (
         3,
         "codec_marker",
-        include_str!("../migrations/V3__codec_marker.sql"),
+        include_str!("../../migrations/V3__codec_marker.sql"),
     ),
     (
         4,
         "erase_pending",
-        include_str!("../migrations/V4__erase_pending.sql"),
+        include_str!("../../migrations/V4__erase_pending.sql"),
     ),
     (
         5,
         "pool_scopes",
-        include_str!("../migrations/V5__pool_scopes.sql"),
+        include_str!("../../migrations/V5__pool_scopes.sql"),
     ),
     (
         6,
         "count_inserts_in_code",
-        include_str!("../migrations/V6__count_inserts_in_code.sql"),
+        include_str!("../../migrations/V6__count_inserts_in_code.sql"),
     ),
     (
         7,
         "withdrawals_and_grace",
-        include_str!("../migrations/V7__withdrawals_and_grace.sql"),
+        include_str!("../../migrations/V7__withdrawals_and_grace.sql"),
     ),
     (
         8,
         "pool_credentials",
-        include_str!("../migrations/V8__pool_credentials.sql"),
+        include_str!("../../migrations/V8__pool_credentials.sql"),
     ),
 ];
 
@@ -112,16 +119,29 @@ pub(crate) fn bring_up_to_date<C: PoolCodec>(
     // WAL needs an exclusive lock that SQLite does not wait for when another
     // connection is switching the same file at that moment.
     options.apply(conn)?;
-    SqliteStorageProvider::<C, &mut Connection>::new(conn)
-        .run_migrations()
-        .map_err(|e| Error::migration("openmls_sqlite_storage", e))?;
-    apply_own::<C>(conn, marker)
+    let upstream = if upstream::is_new(conn)? {
+        Some(UpstreamSchema::build::<C>()?)
+    } else {
+        SqliteStorageProvider::<C, &mut Connection>::new(conn)
+            .run_migrations()
+            .map_err(|e| Error::migration("openmls_sqlite_storage", e))?;
+        None
+    };
+    apply_own::<C>(conn, marker, upstream)
 }
 
-/// Applies this crate's missing migrations and records the codec, in one
+/// Makes `upstream` (`openmls_sqlite_storage`'s schema, on a new file),
+/// applies this crate's missing migrations and records the codec, in one
 /// transaction.
-fn apply_own<C: PoolCodec>(conn: &mut Connection, marker: Marker) -> Result<()> {
+fn apply_own<C: PoolCodec>(
+    conn: &mut Connection,
+    marker: Marker,
+    upstream: Option<UpstreamSchema>,
+) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if let Some(schema) = upstream {
+        schema.install(&tx)?;
+    }
     tx.execute_batch(
         "CREATE TABLE IF NOT EXISTS openmls_keypackage_pool_migrations (
              version INTEGER PRIMARY KEY NOT NULL,
