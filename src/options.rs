@@ -34,7 +34,9 @@ impl JournalMode {
 /// How hard SQLite works to make each commit survive a power cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Synchronous {
-    /// Sync at every commit: a commit that returned survives a power cut.
+    /// Sync at every commit: a commit that returned survives a power cut
+    /// (in [`JournalMode::Delete`], SQLite's `EXTRA`, which syncs the
+    /// directory after the journal's deletion too).
     Full,
     /// In WAL mode, sync only at checkpoints: a commit survives the app
     /// crashing or being killed, but the last ones may be lost on power cut.
@@ -42,10 +44,19 @@ pub enum Synchronous {
 }
 
 impl Synchronous {
-    fn as_sql(self) -> &'static str {
-        match self {
-            Self::Full => "FULL",
-            Self::Normal => "NORMAL",
+    /// The `synchronous` setting that keeps this promise in `journal_mode`.
+    ///
+    /// In rollback-journal mode `DELETE` a commit is the deletion of the
+    /// journal, and it survives a power cut only once the directory is
+    /// synced, which SQLite does only under `EXTRA`: under `FULL` the last
+    /// commit comes back undone (`tests/power_loss.rs`,
+    /// `delete_journal_needs_extra_to_keep_the_last_commit`). WAL and
+    /// `TRUNCATE` sync the file that decides at every commit.
+    pub(crate) fn as_sql_in(self, journal_mode: JournalMode) -> &'static str {
+        match (self, journal_mode) {
+            (Self::Full, JournalMode::Delete) => "EXTRA",
+            (Self::Full, _) => "FULL",
+            (Self::Normal, _) => "NORMAL",
         }
     }
 }
@@ -185,7 +196,11 @@ impl StorageOptions {
             self.journal_mode.as_sql(),
             |row| row.get(0),
         )?;
-        conn.pragma_update(None, "synchronous", self.synchronous.as_sql())?;
+        conn.pragma_update(
+            None,
+            "synchronous",
+            self.synchronous.as_sql_in(self.journal_mode),
+        )?;
         conn.pragma_update(None, "secure_delete", self.secure_delete)?;
         Ok(())
     }

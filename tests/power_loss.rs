@@ -46,7 +46,9 @@ use std::{
 };
 
 use crash_vfs::{Config, CrashAt, Fate, Op, Policy, SplitMix, CRASH_EXIT_CODE};
-use openmls_keypackage_pool::{KeyPackageStatus, PoolProvider, PoolStorage};
+use openmls_keypackage_pool::{
+    JournalMode, KeyPackageStatus, PoolProvider, PoolStorage, StorageOptions,
+};
 
 /// The base seed when `POWER_LOSS_SEED` is not set.
 const DEFAULT_SEED: u64 = 0x009a_110f_2026_1206;
@@ -89,8 +91,13 @@ fn power_loss_child() {
             },
         ),
         "two" => two_connections_child(&path, size),
-        "pool" => pool_child(&path, size),
+        "pool" => pool_child(&path, &var("POWER_LOSS_JOURNAL"), size),
+        #[cfg(feature = "sqlcipher")]
+        "rekey-passphrase" | "rekey-raw" => rekey::child(&path, &workload, size),
         other => panic!("unknown workload {other}"),
+    }
+    if config.at == CrashAt::End {
+        crash_vfs::crash_now();
     }
     let stats = crash_vfs::stats();
     println!(
@@ -236,8 +243,16 @@ fn two_connections_child(path: &Path, commits: u32) {
 /// KeyPackages, each marked uploaded, and every second batch's first one
 /// removed (a deletion: the storage checkpoints and truncates the log at
 /// the end of that commit).
-fn pool_child(path: &Path, batches: u32) {
-    let provider = PoolProvider::open(path).unwrap();
+fn pool_child(path: &Path, journal: &str, batches: u32) {
+    let options = StorageOptions {
+        journal_mode: match journal {
+            "WAL" => JournalMode::Wal,
+            "DELETE" => JournalMode::Delete,
+            other => panic!("journal mode {other}"),
+        },
+        ..StorageOptions::default()
+    };
+    let provider = PoolProvider::open_with_options(path, &options).unwrap();
     let identity = common::Identity::new("power-loss");
     let pool = identity.pool(&provider, common::sized(1, 0, usize::MAX));
     let opened = crash_vfs::stats();
@@ -267,6 +282,11 @@ struct Scenario {
     journal: &'static str,
     sync: &'static str,
     size: u32,
+    /// `rekey` workloads: the n-th rollback journal the rekey opens fails
+    /// to open (0: none).
+    fail_journal: u64,
+    /// `rekey` workloads: the power is cut as soon as `rekey` returns.
+    crash_after_rekey: bool,
 }
 
 /// One crash point: where, and what the crash keeps.
@@ -341,6 +361,11 @@ fn run_child(scenario: &Scenario, db: &Path, point: Point, seed: u64) -> ChildRu
         .env("POWER_LOSS_JOURNAL", scenario.journal)
         .env("POWER_LOSS_SYNC", scenario.sync)
         .env("POWER_LOSS_SIZE", scenario.size.to_string())
+        .env("POWER_LOSS_FAIL_JOURNAL", scenario.fail_journal.to_string())
+        .env(
+            "POWER_LOSS_CRASH_AFTER_REKEY",
+            if scenario.crash_after_rekey { "1" } else { "0" },
+        )
         .env("POWER_LOSS_AT", point.at.to_arg())
         .env("POWER_LOSS_POLICY", point.policy.to_arg())
         .env("POWER_LOSS_CRASH_SEED", seed.to_string())
@@ -389,6 +414,10 @@ fn run_child(scenario: &Scenario, db: &Path, point: Point, seed: u64) -> ChildRu
             "removing",
             "removed",
             "opened",
+            "rekeying",
+            "rekeyed",
+            "mode",
+            "journals",
         ] {
             if let Some(rest) = line.split(&format!("pl-{key} ")).nth(1) {
                 let tokens = rest.split_whitespace().next().unwrap_or("");
@@ -700,6 +729,15 @@ fn inspect_pool(db: &Path, run: &ChildRun) -> Found {
             return found;
         }
     };
+    check_whole(&storage, &mut found);
+    check_pool_rows(&storage, run, &mut found);
+    drop(storage);
+    goes_on(db, &mut found);
+    found
+}
+
+/// `integrity_check` is ok and `verify()` clean.
+fn check_whole(storage: &PoolStorage, found: &mut Found) {
     match storage.verify() {
         Ok(report) if report.is_consistent() => {}
         other => found.damage.push(format!("verify: {other:?}")),
@@ -711,10 +749,6 @@ fn inspect_pool(db: &Path, run: &ChildRun) -> Found {
     if integrity.as_deref().ok() != Some("ok") {
         found.damage.push(format!("integrity_check: {integrity:?}"));
     }
-    check_pool_rows(&storage, run, &mut found);
-    drop(storage);
-    goes_on(db, &mut found);
-    found
 }
 
 /// The client goes on after the crash: the reopened storage builds a
@@ -867,6 +901,8 @@ fn plain(journal: &'static str, sync: &'static str, commits: u32) -> Scenario {
         journal,
         sync,
         size: commits,
+        fail_journal: 0,
+        crash_after_rekey: false,
     }
 }
 
@@ -997,6 +1033,8 @@ fn an_unsynced_commit_after_a_truncating_checkpoint_can_replay_a_stale_log() {
         journal: "WAL",
         sync: "FULL",
         size: 12,
+        fail_journal: 0,
+        crash_after_rekey: false,
     };
     let (syncs, _) = dry_run(scenario, true);
     let at: Vec<CrashAt> = (1..=syncs).map(CrashAt::Sync).collect();
@@ -1096,6 +1134,8 @@ fn two_connections_lose_nothing() {
         journal: "WAL",
         sync: "FULL",
         size: 8,
+        fail_journal: 0,
+        crash_after_rekey: false,
     };
     let (syncs, _) = dry_run(scenario, true);
     // A run without a crash leaves every row.
@@ -1123,6 +1163,8 @@ const POOL: Scenario = Scenario {
     journal: "WAL",
     sync: "FULL",
     size: 4,
+    fail_journal: 0,
+    crash_after_rekey: false,
 };
 
 /// How many syncs and writes the pool workload makes opening the storage,
@@ -1201,6 +1243,34 @@ fn pool_storage_survives_reordered_writes_after_an_erasure() {
     assert_nothing_lost("pool-newest", &outcomes);
 }
 
+/// Found by this suite, and fixed: with `JournalMode::Delete` and the
+/// default `Synchronous::Full`, whose documented promise is that a commit
+/// that returned survives a power cut, the storage ran SQLite's `FULL`,
+/// under which a rollback journal's deletion (the commit) is not synced to
+/// the directory: the last batch came back undone. `Full` now runs `EXTRA`
+/// in that mode. The power is cut when the workload ends, and at every sync
+/// once open.
+#[test]
+fn full_in_rollback_journal_mode_keeps_the_last_commit() {
+    let scenario = Scenario {
+        journal: "DELETE",
+        ..POOL
+    };
+    let opened_syncs: u64 = dry_child(scenario, true).list("opened")[0].parse().unwrap();
+    let (syncs, _) = dry_run(scenario, true);
+    let mut all = points([CrashAt::End], Policy::DurableOnly, true);
+    all.extend(repeated([CrashAt::End], Policy::Random, true, 4));
+    all.extend(points(
+        (opened_syncs + 1..=syncs).step_by(2).map(CrashAt::Sync),
+        Policy::Random,
+        true,
+    ));
+    let outcomes = sweep("pool-delete", scenario, &all, inspect_pool);
+    summarize("PoolStorage, JournalMode::Delete", &outcomes);
+    assert_all_crashed("pool-delete", &outcomes);
+    assert_nothing_lost("pool-delete", &outcomes);
+}
+
 /// Found by this suite, and fixed: the first open of a new file builds
 /// `openmls_sqlite_storage`'s tables through its migration runner
 /// (refinery), which applies each migration in one transaction and records
@@ -1225,4 +1295,240 @@ fn pool_storage_survives_a_crash_during_its_first_open() {
     summarize("PoolStorage, first open", &outcomes);
     assert_all_crashed("first-open", &outcomes);
     assert_nothing_lost("first-open", &outcomes);
+}
+
+/// `rekey` and `rekey_passphrase` (the `sqlcipher` feature).
+#[cfg(feature = "sqlcipher")]
+mod rekey {
+    use super::*;
+    use openmls_keypackage_pool::DatabaseKey;
+
+    const PASSPHRASE: &str = "the passphrase before the keystore";
+    const OLD_RAW: [u8; 32] = [0x0d; 32];
+    const NEW_RAW: [u8; 32] = [0x2e; 32];
+
+    /// The storage under the key the workload starts with.
+    fn open_old(path: &Path, workload: &str) -> openmls_keypackage_pool::Result<PoolStorage> {
+        match workload {
+            "rekey-passphrase" => PoolStorage::open_encrypted(path, PASSPHRASE),
+            _ => PoolStorage::open_with_key(path, &DatabaseKey::from_bytes(OLD_RAW)),
+        }
+    }
+
+    fn open_new(path: &Path) -> openmls_keypackage_pool::Result<PoolStorage> {
+        PoolStorage::open_with_key(path, &DatabaseKey::from_bytes(NEW_RAW))
+    }
+
+    /// Under the old key (a passphrase, or a raw key): `batches` batches of
+    /// two KeyPackages, every second one's first removed; then the rekey to
+    /// a new raw key, reported once it returned; then one more batch under
+    /// the new key. With `POWER_LOSS_FAIL_JOURNAL=n`, the n-th rollback
+    /// journal the rekey opens fails to open.
+    pub(super) fn child(path: &Path, workload: &str, batches: u32) {
+        let provider = PoolProvider::new(open_old(path, workload).unwrap());
+        let identity = common::Identity::new("rekeyed");
+        let pool = identity.pool(&provider, common::sized(1, 0, usize::MAX));
+        let opened = crash_vfs::stats();
+        println!("pl-opened {},{}", opened.syncs, opened.writes);
+        let batch = |n: u32| {
+            let refs = pool.generate(2).unwrap();
+            let hex: Vec<String> = refs.iter().map(|r| common::to_hex(r)).collect();
+            println!("pl-committed {}", hex.join(","));
+            if n % 2 == 1 {
+                println!("pl-removing {}", hex[0]);
+                provider.storage().remove_key_package(&refs[0]).unwrap();
+                println!("pl-removed {}", hex[0]);
+            }
+        };
+        (0..batches).for_each(batch);
+        let fail: u64 = std::env::var("POWER_LOSS_FAIL_JOURNAL")
+            .unwrap()
+            .parse()
+            .unwrap();
+        if fail > 0 {
+            crash_vfs::fail_journal_open(fail);
+        }
+        let before = crash_vfs::stats();
+        println!("pl-rekeying {},{}", before.syncs, before.writes);
+        provider
+            .storage()
+            .rekey(&DatabaseKey::from_bytes(NEW_RAW))
+            .unwrap();
+        let after = crash_vfs::stats();
+        println!("pl-rekeyed new");
+        let mode: String = provider
+            .storage()
+            .connection()
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        println!("pl-mode {mode}");
+        println!("pl-journals {}", after.journal_opens - before.journal_opens);
+        if std::env::var("POWER_LOSS_CRASH_AFTER_REKEY").unwrap() == "1" {
+            crash_vfs::crash_now();
+        }
+        batch(batches);
+    }
+
+    /// Opens with exactly one of the two keys (the new one once the rekey
+    /// was reported), whole, consistent, with what was reported; and the
+    /// client goes on under that key.
+    fn inspect(db: &Path, run: &ChildRun, workload: &str) -> Found {
+        let mut found = Found::default();
+        let old = open_old(db, workload);
+        let old_opens = old.is_ok();
+        drop(old);
+        let new = open_new(db);
+        let storage = match (old_opens, new) {
+            (false, Ok(storage)) => storage,
+            (true, Err(_)) => {
+                if !run.list("rekeyed").is_empty() {
+                    found
+                        .lost
+                        .push("the rekey: reported done, the old key is back".into());
+                }
+                open_old(db, workload).unwrap()
+            }
+            (true, Ok(_)) => {
+                found.damage.push("opens with both keys".into());
+                return found;
+            }
+            (false, Err(e)) => {
+                found.damage.push(format!("opens with neither key: {e}"));
+                return found;
+            }
+        };
+        check_whole(&storage, &mut found);
+        check_pool_rows(&storage, run, &mut found);
+        let result = (|| -> Result<(), Box<dyn std::error::Error>> {
+            let provider = PoolProvider::new(storage);
+            let identity = common::Identity::new("after the crash");
+            let pool = identity.pool(&provider, common::sized(1, 0, usize::MAX));
+            let refs = pool.generate(1)?;
+            provider.storage().remove_key_package(&refs[0])?;
+            provider.close()?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            found.damage.push(format!("the client cannot go on: {e}"));
+        }
+        found
+    }
+
+    fn inspect_passphrase(db: &Path, run: &ChildRun) -> Found {
+        inspect(db, run, "rekey-passphrase")
+    }
+
+    fn inspect_raw(db: &Path, run: &ChildRun) -> Found {
+        inspect(db, run, "rekey-raw")
+    }
+
+    fn scenario(workload: &'static str) -> Scenario {
+        Scenario {
+            workload,
+            journal: "WAL",
+            sync: "FULL",
+            size: 2,
+            fail_journal: 0,
+            crash_after_rekey: false,
+        }
+    }
+
+    /// Found by this suite, and fixed: `rekey` rewrites the database in
+    /// rollback-journal mode, where a commit is the deletion of the
+    /// journal, and under `synchronous=FULL` SQLite does not sync the
+    /// directory after it. The deletion was made durable only by the next
+    /// journal's creation, when the database went back to WAL mode; when
+    /// that switch fails (here: its journal cannot be opened), `rekey`
+    /// still returns `Ok`, and a power cut afterwards brought the journal
+    /// back: the next open rolled the database back to the old key, which
+    /// the application had by then replaced. The power is cut right after
+    /// `rekey` returns, and (with `crash_after_rekey` false) after one more
+    /// batch under the new key.
+    #[test]
+    fn a_rekey_that_returned_stands_even_when_wal_mode_does_not_come_back() {
+        lost_without_wal(true);
+    }
+
+    /// Found with the rekey above, and fixed: left in rollback-journal mode
+    /// under `synchronous=FULL`, every later commit is durable only once
+    /// the next one begins, and a power cut loses the last one (SQLite's
+    /// documented behaviour, shown on plain SQLite by
+    /// `delete_journal_needs_extra_to_keep_the_last_commit`).
+    #[test]
+    fn commits_after_a_rekey_that_left_rollback_mode_are_durable() {
+        lost_without_wal(false);
+    }
+
+    fn lost_without_wal(crash_after_rekey: bool) {
+        for workload in ["rekey-passphrase", "rekey-raw"] {
+            let scenario = scenario(workload);
+            let dry = dry_child(scenario, true);
+            let journals: u64 = dry.list("journals")[0].parse().unwrap();
+            assert!(journals >= 2, "the rekey opened {journals} journals");
+            // The last journal the rekey opens is the switch back to WAL.
+            let scenario = Scenario {
+                fail_journal: journals,
+                crash_after_rekey,
+                ..scenario
+            };
+            let mut all = points([CrashAt::End], Policy::DurableOnly, true);
+            all.extend(repeated([CrashAt::End], Policy::Random, true, 6));
+            let inspect = match workload {
+                "rekey-passphrase" => inspect_passphrase,
+                _ => inspect_raw,
+            };
+            let outcomes = sweep(workload, scenario, &all, inspect);
+            for o in &outcomes {
+                assert_eq!(
+                    o.run.list("mode"),
+                    ["delete"],
+                    "the switch back to WAL did not fail: {}",
+                    o.describe()
+                );
+            }
+            summarize(&format!("{workload}, WAL not restored"), &outcomes);
+            assert_all_crashed(workload, &outcomes);
+            assert_nothing_lost(workload, &outcomes);
+        }
+    }
+
+    /// Every sync from the rekey on (and a sample of its writes), both
+    /// ways: the database opens with exactly one key, the new one once
+    /// `rekey` returned, with nothing reported lost.
+    #[test]
+    fn rekey_survives_power_loss_at_every_sync() {
+        for (workload, inspect) in [
+            (
+                "rekey-passphrase",
+                inspect_passphrase as fn(&Path, &ChildRun) -> Found,
+            ),
+            ("rekey-raw", inspect_raw),
+        ] {
+            let scenario = scenario(workload);
+            let dry = dry_child(scenario, true);
+            let rekeying = dry.list("rekeying");
+            let (from_sync, from_write): (u64, u64) =
+                (rekeying[0].parse().unwrap(), rekeying[1].parse().unwrap());
+            let (syncs, writes) = dry.done.unwrap();
+            let at: Vec<CrashAt> = (from_sync + 1..=syncs).map(CrashAt::Sync).collect();
+            let mut all = points(at.clone(), Policy::Random, true);
+            all.extend(points(at, Policy::DurableOnly, true));
+            all.extend(points(
+                sample_between(from_write + 1, writes, 16)
+                    .into_iter()
+                    .map(CrashAt::Write),
+                Policy::Random,
+                true,
+            ));
+            all.extend(points([CrashAt::End], Policy::DurableOnly, true));
+            let outcomes = sweep(workload, scenario, &all, inspect);
+            summarize(workload, &outcomes);
+            assert_nothing_lost(workload, &outcomes);
+            let rekeyed = outcomes
+                .iter()
+                .filter(|o| !o.run.list("rekeyed").is_empty())
+                .count();
+            assert!(rekeyed >= 2, "only {rekeyed} points after the rekey");
+        }
+    }
 }

@@ -8,6 +8,7 @@ use crate::{
     erasure,
     error::{Error, Result},
     keying::{DatabaseKey, Keying},
+    options::JournalMode,
 };
 
 impl<C: PoolCodec> PoolStorage<C> {
@@ -93,6 +94,12 @@ impl<C: PoolCodec> PoolStorage<C> {
         // The eraser's connection is keyed the old way, and leaving WAL
         // mode needs the file to this connection alone.
         held.erasure.stop();
+        // The rewrite is a rollback-journal commit: the journal's deletion,
+        // durable only once the directory is synced, which SQLite does only
+        // under EXTRA. Without it, the rewrite was made durable only by the
+        // journal of the switch back to WAL; when that switch failed, a
+        // power cut after `rekey` returned brought the old key back.
+        held.conn.pragma_update(None, "synchronous", "EXTRA")?;
         let result = self
             .rekey_in_rollback_mode(&held.conn, &new)
             .and_then(|()| {
@@ -113,6 +120,25 @@ impl<C: PoolCodec> PoolStorage<C> {
                 row.get::<_, String>(0)
             });
         }
+        // Back to the configured level for the journal mode in force: in
+        // WAL mode the options' own; left in rollback mode, each later
+        // commit durable on its own (EXTRA) until the next open.
+        // Best effort: if this fails, the connection stays at EXTRA, which
+        // is the safe side.
+        let in_wal = held
+            .conn
+            .query_row("PRAGMA journal_mode", [], |row| row.get::<_, String>(0))
+            .is_ok_and(|mode| mode.eq_ignore_ascii_case("wal"));
+        let mode = if in_wal {
+            JournalMode::Wal
+        } else {
+            JournalMode::Delete
+        };
+        let _ = held.conn.pragma_update(
+            None,
+            "synchronous",
+            self.options.synchronous.as_sql_in(mode),
+        );
         let keying = held.keying.borrow();
         held.erasure
             .start(eraser_connection(&held.conn, &keying, &self.options));

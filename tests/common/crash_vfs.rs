@@ -118,6 +118,8 @@ pub enum CrashAt {
     /// Right after the n-th `xWrite` of the process (from 1) reached the
     /// file: that write is pending like the others.
     Write(u64),
+    /// When the workload has finished (the child calls [`crash_now`]).
+    End,
 }
 
 impl CrashAt {
@@ -125,6 +127,7 @@ impl CrashAt {
     pub fn parse(text: &str) -> Option<Self> {
         match text.split_once(':') {
             None if text == "never" => Some(Self::Never),
+            None if text == "end" => Some(Self::End),
             Some(("sync", n)) => n.parse().ok().map(Self::Sync),
             Some(("write", n)) => n.parse().ok().map(Self::Write),
             _ => None,
@@ -134,6 +137,7 @@ impl CrashAt {
     pub fn to_arg(self) -> String {
         match self {
             Self::Never => "never".into(),
+            Self::End => "end".into(),
             Self::Sync(n) => format!("sync:{n}"),
             Self::Write(n) => format!("write:{n}"),
         }
@@ -215,6 +219,9 @@ pub struct Stats {
     pub dir_syncs: u64,
     /// Writes and truncates through a handle whose file was unlinked.
     pub unlinked_writes: u64,
+    /// Opens of a rollback journal (`SQLITE_OPEN_MAIN_JOURNAL`), failed
+    /// ones included.
+    pub journal_opens: u64,
 }
 
 // ---------------------------------------------------------------------------
@@ -415,6 +422,9 @@ struct State {
     /// Sorted, so that a seed replays the same choices.
     paths: BTreeMap<PathBuf, PathState>,
     stats: Stats,
+    /// The count of rollback-journal opens ([`Stats::journal_opens`]) at
+    /// which `xOpen` fails ([`fail_journal_open`]).
+    fail_journal_open: Option<u64>,
 }
 
 static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| {
@@ -424,6 +434,7 @@ static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| {
         inodes: HashMap::new(),
         paths: BTreeMap::new(),
         stats: Stats::default(),
+        fail_journal_open: None,
     })
 });
 
@@ -671,6 +682,15 @@ pub fn stats() -> Stats {
     state().stats
 }
 
+/// Makes the `nth` rollback-journal open from now fail with
+/// `SQLITE_CANTOPEN` (a fault, not a crash: the process goes on), as a full
+/// directory or a lost race with another process would: the one way to
+/// make a statement that needs a journal fail at a chosen moment.
+pub fn fail_journal_open(nth: u64) {
+    let mut st = state();
+    st.fail_journal_open = Some(st.stats.journal_opens + nth);
+}
+
 /// Loses power now.
 pub fn crash_now() -> ! {
     let st = state();
@@ -796,6 +816,12 @@ unsafe extern "C" fn x_open(
         && (kind == ffi::SQLITE_OPEN_MAIN_DB || journal_like))
         .then(|| c_path(name));
     let mut st = state();
+    if kind == ffi::SQLITE_OPEN_MAIN_JOURNAL {
+        st.stats.journal_opens += 1;
+        if st.fail_journal_open == Some(st.stats.journal_opens) {
+            return ffi::SQLITE_CANTOPEN;
+        }
+    }
     let existed = path
         .as_deref()
         .is_some_and(|p| fs::symlink_metadata(p).is_ok());
