@@ -261,6 +261,11 @@ fn every_way_a_key_package_enters_the_pool_is_counted_once() {
     assert_eq!(actual, kept);
 }
 
+/// An object of `sqlite_master`: its type, name and SQL.
+type SchemaObject = (String, String, String);
+/// A row of a migration history: version, name, checksum.
+type HistoryRow = (i64, String, String);
+
 /// Every object `openmls_sqlite_storage` owns in `conn` (all but the pool's
 /// tables and `identities`), and its history without the time of each row.
 fn upstream_schema(
