@@ -268,9 +268,7 @@ type HistoryRow = (i64, String, String);
 
 /// Every object `openmls_sqlite_storage` owns in `conn` (all but the pool's
 /// tables and `identities`), and its history without the time of each row.
-fn upstream_schema(
-    conn: &Connection,
-) -> (Vec<(String, String, String)>, Vec<(i64, String, String)>) {
+fn upstream_schema(conn: &Connection) -> (Vec<SchemaObject>, Vec<HistoryRow>) {
     let mut objects = conn
         .prepare(
             "SELECT type, name, sql FROM sqlite_master
