@@ -92,6 +92,7 @@ fn power_loss_child() {
         ),
         "two" => two_connections_child(&path, size),
         "pool" => pool_child(&path, &var("POWER_LOSS_JOURNAL"), size),
+        "client" => client::child(&path),
         #[cfg(feature = "sqlcipher")]
         "rekey-passphrase" | "rekey-raw" => rekey::child(&path, &workload, size),
         other => panic!("unknown workload {other}"),
@@ -418,6 +419,9 @@ fn run_child(scenario: &Scenario, db: &Path, point: Point, seed: u64) -> ChildRu
             "rekeyed",
             "mode",
             "journals",
+            "stage",
+            "group",
+            "secrets",
         ] {
             if let Some(rest) = line.split(&format!("pl-{key} ")).nth(1) {
                 let tokens = rest.split_whitespace().next().unwrap_or("");
@@ -1530,5 +1534,267 @@ mod rekey {
                 .count();
             assert!(rekeyed >= 2, "only {rekeyed} points after the rekey");
         }
+    }
+}
+
+/// A client's life on the storage, one OpenMLS operation per transaction:
+/// KeyPackages built, handed out for upload and marked uploaded; a peer's
+/// Welcome joined with one of them (`transaction`); the peer's commit
+/// merged (`group_transaction`); the rest pruned as expired, with their
+/// withdrawals recorded.
+mod client {
+    use super::*;
+    use openmls::prelude::{
+        GroupId, LeafNodeParameters, MlsGroup, ProcessedMessageContent, ProtocolMessage,
+    };
+    use KeyPackageStatus::{Created, Uploaded};
+
+    /// What the database shows after each stage: (the metadata status of
+    /// the second KeyPackage, how many of the second and third have a
+    /// withdrawal pending, whether the first one's bundle is stored, the
+    /// group's epoch).
+    type Observed = (Option<KeyPackageStatus>, usize, bool, Option<u64>);
+
+    /// Stage by stage, what the database holds once it ends; a state that
+    /// is none of these is damage, and one behind the last stage reported
+    /// lost it.
+    const STAGES: [(&str, Observed); 6] = [
+        ("nothing", (None, 0, false, None)),
+        ("built", (Some(Created), 0, true, None)),
+        ("uploaded", (Some(Uploaded), 0, true, None)),
+        ("joined", (Some(Uploaded), 0, false, Some(1))),
+        ("merged", (Some(Uploaded), 0, false, Some(2))),
+        ("pruned", (None, 2, false, Some(2))),
+    ];
+
+    fn secrets_line(provider: &PoolProvider, kp_ref: &[u8]) -> String {
+        let bundle = provider
+            .storage()
+            .key_package_bundle(kp_ref)
+            .unwrap()
+            .unwrap();
+        let (init, encryption) = common::traces::private_keys(&bundle);
+        format!(
+            "{}={}={}",
+            common::to_hex(kp_ref),
+            common::to_hex(&init),
+            common::to_hex(&encryption)
+        )
+    }
+
+    /// Where the private keys deleted by `stage` are still found: the
+    /// first KeyPackage's init key once joined (its encryption key is the
+    /// member's leaf key now), both keys of the pruned ones.
+    fn deleted_key_traces(
+        db: &Path,
+        run: &ChildRun,
+        refs: &[Vec<u8>],
+        stage: usize,
+    ) -> Vec<String> {
+        let mut traces = Vec::new();
+        for line in run.list("secrets") {
+            let parts: Vec<&str> = line.split('=').collect();
+            let (kp, init, encryption) = (parts[0], parts[1], parts[2]);
+            let first = refs.first().is_some_and(|r| common::to_hex(r) == kp);
+            let deleted: Vec<&str> = match (first, stage) {
+                (true, 3..) => vec![init],
+                (false, 5) => vec![init, encryption],
+                _ => vec![],
+            };
+            for key in deleted {
+                for place in common::traces::traces(db, &common::traces::from_hex(key)) {
+                    traces.push(format!("a deleted key of {kp} in {place}"));
+                }
+            }
+        }
+        traces
+    }
+
+    pub(super) fn child(path: &Path) {
+        let provider = PoolProvider::open(path).unwrap();
+        let identity = common::Identity::new("client");
+        let pool = identity.pool(&provider, common::sized(1, 0, usize::MAX));
+        let opened = crash_vfs::stats();
+        println!("pl-opened {},{}", opened.syncs, opened.writes);
+
+        let refs = pool.generate(3).unwrap();
+        let hex: Vec<String> = refs.iter().map(|r| common::to_hex(r)).collect();
+        println!("pl-committed {}", hex.join(","));
+        println!("pl-stage 1");
+        for r in &refs {
+            println!("pl-secrets {}", secrets_line(&provider, r));
+        }
+        let pending = pool.pending_upload().unwrap();
+        assert_eq!(pending.ready.len(), 3);
+        pool.mark_uploaded(&pending.ready_refs()).unwrap();
+        println!("pl-uploaded {}", hex.join(","));
+        println!("pl-stage 2");
+
+        // The peer invites with the first KeyPackage, as a server hands it.
+        let bundle = provider
+            .storage()
+            .key_package_bundle(&refs[0])
+            .unwrap()
+            .unwrap();
+        let alice = common::PlainClient::new("alice");
+        let (mut alice_group, welcome) = alice.create_group_with(bundle.key_package());
+        println!(
+            "pl-group {}",
+            common::to_hex(alice_group.group_id().as_slice())
+        );
+        println!("pl-removing {}", hex[0]);
+        let mut group = provider
+            .transaction(|p| -> Result<MlsGroup, Box<dyn std::error::Error>> {
+                Ok(common::join(p, welcome)?)
+            })
+            .unwrap();
+        println!("pl-removed {}", hex[0]);
+        println!("pl-stage 3");
+
+        let commit = alice_group
+            .self_update(
+                &alice.provider,
+                &alice.identity.signer,
+                LeafNodeParameters::default(),
+            )
+            .unwrap();
+        alice_group.merge_pending_commit(&alice.provider).unwrap();
+        let commit: ProtocolMessage = common::into_protocol_message(commit.commit());
+        provider
+            .group_transaction(
+                &mut group,
+                |g, p| -> Result<(), Box<dyn std::error::Error>> {
+                    match g.process_message(p, commit)?.into_content() {
+                        ProcessedMessageContent::StagedCommitMessage(staged) => {
+                            g.merge_staged_commit(p, *staged)?;
+                            Ok(())
+                        }
+                        _ => Err("not a commit".into()),
+                    }
+                },
+            )
+            .unwrap();
+        assert_eq!(group.epoch().as_u64(), 2);
+        println!("pl-stage 4");
+
+        println!("pl-removing {},{}", hex[1], hex[2]);
+        let pruned = pool.prune_expired(4_000_000_000).unwrap();
+        assert_eq!(pruned.len(), 2);
+        println!("pl-removed {},{}", hex[1], hex[2]);
+        println!("pl-stage 5");
+    }
+
+    /// The stage the database shows, checked against what was reported;
+    /// the private keys of every deletion reported are in no file, in any
+    /// encoding, as the crash left them, nor those of every deletion the
+    /// database shows once reopened; the client goes on.
+    pub(super) fn inspect(db: &Path, run: &ChildRun) -> Found {
+        let mut found = Found::default();
+        let refs: Vec<Vec<u8>> = run
+            .list("committed")
+            .iter()
+            .map(|h| common::traces::from_hex(h))
+            .collect();
+        let reported: usize = run.list("stage").last().map_or(0, |s| s.parse().unwrap());
+        // The disk as the power cut left it, before any storage opens it:
+        // no deletion reported done has left its keys behind.
+        for trace in deleted_key_traces(db, run, &refs, reported) {
+            found.damage.push(format!("as the crash left it: {trace}"));
+        }
+        let storage = match PoolStorage::open(db) {
+            Ok(storage) => storage,
+            Err(e) => {
+                found.damage.push(format!("PoolStorage::open: {e}"));
+                found.lost.push(format!("stage {reported}"));
+                return found;
+            }
+        };
+        check_whole(&storage, &mut found);
+        let mut shown = None;
+        if refs.len() == 3 {
+            let status = storage
+                .get_metadata(&refs[1])
+                .ok()
+                .flatten()
+                .map(|m| m.status);
+            let withdrawn = storage
+                .pending_withdrawals()
+                .unwrap_or_default()
+                .iter()
+                .filter(|w| refs[1..].contains(&w.keypackage_ref))
+                .count();
+            let first_stored = matches!(storage.key_package_bundle(&refs[0]), Ok(Some(_)));
+            let epoch = run.list("group").first().and_then(|g| {
+                MlsGroup::load(&storage, &GroupId::from_slice(&common::traces::from_hex(g)))
+                    .ok()
+                    .flatten()
+                    .map(|group| group.epoch().as_u64())
+            });
+            let observed: Observed = (status, withdrawn, first_stored, epoch);
+            match STAGES.iter().position(|(_, o)| *o == observed) {
+                Some(stage) => {
+                    if stage < reported {
+                        found.lost.push(format!(
+                            "reported {}, found {}",
+                            STAGES[reported].0, STAGES[stage].0
+                        ));
+                    }
+                    shown = Some(stage);
+                }
+                None => found
+                    .damage
+                    .push(format!("a state no stage leaves: {observed:?}")),
+            }
+        }
+        drop(storage);
+        goes_on(db, &mut found);
+        // Deleted keys, searched again once the storage has opened, erased
+        // and closed twice, for every deletion the database shows.
+        for trace in deleted_key_traces(db, run, &refs, shown.unwrap_or(0)) {
+            found.damage.push(format!("after reopening: {trace}"));
+        }
+        found
+    }
+
+    const CLIENT: Scenario = Scenario {
+        workload: "client",
+        journal: "WAL",
+        sync: "FULL",
+        size: 0,
+        fail_journal: 0,
+        crash_after_rekey: false,
+    };
+
+    /// Every sync once the storage is open (the strictest crash and a
+    /// random one, and reordered writes), and a sample of writes: the stage
+    /// the database shows is one a sequence of whole operations leaves, at
+    /// least the last one reported, and no deleted key is left on disk.
+    #[test]
+    fn a_client_loses_no_operation_and_keeps_no_deleted_key() {
+        let dry = dry_child(CLIENT, true);
+        let opened = dry.list("opened");
+        let (opened_syncs, opened_writes): (u64, u64) =
+            (opened[0].parse().unwrap(), opened[1].parse().unwrap());
+        let (syncs, writes) = dry.done.unwrap();
+        let at: Vec<CrashAt> = (opened_syncs + 1..=syncs).map(CrashAt::Sync).collect();
+        let mut all = points(at.clone(), Policy::Random, true);
+        all.extend(points(at.clone(), Policy::DurableOnly, true));
+        all.extend(points(at, Policy::NewestOnly, true));
+        all.extend(points(
+            sample_between(opened_writes + 1, writes, 24)
+                .into_iter()
+                .map(CrashAt::Write),
+            Policy::Random,
+            true,
+        ));
+        all.extend(points([CrashAt::End], Policy::DurableOnly, true));
+        let outcomes = sweep("client", CLIENT, &all, inspect);
+        summarize("a client's operations", &outcomes);
+        assert_nothing_lost("client", &outcomes);
+        let stages: BTreeSet<String> = outcomes
+            .iter()
+            .filter_map(|o| o.run.list("stage").last().cloned())
+            .collect();
+        assert!(stages.len() >= 5, "crashes reached only stages {stages:?}");
     }
 }
