@@ -296,34 +296,6 @@ fn two_credentials_on_one_key_never_cross() {
     assert!(provider.storage().verify().unwrap().is_consistent());
 }
 
-/// Takes a database of this build back to the schema the release before
-/// credentials wrote (pool migrations V1 to V7): the credential columns
-/// gone, V7's scope index and V5's count table back (without the insert
-/// trigger V6 removed).
-fn downgrade_to_v7(path: &Path) {
-    let conn = rusqlite::Connection::open(path).unwrap();
-    let v5 = include_str!("../migrations/V5__pool_scopes.sql");
-    let v5_counts = &v5[v5.find("-- Keyed by scope first").unwrap()..];
-    conn.execute_batch(&format!(
-        "BEGIN;
-         DROP TRIGGER keypackage_pool_counts_after_delete;
-         DROP TRIGGER keypackage_pool_counts_after_update;
-         DROP TABLE keypackage_pool_counts;
-         DROP INDEX keypackage_pool_metadata_scope_expiry;
-         ALTER TABLE keypackage_pool_metadata DROP COLUMN credential;
-         ALTER TABLE keypackage_pool_withdrawals DROP COLUMN credential;
-         CREATE INDEX keypackage_pool_metadata_scope_expiry
-             ON keypackage_pool_metadata
-                (signature_key, ciphersuite, last_resort, not_after, status,
-                 reservation_expires_at, retired_until);
-         {v5_counts}
-         DROP TRIGGER keypackage_pool_counts_after_insert;
-         DELETE FROM openmls_keypackage_pool_migrations WHERE version >= 8;
-         COMMIT;"
-    ))
-    .unwrap();
-}
-
 #[test]
 fn rows_written_before_credentials_get_theirs_from_their_bundles() {
     let (dir, path) = common::temp_db();
@@ -350,7 +322,7 @@ fn rows_written_before_credentials_get_theirs_from_their_bundles() {
         damaged = second.generate(1).unwrap().remove(0);
         common::corrupt_latest_bundle(provider.storage());
     }
-    downgrade_to_v7(&path);
+    common::downgrade_to_v7(&path);
     {
         let conn = rusqlite::Connection::open(&path).unwrap();
         let columns: Vec<String> = common::column(

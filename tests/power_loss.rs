@@ -93,6 +93,8 @@ fn power_loss_child() {
         "two" => two_connections_child(&path, size),
         "pool" => pool_child(&path, &var("POWER_LOSS_JOURNAL"), size),
         "client" => client::child(&path),
+        "grace" => grace::child(&path),
+        "migration" => migration_child(&path),
         #[cfg(feature = "sqlcipher")]
         "rekey-passphrase" | "rekey-raw" => rekey::child(&path, &workload, size),
         other => panic!("unknown workload {other}"),
@@ -273,6 +275,35 @@ fn pool_child(path: &Path, journal: &str, batches: u32) {
     }
 }
 
+/// A database of the release before credentials (pool schema V7), with
+/// KeyPackages built and some uploaded, made and closed first (every write
+/// synced); then the first open of this build migrates it (V8, and the
+/// credentials filled in from the bundles, in one transaction), and builds
+/// one more batch.
+fn migration_child(path: &Path) {
+    {
+        let provider = PoolProvider::open(path).unwrap();
+        let identity = common::Identity::new("migrated");
+        let pool = identity.pool(&provider, common::sized(1, 0, usize::MAX));
+        let refs = pool.generate(3).unwrap();
+        pool.mark_uploaded(&refs[..2]).unwrap();
+        let hex: Vec<String> = refs.iter().map(|r| common::to_hex(r)).collect();
+        println!("pl-committed {}", hex.join(","));
+        println!("pl-uploaded {},{}", hex[0], hex[1]);
+        provider.close().unwrap();
+    }
+    common::downgrade_to_v7(path);
+    let prepared = crash_vfs::stats();
+    println!("pl-prepared {},{}", prepared.syncs, prepared.writes);
+    let provider = PoolProvider::open(path).unwrap();
+    println!("pl-migrated v8");
+    let identity = common::Identity::new("migrated");
+    let pool = identity.pool(&provider, common::sized(1, 0, usize::MAX));
+    let refs = pool.generate(2).unwrap();
+    let hex: Vec<String> = refs.iter().map(|r| common::to_hex(r)).collect();
+    println!("pl-committed {}", hex.join(","));
+}
+
 // ---------------------------------------------------------------------------
 // The parent side: running children.
 
@@ -422,6 +453,10 @@ fn run_child(scenario: &Scenario, db: &Path, point: Point, seed: u64) -> ChildRu
             "stage",
             "group",
             "secrets",
+            "retired",
+            "purged",
+            "prepared",
+            "migrated",
         ] {
             if let Some(rest) = line.split(&format!("pl-{key} ")).nth(1) {
                 let tokens = rest.split_whitespace().next().unwrap_or("");
@@ -1797,4 +1832,187 @@ mod client {
             .collect();
         assert!(stages.len() >= 5, "crashes reached only stages {stages:?}");
     }
+}
+
+/// A grace window ending: KeyPackages pruned with a one-second window keep
+/// their keys until it ends; then the storage's eraser thread, on its own
+/// connection, deletes them and empties the log (a truncating checkpoint).
+mod grace {
+    use super::*;
+
+    fn options() -> StorageOptions {
+        StorageOptions {
+            spent_key_package_grace: Duration::from_secs(1),
+            ..StorageOptions::default()
+        }
+    }
+
+    pub(super) fn child(path: &Path) {
+        let provider = PoolProvider::open_with_options(path, &options()).unwrap();
+        let identity = common::Identity::new("grace");
+        let pool = identity.pool(&provider, common::sized(1, 0, usize::MAX));
+        let opened = crash_vfs::stats();
+        println!("pl-opened {},{}", opened.syncs, opened.writes);
+        let refs = pool.generate(2).unwrap();
+        let hex: Vec<String> = refs.iter().map(|r| common::to_hex(r)).collect();
+        println!("pl-committed {}", hex.join(","));
+        let mut keys = Vec::new();
+        for r in &refs {
+            let bundle = provider.storage().key_package_bundle(r).unwrap().unwrap();
+            let (init, encryption) = common::traces::private_keys(&bundle);
+            println!(
+                "pl-secrets {}={}={}",
+                common::to_hex(r),
+                common::to_hex(&init),
+                common::to_hex(&encryption)
+            );
+            keys.extend([init, encryption]);
+        }
+        pool.mark_uploaded(&refs).unwrap();
+        println!("pl-uploaded {}", hex.join(","));
+        assert_eq!(pool.prune_expired(4_000_000_000).unwrap().len(), 2);
+        println!("pl-retired {}", hex.join(","));
+        // The eraser's work: the bundles deleted, and their keys gone from
+        // every file.
+        let purged = common::traces::eventually(Duration::from_secs(20), || {
+            refs.iter()
+                .all(|r| matches!(provider.storage().key_package_bundle(r), Ok(None)))
+                && common::traces::traces_of_all(path, &keys).is_empty()
+        });
+        assert!(purged, "the eraser did not purge the ended window");
+        println!("pl-purged {}", hex.join(","));
+    }
+
+    /// The window's KeyPackages are withdrawn once retired; their bundles
+    /// are gone once purged, and their keys in no file as the crash left
+    /// it; the client goes on.
+    fn inspect(db: &Path, run: &ChildRun) -> Found {
+        let mut found = Found::default();
+        let purged = !run.list("purged").is_empty();
+        if purged {
+            for line in run.list("secrets") {
+                let parts: Vec<&str> = line.split('=').collect();
+                for key in &parts[1..] {
+                    for place in common::traces::traces(db, &common::traces::from_hex(key)) {
+                        found
+                            .damage
+                            .push(format!("a purged key of {} in {place}", parts[0]));
+                    }
+                }
+            }
+        }
+        let storage = match PoolStorage::open_with_options(db, &options()) {
+            Ok(storage) => storage,
+            Err(e) => {
+                found.damage.push(format!("PoolStorage::open: {e}"));
+                found.lost = run.list("committed");
+                return found;
+            }
+        };
+        check_whole(&storage, &mut found);
+        let withdrawn: BTreeSet<Vec<u8>> = storage
+            .pending_withdrawals()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|w| w.keypackage_ref)
+            .collect();
+        for hex in run.list("committed") {
+            let kp_ref = common::traces::from_hex(&hex);
+            let bundle = storage.key_package_bundle(&kp_ref);
+            let retired = run.list("retired").contains(&hex);
+            if retired && !withdrawn.contains(&kp_ref) {
+                found.lost.push(format!("{hex}: its withdrawal"));
+            }
+            match bundle {
+                Ok(Some(_)) if purged => found.lost.push(format!("{hex}: purged, back")),
+                Ok(None) if !retired => found.lost.push(hex),
+                Err(e) => found.damage.push(format!("{hex}: {e}")),
+                _ => {}
+            }
+        }
+        drop(storage);
+        goes_on(db, &mut found);
+        found
+    }
+
+    const GRACE: Scenario = Scenario {
+        workload: "grace",
+        journal: "WAL",
+        sync: "FULL",
+        size: 0,
+        fail_journal: 0,
+        crash_after_rekey: false,
+    };
+
+    /// Every sync once open (their order depends on when the eraser
+    /// wakes, so a point is a count), the strictest crash and a random one:
+    /// no withdrawal lost, no purged KeyPackage back, no purged key on disk.
+    #[test]
+    fn a_grace_window_purged_by_the_eraser_stays_purged() {
+        let dry = dry_child(GRACE, true);
+        let opened_syncs: u64 = dry.list("opened")[0].parse().unwrap();
+        let (syncs, _) = dry.done.unwrap();
+        let at: Vec<CrashAt> = (opened_syncs + 1..=syncs).map(CrashAt::Sync).collect();
+        let mut all = points(at.clone(), Policy::Random, true);
+        all.extend(points(at, Policy::DurableOnly, true));
+        all.extend(points([CrashAt::End], Policy::Random, true));
+        let outcomes = sweep("grace", GRACE, &all, inspect);
+        summarize("a grace window and the eraser's purge", &outcomes);
+        assert_nothing_lost("grace", &outcomes);
+        let purged = outcomes
+            .iter()
+            .filter(|o| !o.run.list("purged").is_empty())
+            .count();
+        assert!(purged >= 1, "no crash point came after the purge");
+    }
+}
+
+/// Every sync and a sample of writes of the migration of a V7 database
+/// and the batch after it: the database opens whole, every KeyPackage
+/// there, with its credential once migrated.
+#[test]
+fn migrating_an_older_schema_survives_power_loss() {
+    let scenario = Scenario {
+        workload: "migration",
+        ..POOL
+    };
+    let dry = dry_child(scenario, true);
+    let prepared = dry.list("prepared");
+    let (from_sync, from_write): (u64, u64) =
+        (prepared[0].parse().unwrap(), prepared[1].parse().unwrap());
+    let (syncs, writes) = dry.done.unwrap();
+    let at: Vec<CrashAt> = (from_sync + 1..=syncs).map(CrashAt::Sync).collect();
+    let mut all = points(at.clone(), Policy::Random, true);
+    all.extend(points(at, Policy::DurableOnly, true));
+    all.extend(points(
+        sample_between(from_write + 1, writes, 16)
+            .into_iter()
+            .map(CrashAt::Write),
+        Policy::Random,
+        true,
+    ));
+    let outcomes = sweep("migration", scenario, &all, |db, run| {
+        let mut found = inspect_pool(db, run);
+        // Migrated: every row has the credential of its bundle.
+        if let Ok(storage) = PoolStorage::open(db) {
+            let missing: i64 = storage
+                .connection()
+                .query_row(
+                    "SELECT COUNT(*) FROM keypackage_pool_metadata WHERE credential IS NULL",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap_or(-1);
+            if missing != 0 {
+                found
+                    .damage
+                    .push(format!("{missing} rows without a credential"));
+            }
+        }
+        found
+    });
+    summarize("migration from pool schema V7", &outcomes);
+    assert_all_crashed("migration", &outcomes);
+    assert_nothing_lost("migration", &outcomes);
+    assert!(outcomes.iter().any(|o| !o.run.list("migrated").is_empty()));
 }

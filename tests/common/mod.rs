@@ -345,3 +345,31 @@ pub fn assign_scope<C: PoolCodec>(
         .expect("assign a scope");
     assert_eq!(changed, 1);
 }
+
+/// Takes a database of this build back to the schema the release before
+/// credentials wrote (pool migrations V1 to V7): the credential columns
+/// gone, V7's scope index and V5's count table back (without the insert
+/// trigger V6 removed).
+pub fn downgrade_to_v7(path: &std::path::Path) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let v5 = include_str!("../../migrations/V5__pool_scopes.sql");
+    let v5_counts = &v5[v5.find("-- Keyed by scope first").unwrap()..];
+    conn.execute_batch(&format!(
+        "BEGIN;
+         DROP TRIGGER keypackage_pool_counts_after_delete;
+         DROP TRIGGER keypackage_pool_counts_after_update;
+         DROP TABLE keypackage_pool_counts;
+         DROP INDEX keypackage_pool_metadata_scope_expiry;
+         ALTER TABLE keypackage_pool_metadata DROP COLUMN credential;
+         ALTER TABLE keypackage_pool_withdrawals DROP COLUMN credential;
+         CREATE INDEX keypackage_pool_metadata_scope_expiry
+             ON keypackage_pool_metadata
+                (signature_key, ciphersuite, last_resort, not_after, status,
+                 reservation_expires_at, retired_until);
+         {v5_counts}
+         DROP TRIGGER keypackage_pool_counts_after_insert;
+         DELETE FROM openmls_keypackage_pool_migrations WHERE version >= 8;
+         COMMIT;"
+    ))
+    .unwrap();
+}
