@@ -95,6 +95,7 @@ fn power_loss_child() {
         "client" => client::child(&path),
         "grace" => grace::child(&path),
         "migration" => migration_child(&path),
+        "upstream-upgrade" => upstream_upgrade_child(&path),
         #[cfg(feature = "sqlcipher")]
         "rekey-passphrase" | "rekey-raw" => rekey::child(&path, &workload, size),
         other => panic!("unknown workload {other}"),
@@ -298,6 +299,41 @@ fn migration_child(path: &Path) {
     let provider = PoolProvider::open(path).unwrap();
     println!("pl-migrated v8");
     let identity = common::Identity::new("migrated");
+    let pool = identity.pool(&provider, common::sized(1, 0, usize::MAX));
+    let refs = pool.generate(2).unwrap();
+    let hex: Vec<String> = refs.iter().map(|r| common::to_hex(r)).collect();
+    println!("pl-committed {}", hex.join(","));
+}
+
+/// A database `openmls_sqlite_storage` made at its schema version 3 (its
+/// migrations 4 to 6 undone), with a KeyPackage of its own; then the first
+/// open of this crate's storage, whose runner applies the three missing
+/// migrations (one transaction each, and one more to record each), adopts
+/// nothing, and builds a batch.
+fn upstream_upgrade_child(path: &Path) {
+    use openmls_keypackage_pool::codec::MessagePackCodec;
+    use openmls_sqlite_storage::SqliteStorageProvider;
+    {
+        let mut conn = rusqlite::Connection::open(path).unwrap();
+        conn.execute_batch("PRAGMA journal_mode = WAL").unwrap();
+        SqliteStorageProvider::<MessagePackCodec, &mut rusqlite::Connection>::new(&mut conn)
+            .run_migrations()
+            .unwrap();
+        conn.execute_batch(
+            "DROP TABLE vc_emulation_bindings;
+             DROP TABLE vc_operation_trees;
+             DROP TABLE vc_retained_key_package_material;
+             DROP TABLE registered_vc_emulation_epochs;
+             DELETE FROM openmls_sqlite_storage_migrations WHERE version > 3;
+             PRAGMA wal_checkpoint(TRUNCATE);",
+        )
+        .unwrap();
+    }
+    let prepared = crash_vfs::stats();
+    println!("pl-prepared {},{}", prepared.syncs, prepared.writes);
+    let provider = PoolProvider::open(path).unwrap();
+    println!("pl-migrated upstream");
+    let identity = common::Identity::new("upgraded");
     let pool = identity.pool(&provider, common::sized(1, 0, usize::MAX));
     let refs = pool.generate(2).unwrap();
     let hex: Vec<String> = refs.iter().map(|r| common::to_hex(r)).collect();
@@ -2015,4 +2051,37 @@ fn migrating_an_older_schema_survives_power_loss() {
     assert_all_crashed("migration", &outcomes);
     assert_nothing_lost("migration", &outcomes);
     assert!(outcomes.iter().any(|o| !o.run.list("migrated").is_empty()));
+}
+
+/// Found by this suite, and fixed: a database `openmls_sqlite_storage`
+/// left at an older schema (here its version 3) is upgraded by that
+/// crate's runner, one transaction to apply a migration and the next to
+/// record it; a power cut between the two left a file that never opened
+/// again. Every sync of that first open and a sample of its writes: the
+/// file opens, whole.
+#[test]
+fn an_openmls_sqlite_storage_upgrade_cut_short_still_opens() {
+    let scenario = Scenario {
+        workload: "upstream-upgrade",
+        ..POOL
+    };
+    let dry = dry_child(scenario, true);
+    let prepared = dry.list("prepared");
+    let (from_sync, from_write): (u64, u64) =
+        (prepared[0].parse().unwrap(), prepared[1].parse().unwrap());
+    let (syncs, writes) = dry.done.unwrap();
+    let at: Vec<CrashAt> = (from_sync + 1..=syncs).map(CrashAt::Sync).collect();
+    let mut all = points(at.clone(), Policy::Random, true);
+    all.extend(points(at, Policy::DurableOnly, true));
+    all.extend(points(
+        sample_between(from_write + 1, writes, 24)
+            .into_iter()
+            .map(CrashAt::Write),
+        Policy::Random,
+        true,
+    ));
+    let outcomes = sweep("upstream-upgrade", scenario, &all, inspect_pool);
+    summarize("openmls_sqlite_storage schema 3 upgraded", &outcomes);
+    assert_all_crashed("upstream-upgrade", &outcomes);
+    assert_nothing_lost("upstream-upgrade", &outcomes);
 }

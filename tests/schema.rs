@@ -360,3 +360,60 @@ fn a_file_with_an_older_openmls_sqlite_storage_schema_is_upgraded() {
     let storage = PoolStorage::open(&path).unwrap();
     assert_eq!(upstream_schema(&storage.connection()), expected);
 }
+
+/// A file `openmls_sqlite_storage`'s runner made, with its history cut
+/// back to version 5 by `edit`.
+fn upstream_file_cut_to_v5(edit: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    use openmls_keypackage_pool::codec::MessagePackCodec;
+    use openmls_sqlite_storage::SqliteStorageProvider;
+
+    let (dir, path) = common::temp_db();
+    let mut conn = Connection::open(&path).unwrap();
+    SqliteStorageProvider::<MessagePackCodec, &mut Connection>::new(&mut conn)
+        .run_migrations()
+        .unwrap();
+    conn.execute_batch(&format!(
+        "DELETE FROM openmls_sqlite_storage_migrations WHERE version = 6; {edit}"
+    ))
+    .unwrap();
+    (dir, path)
+}
+
+/// What a power cut between the runner's two transactions leaves (the
+/// last migration applied, not recorded) is finished at the next open: the
+/// migration is recorded as the runner records it, and nothing is applied
+/// twice.
+#[test]
+fn a_migration_applied_and_not_recorded_is_recorded_at_the_next_open() {
+    let (_dir, path) = upstream_file_cut_to_v5("");
+    let expected = {
+        let (_dir, fresh) = common::temp_db();
+        let storage = PoolStorage::open(&fresh).unwrap();
+        let conn = storage.connection();
+        upstream_schema(&conn)
+    };
+    let storage = PoolStorage::open(&path).unwrap();
+    assert_eq!(upstream_schema(&storage.connection()), expected);
+}
+
+/// A table in the way of the next migration that is not what the
+/// migration makes (here: the application's own, under the same name) is
+/// not taken for the migration: the open fails with the runner's error,
+/// and the history is left as it was.
+#[test]
+fn a_table_that_is_not_the_migrations_is_not_recorded_as_it() {
+    let (_dir, path) = upstream_file_cut_to_v5(
+        "DROP TABLE registered_vc_emulation_epochs;
+         CREATE TABLE registered_vc_emulation_epochs (mine BLOB);",
+    );
+    match PoolStorage::open(&path) {
+        Err(Error::Migration { step, .. }) => assert_eq!(step, "openmls_sqlite_storage"),
+        other => panic!("expected the runner's error, got {other:?}"),
+    }
+    let conn = Connection::open(&path).unwrap();
+    let versions: Vec<i64> = common::column(
+        &conn,
+        "SELECT version FROM openmls_sqlite_storage_migrations ORDER BY version",
+    );
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
+}

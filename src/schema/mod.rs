@@ -122,9 +122,7 @@ pub(crate) fn bring_up_to_date<C: PoolCodec>(
     let upstream = if upstream::is_new(conn)? {
         Some(UpstreamSchema::build::<C>()?)
     } else {
-        SqliteStorageProvider::<C, &mut Connection>::new(conn)
-            .run_migrations()
-            .map_err(|e| Error::migration("openmls_sqlite_storage", e))?;
+        upstream::upgrade::<C>(conn)?;
         None
     };
     apply_own::<C>(conn, marker, upstream)
