@@ -571,9 +571,8 @@ fn sweep(
     let only = std::env::var("POWER_LOSS_ONLY")
         .ok()
         .and_then(|t| CrashAt::parse(&t));
-    let points: Vec<Point> = points
-        .iter()
-        .copied()
+    let points: Vec<Point> = lengthened(points)
+        .into_iter()
         .filter(|p| only.is_none_or(|at| at == p.at))
         .collect();
     let next = AtomicUsize::new(0);
@@ -601,6 +600,32 @@ fn sweep(
     let mut outcomes = outcomes.into_inner().unwrap();
     outcomes.sort_by_key(|o| points.iter().position(|p| *p == o.point));
     outcomes
+}
+
+/// `points`, or with `POWER_LOSS_LONG=n` (the long sweep, by hand) each
+/// one `n` times with its own seed; every second copy of a random crash at
+/// a sync (or at the end) also drops power-safe overwrites, so that a torn
+/// write fills whole sectors with garbage, neighbours included: the
+/// hostile model everywhere. (Write points keep theirs: without it SQLite
+/// pads its writes, and the point would fall elsewhere.)
+fn lengthened(points: &[Point]) -> Vec<Point> {
+    let copies: u32 = std::env::var("POWER_LOSS_LONG")
+        .ok()
+        .map_or(1, |n| n.parse().expect("POWER_LOSS_LONG: a count"));
+    (0..copies)
+        .flat_map(|copy| {
+            points.iter().map(move |p| {
+                let hostile = copy % 2 == 1
+                    && p.policy == Policy::Random
+                    && matches!(p.at, CrashAt::Sync(_) | CrashAt::End);
+                Point {
+                    rep: p.rep + copy * 1000,
+                    psow: p.psow && !hostile,
+                    ..*p
+                }
+            })
+        })
+        .collect()
 }
 
 /// A run without a crash: how many syncs and writes the workload makes.
