@@ -17,16 +17,29 @@
 //! and this crate's own storage are swept over every sync point (and write
 //! points): nothing reported may be lost.
 //!
-//! The first open of a new file is swept too: it used to leave
-//! `openmls_sqlite_storage`'s migrations half applied (refinery applies
-//! each migration in one transaction and records it in the next), and the
-//! file never opened again; it is now one commit (`src/schema/upstream.rs`).
+//! The storage's workloads, each swept from where it begins: the first
+//! open of a new file; the migration of a pool schema V7 database, and the
+//! upgrade of an `openmls_sqlite_storage` schema 3 one; batches built,
+//! uploaded and removed (WAL, and the rollback journal); a client's life
+//! (`pending_upload` and `mark_uploaded`, a Welcome joined in
+//! `transaction`, a commit merged in `group_transaction`, `prune_expired`
+//! recording withdrawals), with the deleted keys searched on the disk as
+//! the crash left it; a grace window purged by the eraser thread and its
+//! truncating checkpoint; and, under `sqlcipher`, `rekey` from a passphrase
+//! and from a raw key. What they found, each now a test that failed before
+//! its fix: the erasure record's clearing commit replaying a stale log; the
+//! first open and an upgrade of `openmls_sqlite_storage`'s schema leaving a
+//! migration applied and unrecorded (`src/schema/upstream.rs`); `rekey`'s
+//! rewrite, and every commit under `JournalMode::Delete`, durable only once
+//! the next commit began (`synchronous=EXTRA` now).
 //!
 //! Every crash point has a seed derived from a base seed, printed with any
 //! failure; `POWER_LOSS_SEED=<seed>` reruns the sweeps with that base, and
-//! `POWER_LOSS_ONLY=sync:N` (or `write:N`) restricts them to one point.
-//! The plain workloads repeat exactly; those with two connections or the
-//! storage's eraser thread may sync in another order from run to run.
+//! `POWER_LOSS_ONLY=sync:N` (or `write:N`, or `end`) restricts them to one
+//! point. `POWER_LOSS_LONG=n` is the long sweep: every point `n` times,
+//! every second random one under the hostile model. The plain workloads
+//! repeat exactly; those with two connections or the storage's eraser
+//! thread may sync in another order from run to run.
 
 #[path = "common/crash_vfs.rs"]
 mod crash_vfs;
