@@ -265,6 +265,7 @@ fn pool_child(path: &Path, journal: &str, batches: u32) {
         journal_mode: match journal {
             "WAL" => JournalMode::Wal,
             "DELETE" => JournalMode::Delete,
+            "TRUNCATE" => JournalMode::Truncate,
             other => panic!("journal mode {other}"),
         },
         ..StorageOptions::default()
@@ -1361,27 +1362,28 @@ fn pool_storage_survives_reordered_writes_after_an_erasure() {
 /// that returned survives a power cut, the storage ran SQLite's `FULL`,
 /// under which a rollback journal's deletion (the commit) is not synced to
 /// the directory: the last batch came back undone. `Full` now runs `EXTRA`
-/// in that mode. The power is cut when the workload ends, and at every sync
-/// once open.
+/// in that mode. The power is cut when the workload ends, and at every
+/// second sync once open; `JournalMode::Truncate` (whose commit, the
+/// journal's truncation, `FULL` syncs) is swept the same way.
 #[test]
 fn full_in_rollback_journal_mode_keeps_the_last_commit() {
-    let scenario = Scenario {
-        journal: "DELETE",
-        ..POOL
-    };
-    let opened_syncs: u64 = dry_child(scenario, true).list("opened")[0].parse().unwrap();
-    let (syncs, _) = dry_run(scenario, true);
-    let mut all = points([CrashAt::End], Policy::DurableOnly, true);
-    all.extend(repeated([CrashAt::End], Policy::Random, true, 4));
-    all.extend(points(
-        (opened_syncs + 1..=syncs).step_by(2).map(CrashAt::Sync),
-        Policy::Random,
-        true,
-    ));
-    let outcomes = sweep("pool-delete", scenario, &all, inspect_pool);
-    summarize("PoolStorage, JournalMode::Delete", &outcomes);
-    assert_all_crashed("pool-delete", &outcomes);
-    assert_nothing_lost("pool-delete", &outcomes);
+    for (journal, name) in [("DELETE", "pool-delete"), ("TRUNCATE", "pool-truncate")] {
+        let scenario = Scenario { journal, ..POOL };
+        let dry = dry_child(scenario, true);
+        let opened_syncs: u64 = dry.list("opened")[0].parse().unwrap();
+        let (syncs, _) = dry.done.unwrap();
+        let mut all = points([CrashAt::End], Policy::DurableOnly, true);
+        all.extend(repeated([CrashAt::End], Policy::Random, true, 4));
+        all.extend(points(
+            (opened_syncs + 1..=syncs).step_by(2).map(CrashAt::Sync),
+            Policy::Random,
+            true,
+        ));
+        let outcomes = sweep(name, scenario, &all, inspect_pool);
+        summarize(&format!("PoolStorage, journal_mode={journal}"), &outcomes);
+        assert_all_crashed(name, &outcomes);
+        assert_nothing_lost(name, &outcomes);
+    }
 }
 
 /// Found by this suite, and fixed: the first open of a new file builds

@@ -20,9 +20,11 @@ impl<C: PoolCodec> PoolStorage<C> {
     /// pages are rewritten in one transaction of SQLite's rollback journal
     /// (the database leaves WAL mode for it and goes back), so a crash at
     /// any moment leaves a database that opens with exactly one of the two
-    /// keys, with nothing lost. Afterwards no file of the database holds a
-    /// page the old key decrypts: every page is rewritten, and the journal
-    /// and the log are emptied.
+    /// keys, with nothing lost; once it has returned `Ok`, a power cut
+    /// leaves the new one (the rewrite's commit, the journal's deletion, is
+    /// synced to the directory: `synchronous=EXTRA`). Afterwards no file of
+    /// the database holds a page the old key decrypts: every page is
+    /// rewritten, and the journal and the log are emptied.
     ///
     /// The storage needs the file to itself: a transaction of its own, or
     /// another connection still on the file (another process, another
@@ -35,7 +37,8 @@ impl<C: PoolCodec> PoolStorage<C> {
     /// is still under the old key, and the storage must be reopened with
     /// it. If the database cannot go back to WAL mode at once (another
     /// connection came in), it stays in rollback-journal mode until it is
-    /// next opened; the new key stands.
+    /// next opened, each commit durable on its own (`EXTRA`); the new key
+    /// stands.
     ///
     /// ```
     /// # fn main() -> Result<(), openmls_keypackage_pool::Error> {
