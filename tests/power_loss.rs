@@ -276,9 +276,7 @@ fn pool_child(path: &Path, journal: &str, batches: u32) {
     let opened = crash_vfs::stats();
     println!("pl-opened {},{}", opened.syncs, opened.writes);
     for batch in 0..batches {
-        let refs = pool.generate(2).unwrap();
-        let hex: Vec<String> = refs.iter().map(|r| common::to_hex(r)).collect();
-        println!("pl-committed {}", hex.join(","));
+        let (refs, hex) = build_reported(&pool, 2);
         pool.mark_uploaded(&refs).unwrap();
         println!("pl-uploaded {}", hex.join(","));
         if batch % 2 == 1 {
@@ -300,23 +298,13 @@ fn migration_child(path: &Path) {
         let provider = PoolProvider::open(path).unwrap();
         let identity = common::Identity::new("migrated");
         let pool = identity.pool(&provider, common::sized(1, 0, usize::MAX));
-        let refs = pool.generate(3).unwrap();
+        let (refs, hex) = build_reported(&pool, 3);
         pool.mark_uploaded(&refs[..2]).unwrap();
-        let hex: Vec<String> = refs.iter().map(|r| common::to_hex(r)).collect();
-        println!("pl-committed {}", hex.join(","));
         println!("pl-uploaded {},{}", hex[0], hex[1]);
         provider.close().unwrap();
     }
     common::downgrade_to_v7(path);
-    let prepared = crash_vfs::stats();
-    println!("pl-prepared {},{}", prepared.syncs, prepared.writes);
-    let provider = PoolProvider::open(path).unwrap();
-    println!("pl-migrated v8");
-    let identity = common::Identity::new("migrated");
-    let pool = identity.pool(&provider, common::sized(1, 0, usize::MAX));
-    let refs = pool.generate(2).unwrap();
-    let hex: Vec<String> = refs.iter().map(|r| common::to_hex(r)).collect();
-    println!("pl-committed {}", hex.join(","));
+    open_prepared_and_build(path, "migrated");
 }
 
 /// A database `openmls_sqlite_storage` made at its schema version 3 (its
@@ -343,15 +331,32 @@ fn upstream_upgrade_child(path: &Path) {
         )
         .unwrap();
     }
+    open_prepared_and_build(path, "upgraded");
+}
+
+/// Reports the counts so far as `prepared`; then the first open of the
+/// prepared file (the part the workload is about), reported as `migrated`,
+/// and a batch of two built under `name`.
+fn open_prepared_and_build(path: &Path, name: &str) {
     let prepared = crash_vfs::stats();
     println!("pl-prepared {},{}", prepared.syncs, prepared.writes);
     let provider = PoolProvider::open(path).unwrap();
-    println!("pl-migrated upstream");
-    let identity = common::Identity::new("upgraded");
+    println!("pl-migrated {name}");
+    let identity = common::Identity::new(name);
     let pool = identity.pool(&provider, common::sized(1, 0, usize::MAX));
-    let refs = pool.generate(2).unwrap();
+    build_reported(&pool, 2);
+}
+
+/// Builds `n` KeyPackages in one batch and reports them committed; returns
+/// their refs, raw and in hex.
+fn build_reported(
+    pool: &openmls_keypackage_pool::KeyPackagePool<'_, openmls_basic_credential::SignatureKeyPair>,
+    n: usize,
+) -> (Vec<Vec<u8>>, Vec<String>) {
+    let refs = pool.generate(n).unwrap();
     let hex: Vec<String> = refs.iter().map(|r| common::to_hex(r)).collect();
     println!("pl-committed {}", hex.join(","));
+    (refs, hex)
 }
 
 // ---------------------------------------------------------------------------
@@ -699,6 +704,28 @@ fn points(ats: impl IntoIterator<Item = CrashAt>, policy: Policy, psow: bool) ->
         .collect()
 }
 
+/// The points of `scenario` from where its child printed `marker`
+/// (`syncs,writes` so far) to its end, found by a dry run: every sync, at
+/// random and at its strictest, and `sampled` writes at random. Returns
+/// the dry run too.
+fn points_from(scenario: Scenario, marker: &str, sampled: u64) -> (ChildRun, Vec<Point>) {
+    let dry = dry_child(scenario, true);
+    let from = dry.list(marker);
+    let (from_sync, from_write): (u64, u64) = (from[0].parse().unwrap(), from[1].parse().unwrap());
+    let (syncs, writes) = dry.done.unwrap();
+    let at: Vec<CrashAt> = (from_sync + 1..=syncs).map(CrashAt::Sync).collect();
+    let mut all = points(at.clone(), Policy::Random, true);
+    all.extend(points(at, Policy::DurableOnly, true));
+    all.extend(points(
+        sample_between(from_write + 1, writes, sampled)
+            .into_iter()
+            .map(CrashAt::Write),
+        Policy::Random,
+        true,
+    ));
+    (dry, all)
+}
+
 /// `points`, `reps` times each with another seed.
 fn repeated(
     ats: impl IntoIterator<Item = CrashAt> + Clone,
@@ -835,19 +862,31 @@ fn inspect_plain(db: &Path, run: &ChildRun) -> Found {
 /// whole and consistent, holds what was reported, and the client goes on.
 fn inspect_pool(db: &Path, run: &ChildRun) -> Found {
     let mut found = Found::default();
-    let storage = match PoolStorage::open(db) {
-        Ok(storage) => storage,
-        Err(e) => {
-            found.damage.push(format!("PoolStorage::open: {e}"));
-            found.lost = run.list("committed");
-            return found;
-        }
+    let Some(storage) = reopened(PoolStorage::open(db), run, &mut found) else {
+        return found;
     };
     check_whole(&storage, &mut found);
     check_pool_rows(&storage, run, &mut found);
     drop(storage);
-    goes_on(db, &mut found);
+    goes_on(PoolStorage::open(db), &mut found);
     found
+}
+
+/// The storage the parent reopened; if it did not open, that is damage,
+/// and everything reported is lost.
+fn reopened(
+    opened: openmls_keypackage_pool::Result<PoolStorage>,
+    run: &ChildRun,
+    found: &mut Found,
+) -> Option<PoolStorage> {
+    match opened {
+        Ok(storage) => Some(storage),
+        Err(e) => {
+            found.damage.push(format!("PoolStorage::open: {e}"));
+            found.lost = run.list("committed");
+            None
+        }
+    }
 }
 
 /// `integrity_check` is ok and `verify()` clean.
@@ -867,9 +906,9 @@ fn check_whole(storage: &PoolStorage, found: &mut Found) {
 
 /// The client goes on after the crash: the reopened storage builds a
 /// KeyPackage, and removes and erases it.
-fn goes_on(db: &Path, found: &mut Found) {
+fn goes_on(reopened: openmls_keypackage_pool::Result<PoolStorage>, found: &mut Found) {
     let result = (|| -> Result<(), Box<dyn std::error::Error>> {
-        let provider = PoolProvider::open(db)?;
+        let provider = PoolProvider::new(reopened?);
         let identity = common::Identity::new("after the crash");
         let pool = identity.pool(&provider, common::sized(1, 0, usize::MAX));
         let refs = pool.generate(1)?;
@@ -1446,9 +1485,7 @@ mod rekey {
         let opened = crash_vfs::stats();
         println!("pl-opened {},{}", opened.syncs, opened.writes);
         let batch = |n: u32| {
-            let refs = pool.generate(2).unwrap();
-            let hex: Vec<String> = refs.iter().map(|r| common::to_hex(r)).collect();
-            println!("pl-committed {}", hex.join(","));
+            let (refs, hex) = build_reported(&pool, 2);
             if n % 2 == 1 {
                 println!("pl-removing {}", hex[0]);
                 provider.storage().remove_key_package(&refs[0]).unwrap();
@@ -1514,18 +1551,7 @@ mod rekey {
         };
         check_whole(&storage, &mut found);
         check_pool_rows(&storage, run, &mut found);
-        let result = (|| -> Result<(), Box<dyn std::error::Error>> {
-            let provider = PoolProvider::new(storage);
-            let identity = common::Identity::new("after the crash");
-            let pool = identity.pool(&provider, common::sized(1, 0, usize::MAX));
-            let refs = pool.generate(1)?;
-            provider.storage().remove_key_package(&refs[0])?;
-            provider.close()?;
-            Ok(())
-        })();
-        if let Err(e) = result {
-            found.damage.push(format!("the client cannot go on: {e}"));
-        }
+        goes_on(Ok(storage), &mut found);
         found
     }
 
@@ -1540,11 +1566,8 @@ mod rekey {
     fn scenario(workload: &'static str) -> Scenario {
         Scenario {
             workload,
-            journal: "WAL",
-            sync: "FULL",
             size: 2,
-            fail_journal: 0,
-            crash_after_rekey: false,
+            ..POOL
         }
     }
 
@@ -1620,21 +1643,7 @@ mod rekey {
             ("rekey-raw", inspect_raw),
         ] {
             let scenario = scenario(workload);
-            let dry = dry_child(scenario, true);
-            let rekeying = dry.list("rekeying");
-            let (from_sync, from_write): (u64, u64) =
-                (rekeying[0].parse().unwrap(), rekeying[1].parse().unwrap());
-            let (syncs, writes) = dry.done.unwrap();
-            let at: Vec<CrashAt> = (from_sync + 1..=syncs).map(CrashAt::Sync).collect();
-            let mut all = points(at.clone(), Policy::Random, true);
-            all.extend(points(at, Policy::DurableOnly, true));
-            all.extend(points(
-                sample_between(from_write + 1, writes, 16)
-                    .into_iter()
-                    .map(CrashAt::Write),
-                Policy::Random,
-                true,
-            ));
+            let (_, mut all) = points_from(scenario, "rekeying", 16);
             all.extend(points([CrashAt::End], Policy::DurableOnly, true));
             let outcomes = sweep(workload, scenario, &all, inspect);
             summarize(workload, &outcomes);
@@ -1728,9 +1737,7 @@ mod client {
         let opened = crash_vfs::stats();
         println!("pl-opened {},{}", opened.syncs, opened.writes);
 
-        let refs = pool.generate(3).unwrap();
-        let hex: Vec<String> = refs.iter().map(|r| common::to_hex(r)).collect();
-        println!("pl-committed {}", hex.join(","));
+        let (refs, hex) = build_reported(&pool, 3);
         println!("pl-stage 1");
         for r in &refs {
             println!("pl-secrets {}", secrets_line(&provider, r));
@@ -1858,7 +1865,7 @@ mod client {
             }
         }
         drop(storage);
-        goes_on(db, &mut found);
+        goes_on(PoolStorage::open(db), &mut found);
         // Deleted keys, searched again once the storage has opened, erased
         // and closed twice, for every deletion the database shows.
         for trace in deleted_key_traces(db, run, &refs, shown.unwrap_or(0)) {
@@ -1869,11 +1876,8 @@ mod client {
 
     const CLIENT: Scenario = Scenario {
         workload: "client",
-        journal: "WAL",
-        sync: "FULL",
         size: 0,
-        fail_journal: 0,
-        crash_after_rekey: false,
+        ..POOL
     };
 
     /// Every sync once the storage is open (the strictest crash and a
@@ -1882,20 +1886,12 @@ mod client {
     /// least the last one reported, and no deleted key is left on disk.
     #[test]
     fn a_client_loses_no_operation_and_keeps_no_deleted_key() {
-        let dry = dry_child(CLIENT, true);
-        let opened = dry.list("opened");
-        let (opened_syncs, opened_writes): (u64, u64) =
-            (opened[0].parse().unwrap(), opened[1].parse().unwrap());
-        let (syncs, writes) = dry.done.unwrap();
-        let at: Vec<CrashAt> = (opened_syncs + 1..=syncs).map(CrashAt::Sync).collect();
-        let mut all = points(at.clone(), Policy::Random, true);
-        all.extend(points(at.clone(), Policy::DurableOnly, true));
-        all.extend(points(at, Policy::NewestOnly, true));
+        let (dry, mut all) = points_from(CLIENT, "opened", 24);
+        let opened_syncs: u64 = dry.list("opened")[0].parse().unwrap();
+        let (syncs, _) = dry.done.unwrap();
         all.extend(points(
-            sample_between(opened_writes + 1, writes, 24)
-                .into_iter()
-                .map(CrashAt::Write),
-            Policy::Random,
+            (opened_syncs + 1..=syncs).map(CrashAt::Sync),
+            Policy::NewestOnly,
             true,
         ));
         all.extend(points([CrashAt::End], Policy::DurableOnly, true));
@@ -1929,9 +1925,7 @@ mod grace {
         let pool = identity.pool(&provider, common::sized(1, 0, usize::MAX));
         let opened = crash_vfs::stats();
         println!("pl-opened {},{}", opened.syncs, opened.writes);
-        let refs = pool.generate(2).unwrap();
-        let hex: Vec<String> = refs.iter().map(|r| common::to_hex(r)).collect();
-        println!("pl-committed {}", hex.join(","));
+        let (refs, hex) = build_reported(&pool, 2);
         let mut keys = Vec::new();
         for r in &refs {
             let bundle = provider.storage().key_package_bundle(r).unwrap().unwrap();
@@ -1977,13 +1971,12 @@ mod grace {
                 }
             }
         }
-        let storage = match PoolStorage::open_with_options(db, &options()) {
-            Ok(storage) => storage,
-            Err(e) => {
-                found.damage.push(format!("PoolStorage::open: {e}"));
-                found.lost = run.list("committed");
-                return found;
-            }
+        let Some(storage) = reopened(
+            PoolStorage::open_with_options(db, &options()),
+            run,
+            &mut found,
+        ) else {
+            return found;
         };
         check_whole(&storage, &mut found);
         let withdrawn: BTreeSet<Vec<u8>> = storage
@@ -2007,17 +2000,14 @@ mod grace {
             }
         }
         drop(storage);
-        goes_on(db, &mut found);
+        goes_on(PoolStorage::open(db), &mut found);
         found
     }
 
     const GRACE: Scenario = Scenario {
         workload: "grace",
-        journal: "WAL",
-        sync: "FULL",
         size: 0,
-        fail_journal: 0,
-        crash_after_rekey: false,
+        ..POOL
     };
 
     /// Every sync once open (their order depends on when the eraser
@@ -2052,21 +2042,7 @@ fn migrating_an_older_schema_survives_power_loss() {
         workload: "migration",
         ..POOL
     };
-    let dry = dry_child(scenario, true);
-    let prepared = dry.list("prepared");
-    let (from_sync, from_write): (u64, u64) =
-        (prepared[0].parse().unwrap(), prepared[1].parse().unwrap());
-    let (syncs, writes) = dry.done.unwrap();
-    let at: Vec<CrashAt> = (from_sync + 1..=syncs).map(CrashAt::Sync).collect();
-    let mut all = points(at.clone(), Policy::Random, true);
-    all.extend(points(at, Policy::DurableOnly, true));
-    all.extend(points(
-        sample_between(from_write + 1, writes, 16)
-            .into_iter()
-            .map(CrashAt::Write),
-        Policy::Random,
-        true,
-    ));
+    let (_, all) = points_from(scenario, "prepared", 16);
     let outcomes = sweep("migration", scenario, &all, |db, run| {
         let mut found = inspect_pool(db, run);
         // Migrated: every row has the credential of its bundle.
@@ -2105,21 +2081,7 @@ fn an_openmls_sqlite_storage_upgrade_cut_short_still_opens() {
         workload: "upstream-upgrade",
         ..POOL
     };
-    let dry = dry_child(scenario, true);
-    let prepared = dry.list("prepared");
-    let (from_sync, from_write): (u64, u64) =
-        (prepared[0].parse().unwrap(), prepared[1].parse().unwrap());
-    let (syncs, writes) = dry.done.unwrap();
-    let at: Vec<CrashAt> = (from_sync + 1..=syncs).map(CrashAt::Sync).collect();
-    let mut all = points(at.clone(), Policy::Random, true);
-    all.extend(points(at, Policy::DurableOnly, true));
-    all.extend(points(
-        sample_between(from_write + 1, writes, 24)
-            .into_iter()
-            .map(CrashAt::Write),
-        Policy::Random,
-        true,
-    ));
+    let (_, all) = points_from(scenario, "prepared", 24);
     let outcomes = sweep("upstream-upgrade", scenario, &all, inspect_pool);
     summarize("openmls_sqlite_storage schema 3 upgraded", &outcomes);
     assert_all_crashed("upstream-upgrade", &outcomes);
