@@ -417,3 +417,29 @@ fn a_table_that_is_not_the_migrations_is_not_recorded_as_it() {
     );
     assert_eq!(versions, [1, 2, 3, 4, 5]);
 }
+
+/// A database made by `openmls_sqlite_storage`'s deprecated `initialize()`
+/// has its tables under another history table (refinery's default name):
+/// it is not a new file, and opening it keeps what it holds.
+#[test]
+fn a_database_from_the_deprecated_initialize_opens() {
+    use openmls_keypackage_pool::codec::MessagePackCodec;
+    use openmls_sqlite_storage::SqliteStorageProvider;
+
+    let (_dir, path) = common::temp_db();
+    let mut conn = Connection::open(&path).unwrap();
+    #[allow(deprecated)]
+    SqliteStorageProvider::<MessagePackCodec, &mut Connection>::new(&mut conn)
+        .initialize()
+        .unwrap();
+    conn.execute(
+        "INSERT INTO openmls_psks (provider_version, psk_id, psk_bundle) VALUES (1, x'01', x'02')",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let storage = PoolStorage::open(&path).unwrap();
+    let psks: Vec<Vec<u8>> =
+        common::column(&storage.connection(), "SELECT psk_id FROM openmls_psks");
+    assert_eq!(psks, [vec![1u8]]);
+}

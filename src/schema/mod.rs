@@ -119,12 +119,10 @@ pub(crate) fn bring_up_to_date<C: PoolCodec>(
     // WAL needs an exclusive lock that SQLite does not wait for when another
     // connection is switching the same file at that moment.
     options.apply(conn)?;
-    let upstream = if upstream::is_new(conn)? {
-        Some(UpstreamSchema::build::<C>()?)
-    } else {
+    let upstream = upstream::for_new_file::<C>(conn)?;
+    if upstream.is_none() {
         upstream::upgrade::<C>(conn)?;
-        None
-    };
+    }
     apply_own::<C>(conn, marker, upstream)
 }
 

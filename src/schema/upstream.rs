@@ -4,7 +4,7 @@
 //! transaction of its own and records it in the next. A power cut between
 //! the two leaves a migration applied and not recorded, and every later open
 //! tries it again and fails ("table ... already exists"): the file never
-//! opens. On a file without that crate's history table, the migrations run
+//! opens. On a file without any of that crate's schema, the migrations run
 //! instead on a private in-memory database, and what they made (every
 //! table, index, view and trigger, and the rows, the history's among them)
 //! is copied into the file inside the transaction that also applies this
@@ -15,16 +15,18 @@
 //! its migrations cannot be applied any other way without repeating their
 //! SQL here. When the runner fails there, [`upgrade`] looks for the state a
 //! crash between its two transactions leaves: the next migration applied
-//! and not recorded. It tries recording it on an in-memory copy of the
-//! file's schema and running the rest; if that ends with every object the
-//! migrations make on a new database, exactly, the migration was applied,
-//! and it is recorded in the file, and the runner runs again. Otherwise the
-//! runner's error stands. (A migration that only changes rows, and no
+//! and not recorded (or several: a database from the deprecated
+//! `initialize()` has them all, recorded under another history table). It
+//! records the next one, then the next two, and so on, on an in-memory copy
+//! of the file's schema, running the rest each time; once the copy then
+//! holds every object the migrations make on a new database, statement for
+//! statement, those migrations were applied: they are recorded in the
+//! file, and the runner runs again. Otherwise the runner's error stands. (A migration that only changes rows, and no
 //! schema object, cannot be told applied this way; none of
 //! `openmls_sqlite_storage`'s does.)
 
 use openmls_sqlite_storage::SqliteStorageProvider;
-use rusqlite::{params_from_iter, types::Value, Connection};
+use rusqlite::{params_from_iter, types::Value, Connection, TransactionBehavior};
 
 use crate::{
     catalog::table_exists,
@@ -35,15 +37,31 @@ use crate::{
 /// The history table `openmls_sqlite_storage` names for its runner.
 const HISTORY_TABLE: &str = "openmls_sqlite_storage_migrations";
 
-/// Whether `conn` has no trace of `openmls_sqlite_storage`'s migrations.
-pub(super) fn is_new(conn: &Connection) -> Result<bool> {
-    Ok(!table_exists(conn, HISTORY_TABLE)?)
+/// `openmls_sqlite_storage`'s schema, to make in the caller's transaction,
+/// if `conn` has none of it: no history table, and none of the objects its
+/// migrations make (a database from its deprecated `initialize()` has them
+/// under another history table, and goes through the runner).
+pub(super) fn for_new_file<C: PoolCodec>(conn: &Connection) -> Result<Option<UpstreamSchema>> {
+    if table_exists(conn, HISTORY_TABLE)? {
+        return Ok(None);
+    }
+    let fresh = UpstreamSchema::build::<C>()?;
+    let present: Vec<String> = objects(conn)?
+        .into_iter()
+        .map(|(_, name, _)| name)
+        .collect();
+    let untouched = fresh
+        .objects
+        .iter()
+        .all(|(name, _)| !present.contains(name));
+    Ok(untouched.then_some(fresh))
 }
 
 /// What `openmls_sqlite_storage`'s migrations make on an empty database.
 pub(super) struct UpstreamSchema {
-    /// The `CREATE` statement of each object, in the order they were made.
-    objects: Vec<String>,
+    /// The name and `CREATE` statement of each object, in the order they
+    /// were made.
+    objects: Vec<(String, String)>,
     /// Each table's name and rows.
     rows: Vec<(String, Vec<Vec<Value>>)>,
 }
@@ -63,7 +81,10 @@ impl UpstreamSchema {
             }
         }
         Ok(Self {
-            objects: objects.into_iter().map(|(_, _, sql)| sql).collect(),
+            objects: objects
+                .into_iter()
+                .map(|(_, name, sql)| (name, sql))
+                .collect(),
             rows,
         })
     }
@@ -82,7 +103,7 @@ impl UpstreamSchema {
     /// transaction.
     pub(super) fn install(&self, conn: &Connection) -> Result<()> {
         let failed = |e: rusqlite::Error| Error::migration("openmls_sqlite_storage", e);
-        for sql in &self.objects {
+        for (_, sql) in &self.objects {
             conn.execute_batch(sql).map_err(failed)?;
         }
         for (table, rows) in &self.rows {
@@ -95,36 +116,32 @@ impl UpstreamSchema {
 }
 
 /// Runs `openmls_sqlite_storage`'s migrations on a file that has its
-/// history; if the runner fails, records the migrations a crash left
-/// applied and unrecorded (see the module's docs), and runs it again.
+/// history; if the runner fails, records the migrations the file shows
+/// applied and not recorded (see the module's docs), and runs it again.
 pub(super) fn upgrade<C: PoolCodec>(conn: &mut Connection) -> Result<()> {
-    let mut error = match run::<C>(conn) {
-        Ok(()) => return Ok(()),
-        Err(error) => error,
+    let Err(error) = run::<C>(conn) else {
+        return Ok(());
     };
     let fresh = UpstreamSchema::build::<C>()?;
-    // Each pass records one migration: a crash leaves at most one applied
-    // and unrecorded, but each open may have been cut short once.
-    for _ in 0..fresh.objects.len() {
-        let Some(row) = applied_unrecorded::<C>(conn, &fresh)? else {
-            return Err(error);
-        };
-        insert(conn, HISTORY_TABLE, row)?;
-        match run::<C>(conn) {
-            Ok(()) => return Ok(()),
-            Err(again) => error = again,
-        }
+    let Some(rows) = applied_unrecorded::<C>(conn, &fresh)? else {
+        return Err(error);
+    };
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    for row in rows {
+        insert(&tx, HISTORY_TABLE, row)?;
     }
-    Err(error)
+    tx.commit()?;
+    run::<C>(conn)
 }
 
-/// The history row of the migration after the last one `conn` records, if
-/// `conn`'s schema shows it applied: recorded on an in-memory copy of the
-/// schema, the runner then brings the copy to every object `fresh` has.
+/// The history rows of the migrations after the last one `conn` records
+/// that its schema shows applied: the fewest that, recorded on an
+/// in-memory copy of the schema, let the runner bring the copy to every
+/// object `fresh` has. `None` if no number of them does.
 fn applied_unrecorded<'a, C: PoolCodec>(
     conn: &Connection,
     fresh: &'a UpstreamSchema,
-) -> Result<Option<&'a Vec<Value>>> {
+) -> Result<Option<Vec<&'a Vec<Value>>>> {
     let recorded: i64 = conn.query_row(
         &format!(
             "SELECT COALESCE(MAX(version), 0) FROM {}",
@@ -133,28 +150,35 @@ fn applied_unrecorded<'a, C: PoolCodec>(
         [],
         |row| row.get(0),
     )?;
-    let Some(next) = fresh.history_row(recorded + 1) else {
-        return Ok(None);
-    };
-    let mut trial = Connection::open_in_memory()?;
-    let copied = (|| -> Result<()> {
-        for (_, _, sql) in objects(conn)? {
-            trial.execute_batch(&sql)?;
+    let schema = objects(conn)?;
+    let history = table_rows(conn, HISTORY_TABLE)?;
+    let mut unrecorded = Vec::new();
+    for version in recorded + 1.. {
+        let Some(next) = fresh.history_row(version) else {
+            return Ok(None);
+        };
+        unrecorded.push(next);
+        let mut trial = Connection::open_in_memory()?;
+        let ran = (|| -> Result<()> {
+            for (_, _, sql) in &schema {
+                trial.execute_batch(sql)?;
+            }
+            for row in history.iter().chain(unrecorded.iter().copied()) {
+                insert(&trial, HISTORY_TABLE, row)?;
+            }
+            run::<C>(&mut trial)
+        })();
+        if ran.is_err() {
+            continue;
         }
-        for row in table_rows(conn, HISTORY_TABLE)?.iter().chain([next]) {
-            insert(&trial, HISTORY_TABLE, row)?;
-        }
-        run::<C>(&mut trial)
-    })();
-    if copied.is_err() {
-        return Ok(None);
+        let made: Vec<String> = objects(&trial)?.into_iter().map(|(.., sql)| sql).collect();
+        return Ok(fresh
+            .objects
+            .iter()
+            .all(|(_, sql)| made.contains(sql))
+            .then_some(unrecorded));
     }
-    let made: Vec<String> = objects(&trial)?.into_iter().map(|(.., sql)| sql).collect();
-    Ok(fresh
-        .objects
-        .iter()
-        .all(|sql| made.contains(sql))
-        .then_some(next))
+    Ok(None)
 }
 
 /// `openmls_sqlite_storage`'s runner on `conn`.
