@@ -22,6 +22,17 @@ pub enum JournalMode {
 }
 
 impl JournalMode {
+    /// The mode `conn` is in, if it is one of these (an in-memory database
+    /// is in none of them).
+    pub(crate) fn in_force(conn: &Connection) -> Option<Self> {
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+            .ok()?;
+        [Self::Wal, Self::Delete, Self::Truncate]
+            .into_iter()
+            .find(|m| m.as_sql().eq_ignore_ascii_case(&mode))
+    }
+
     fn as_sql(self) -> &'static str {
         match self {
             Self::Wal => "WAL",
@@ -196,11 +207,10 @@ impl StorageOptions {
             self.journal_mode.as_sql(),
             |row| row.get(0),
         )?;
-        conn.pragma_update(
-            None,
-            "synchronous",
-            self.synchronous.as_sql_in(self.journal_mode),
-        )?;
+        // The level for the mode in force, which is the one asked for
+        // unless the file could not switch (an in-memory database).
+        let mode = JournalMode::in_force(conn).unwrap_or(self.journal_mode);
+        conn.pragma_update(None, "synchronous", self.synchronous.as_sql_in(mode))?;
         conn.pragma_update(None, "secure_delete", self.secure_delete)?;
         Ok(())
     }

@@ -367,3 +367,25 @@ fn after_a_rekey_the_eraser_still_empties_the_log_within_the_bound() {
     // Without an eraser keyed anew, nothing empties it.
     chat.assert_log_emptied_within(Duration::from_secs(5));
 }
+
+/// `rekey` runs its rewrite under `synchronous=EXTRA` (its commit is a
+/// rollback journal's deletion); once the database is back in WAL mode the
+/// connection is back at the options' level (`FULL`, 2), with WAL mode and
+/// its eraser as before.
+#[test]
+fn after_a_rekey_the_connection_is_back_in_wal_at_full() {
+    let (_dir, path) = common::temp_db();
+    let storage = PoolStorage::open_with_key(&path, &key(8)).unwrap();
+    let level = |s: &PoolStorage| -> (String, i64) {
+        let conn = s.connection();
+        (
+            conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                .unwrap(),
+            conn.query_row("PRAGMA synchronous", [], |r| r.get(0))
+                .unwrap(),
+        )
+    };
+    assert_eq!(level(&storage), ("wal".to_owned(), 2));
+    storage.rekey(&key(9)).unwrap();
+    assert_eq!(level(&storage), ("wal".to_owned(), 2));
+}

@@ -308,10 +308,9 @@ fn migration_child(path: &Path) {
 }
 
 /// A database `openmls_sqlite_storage` made at its schema version 3 (its
-/// migrations 4 to 6 undone), with a KeyPackage of its own; then the first
-/// open of this crate's storage, whose runner applies the three missing
-/// migrations (one transaction each, and one more to record each), adopts
-/// nothing, and builds a batch.
+/// migrations 4 to 6 undone); then the first open of this crate's storage,
+/// whose runner applies the three missing migrations (one transaction
+/// each, and one more to record each), and a batch built.
 fn upstream_upgrade_child(path: &Path) {
     use openmls_keypackage_pool::codec::MessagePackCodec;
     use openmls_sqlite_storage::SqliteStorageProvider;
@@ -585,7 +584,7 @@ fn sweep(
     name: &str,
     scenario: Scenario,
     points: &[Point],
-    inspect: fn(&Path, &ChildRun) -> Found,
+    inspect: impl Fn(&Path, &ChildRun) -> Found + Sync,
 ) -> Vec<Outcome> {
     let only = std::env::var("POWER_LOSS_ONLY")
         .ok()
@@ -596,6 +595,7 @@ fn sweep(
         .collect();
     let next = AtomicUsize::new(0);
     let outcomes = Mutex::new(Vec::new());
+    let inspect = &inspect;
     std::thread::scope(|s| {
         for _ in 0..WORKERS {
             s.spawn(|| loop {
@@ -2082,8 +2082,47 @@ fn an_openmls_sqlite_storage_upgrade_cut_short_still_opens() {
         ..POOL
     };
     let (_, all) = points_from(scenario, "prepared", 24);
-    let outcomes = sweep("upstream-upgrade", scenario, &all, inspect_pool);
+    // Before the storage reopens it: how many crashes left a migration
+    // applied (its table there) and not recorded.
+    let cut_between = AtomicUsize::new(0);
+    let outcomes = sweep("upstream-upgrade", scenario, &all, |db, run| {
+        if applied_not_recorded(db) {
+            cut_between.fetch_add(1, Ordering::SeqCst);
+        }
+        inspect_pool(db, run)
+    });
     summarize("openmls_sqlite_storage schema 3 upgraded", &outcomes);
     assert_all_crashed("upstream-upgrade", &outcomes);
     assert_nothing_lost("upstream-upgrade", &outcomes);
+    let cut_between = cut_between.into_inner();
+    assert!(
+        cut_between > 0 || std::env::var("POWER_LOSS_ONLY").is_ok(),
+        "no crash point fell between a migration and its record"
+    );
+    println!("{cut_between} points left a migration applied and not recorded");
+}
+
+/// Whether the database at `db` (read on the stock VFS, before any
+/// storage opens it) has a table of `openmls_sqlite_storage`'s migrations
+/// 4 to 6 without the history row that records it.
+fn applied_not_recorded(db: &Path) -> bool {
+    let Ok(conn) = rusqlite::Connection::open(db) else {
+        return false;
+    };
+    [
+        (4, "vc_emulation_bindings"),
+        (5, "vc_operation_trees"),
+        (6, "registered_vc_emulation_epochs"),
+    ]
+    .iter()
+    .any(|(version, table)| {
+        let count = |sql: &str, arg: &dyn rusqlite::ToSql| -> i64 {
+            conn.query_row(sql, [arg], |r| r.get(0)).unwrap_or(0)
+        };
+        count("SELECT COUNT(*) FROM sqlite_master WHERE name = ?1", table) == 1
+            && count(
+                "SELECT COUNT(*) FROM openmls_sqlite_storage_migrations WHERE version = ?1",
+                version,
+            ) == 0
+    })
 }

@@ -362,7 +362,7 @@ fn a_file_with_an_older_openmls_sqlite_storage_schema_is_upgraded() {
 }
 
 /// A file `openmls_sqlite_storage`'s runner made, with its history cut
-/// back to version 5 by `edit`.
+/// back to version 5, then `edit` run on it.
 fn upstream_file_cut_to_v5(edit: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     use openmls_keypackage_pool::codec::MessagePackCodec;
     use openmls_sqlite_storage::SqliteStorageProvider;
@@ -386,14 +386,32 @@ fn upstream_file_cut_to_v5(edit: &str) -> (tempfile::TempDir, std::path::PathBuf
 #[test]
 fn a_migration_applied_and_not_recorded_is_recorded_at_the_next_open() {
     let (_dir, path) = upstream_file_cut_to_v5("");
-    let expected = {
-        let (_dir, fresh) = common::temp_db();
-        let storage = PoolStorage::open(&fresh).unwrap();
-        let conn = storage.connection();
-        upstream_schema(&conn)
-    };
+    let expected = fresh_upstream_schema();
     let storage = PoolStorage::open(&path).unwrap();
     assert_eq!(upstream_schema(&storage.connection()), expected);
+}
+
+/// The same with migrations still to apply after the one not recorded:
+/// migration 4 applied and unrecorded, 5 and 6 not applied at all.
+#[test]
+fn a_migration_applied_and_not_recorded_before_others_missing_is_finished() {
+    let (_dir, path) = upstream_file_cut_to_v5(
+        "DELETE FROM openmls_sqlite_storage_migrations WHERE version >= 4;
+         DROP TABLE vc_retained_key_package_material;
+         DROP TABLE vc_operation_trees;
+         DROP TABLE registered_vc_emulation_epochs;",
+    );
+    let expected = fresh_upstream_schema();
+    let storage = PoolStorage::open(&path).unwrap();
+    assert_eq!(upstream_schema(&storage.connection()), expected);
+}
+
+/// `openmls_sqlite_storage`'s schema on a new file this crate made.
+fn fresh_upstream_schema() -> (Vec<SchemaObject>, Vec<HistoryRow>) {
+    let (_dir, fresh) = common::temp_db();
+    let storage = PoolStorage::open(&fresh).unwrap();
+    let conn = storage.connection();
+    upstream_schema(&conn)
 }
 
 /// A table in the way of the next migration that is not what the

@@ -18,7 +18,8 @@
 //!
 //! On a new file, `openmls_sqlite_storage`'s tables are made with this
 //! crate's in one transaction ([`upstream`]), so that a power cut during the
-//! first open leaves either an empty file or a complete one.
+//! first open leaves either a file without any schema (at most its journal
+//! mode set) or a complete one.
 
 mod upstream;
 

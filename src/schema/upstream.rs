@@ -21,9 +21,9 @@
 //! of the file's schema, running the rest each time; once the copy then
 //! holds every object the migrations make on a new database, statement for
 //! statement, those migrations were applied: they are recorded in the
-//! file, and the runner runs again. Otherwise the runner's error stands. (A migration that only changes rows, and no
-//! schema object, cannot be told applied this way; none of
-//! `openmls_sqlite_storage`'s does.)
+//! file, and the runner runs again. Otherwise the runner's error stands.
+//! (A migration that only changes rows, and no schema object, cannot be
+//! told applied this way; none of `openmls_sqlite_storage`'s does.)
 
 use openmls_sqlite_storage::SqliteStorageProvider;
 use rusqlite::{params_from_iter, types::Value, Connection, TransactionBehavior};
@@ -122,8 +122,12 @@ pub(super) fn upgrade<C: PoolCodec>(conn: &mut Connection) -> Result<()> {
     let Err(error) = run::<C>(conn) else {
         return Ok(());
     };
-    let fresh = UpstreamSchema::build::<C>()?;
-    let Some(rows) = applied_unrecorded::<C>(conn, &fresh)? else {
+    // Whatever goes wrong looking for such migrations, the runner's error
+    // says more.
+    let Ok(fresh) = UpstreamSchema::build::<C>() else {
+        return Err(error);
+    };
+    let Ok(Some(rows)) = applied_unrecorded::<C>(conn, &fresh) else {
         return Err(error);
     };
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -153,10 +157,13 @@ fn applied_unrecorded<'a, C: PoolCodec>(
     let schema = objects(conn)?;
     let history = table_rows(conn, HISTORY_TABLE)?;
     let mut unrecorded = Vec::new();
-    for version in recorded + 1.. {
-        let Some(next) = fresh.history_row(version) else {
+    let mut version = recorded;
+    loop {
+        // A history past every migration this build knows: nothing to add.
+        let Some(next) = version.checked_add(1).and_then(|v| fresh.history_row(v)) else {
             return Ok(None);
         };
+        version += 1;
         unrecorded.push(next);
         let mut trial = Connection::open_in_memory()?;
         let ran = (|| -> Result<()> {
@@ -178,7 +185,6 @@ fn applied_unrecorded<'a, C: PoolCodec>(
             .all(|(_, sql)| made.contains(sql))
             .then_some(unrecorded));
     }
-    Ok(None)
 }
 
 /// `openmls_sqlite_storage`'s runner on `conn`.

@@ -37,8 +37,8 @@ impl<C: PoolCodec> PoolStorage<C> {
     /// is still under the old key, and the storage must be reopened with
     /// it. If the database cannot go back to WAL mode at once (another
     /// connection came in), it stays in rollback-journal mode until it is
-    /// next opened, each commit durable on its own (`EXTRA`); the new key
-    /// stands.
+    /// next opened (under [`Synchronous::Full`](crate::Synchronous::Full),
+    /// each commit durable on its own); the new key stands.
     ///
     /// ```
     /// # fn main() -> Result<(), openmls_keypackage_pool::Error> {
@@ -94,15 +94,15 @@ impl<C: PoolCodec> PoolStorage<C> {
                 reason: "another connection keeps the write-ahead log",
             });
         }
-        // The eraser's connection is keyed the old way, and leaving WAL
-        // mode needs the file to this connection alone.
-        held.erasure.stop();
         // The rewrite is a rollback-journal commit: the journal's deletion,
         // durable only once the directory is synced, which SQLite does only
         // under EXTRA. Without it, the rewrite was made durable only by the
         // journal of the switch back to WAL; when that switch failed, a
         // power cut after `rekey` returned brought the old key back.
         held.conn.pragma_update(None, "synchronous", "EXTRA")?;
+        // The eraser's connection is keyed the old way, and leaving WAL
+        // mode needs the file to this connection alone.
+        held.erasure.stop();
         let result = self
             .rekey_in_rollback_mode(&held.conn, &new)
             .and_then(|()| {
@@ -123,25 +123,17 @@ impl<C: PoolCodec> PoolStorage<C> {
                 row.get::<_, String>(0)
             });
         }
-        // Back to the configured level for the journal mode in force: in
-        // WAL mode the options' own; left in rollback mode, each later
-        // commit durable on its own (EXTRA) until the next open.
-        // Best effort: if this fails, the connection stays at EXTRA, which
-        // is the safe side.
-        let in_wal = held
-            .conn
-            .query_row("PRAGMA journal_mode", [], |row| row.get::<_, String>(0))
-            .is_ok_and(|mode| mode.eq_ignore_ascii_case("wal"));
-        let mode = if in_wal {
-            JournalMode::Wal
-        } else {
-            JournalMode::Delete
-        };
-        let _ = held.conn.pragma_update(
-            None,
-            "synchronous",
-            self.options.synchronous.as_sql_in(mode),
-        );
+        // Back to the options' level for the journal mode in force (in
+        // rollback mode, under `Full`, EXTRA: each later commit durable on
+        // its own until the next open). Best effort: if this fails, the
+        // connection stays at EXTRA, which is the safe side.
+        if let Some(mode) = JournalMode::in_force(&held.conn) {
+            let _ = held.conn.pragma_update(
+                None,
+                "synchronous",
+                self.options.synchronous.as_sql_in(mode),
+            );
+        }
         let keying = held.keying.borrow();
         held.erasure
             .start(eraser_connection(&held.conn, &keying, &self.options));
