@@ -42,6 +42,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 use crate::{
     clock::unix_now_ms,
     error::Result,
+    options::JournalMode,
     write_gate::{
         probe::{Span, Work},
         WriteGate,
@@ -497,6 +498,16 @@ pub(crate) fn erase(conn: &Connection) -> Result<bool> {
     // could reach the disk while the truncation and the new header had not:
     // recovery would then replay the old log's stale frames (the power-loss
     // tests show it).
+    //
+    // In a rollback-journal mode there is no log, and `NORMAL` there skips
+    // the sync of the journal's header: a power cut can then leave a
+    // journal whose rollback corrupts the database (the power-loss tests'
+    // hostile model shows it). The clear is committed at the connection's
+    // own level there.
+    if JournalMode::in_force(conn) != Some(JournalMode::Wal) {
+        let _ = clear_if_nothing_committed_since(conn, before);
+        return Ok(true);
+    }
     let unsynced = Unsynced::set(conn)?;
     let _ = clear_if_nothing_committed_since(conn, before);
     // Not best effort: every later commit and checkpoint of the connection
