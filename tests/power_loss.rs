@@ -31,15 +31,17 @@
 //! first open and an upgrade of `openmls_sqlite_storage`'s schema leaving a
 //! migration applied and unrecorded (`src/schema/upstream.rs`); `rekey`'s
 //! rewrite, and every commit under `JournalMode::Delete`, durable only once
-//! the next commit began (`synchronous=EXTRA` now).
+//! the next commit began (`synchronous=EXTRA` now); the erasure clearing
+//! its record under `synchronous=NORMAL` in a rollback-journal mode, where
+//! torn writes could then corrupt the database (WAL mode only now).
 //!
 //! Every crash point has a seed derived from a base seed, printed with any
 //! failure; `POWER_LOSS_SEED=<seed>` reruns the sweeps with that base, and
-//! `POWER_LOSS_ONLY=sync:N` (or `write:N`, or `end`) restricts them to one
-//! point. `POWER_LOSS_LONG=n` is the long sweep: every point `n` times,
-//! every second random one under the hostile model. The plain workloads
-//! repeat exactly; those with two connections or the storage's eraser
-//! thread may sync in another order from run to run.
+//! `POWER_LOSS_ONLY=sync:N` (or `write:N`, `truncate:N`, `delete:N`, or
+//! `end`) restricts them to one point. `POWER_LOSS_LONG=n` is the long
+//! sweep: every point `n` times, every second random one under the hostile
+//! model. The plain workloads repeat exactly; those with two connections or
+//! the storage's eraser thread may sync in another order from run to run.
 
 #[path = "common/crash_vfs.rs"]
 mod crash_vfs;
@@ -118,8 +120,13 @@ fn power_loss_child() {
     }
     let stats = crash_vfs::stats();
     println!(
-        "pl-done syncs={} writes={} dir_syncs={} unlinked_writes={}",
-        stats.syncs, stats.writes, stats.dir_syncs, stats.unlinked_writes
+        "pl-done syncs={} writes={} truncates={} deletes={} dir_syncs={} unlinked_writes={}",
+        stats.syncs,
+        stats.writes,
+        stats.truncates,
+        stats.deletes,
+        stats.dir_syncs,
+        stats.unlinked_writes
     );
 }
 
@@ -406,6 +413,8 @@ struct ChildRun {
     reported: BTreeMap<String, Vec<String>>,
     /// `(syncs, writes)` when it finished without crashing.
     done: Option<(u64, u64)>,
+    /// `(truncates, deletes)` when it finished without crashing.
+    truncates_deletes: (u64, u64),
     stdout: String,
     stderr: String,
 }
@@ -528,6 +537,7 @@ fn run_child(scenario: &Scenario, db: &Path, point: Point, seed: u64) -> ChildRu
                     .unwrap_or(0)
             };
             run.done = Some((field("syncs="), field("writes=")));
+            run.truncates_deletes = (field("truncates="), field("deletes="));
         }
     }
     run
@@ -724,6 +734,15 @@ fn points_from(scenario: Scenario, marker: &str, sampled: u64) -> (ChildRun, Vec
         true,
     ));
     (dry, all)
+}
+
+/// A crash right after each truncate and each deletion of a file the dry
+/// run `dry` made, under `policy`.
+fn truncate_and_delete_points(dry: &ChildRun, policy: Policy) -> Vec<Point> {
+    let (truncates, deletes) = dry.truncates_deletes;
+    let mut at: Vec<CrashAt> = (1..=truncates).map(CrashAt::Truncate).collect();
+    at.extend((1..=deletes).map(CrashAt::Delete));
+    points(at, policy, true)
 }
 
 /// `points`, `reps` times each with another seed.
@@ -1340,6 +1359,8 @@ fn pool_counts() -> ((u64, u64), (u64, u64)) {
 #[test]
 fn pool_storage_loses_no_reported_batch() {
     let ((opened_syncs, opened_writes), (syncs, writes)) = pool_counts();
+    let truncated_or_deleted = truncate_and_delete_points(&dry_child(POOL, true), Policy::Random);
+    assert!(!truncated_or_deleted.is_empty());
     assert!(syncs > opened_syncs + 8, "{opened_syncs} of {syncs} syncs");
     let at: Vec<CrashAt> = (opened_syncs + 1..=syncs).map(CrashAt::Sync).collect();
     let mut all = repeated(at.clone(), Policy::Random, true, 2);
@@ -1352,6 +1373,7 @@ fn pool_storage_loses_no_reported_batch() {
         Policy::Random,
         true,
     ));
+    all.extend(truncated_or_deleted);
     let outcomes = sweep("pool", POOL, &all, inspect_pool);
     summarize("PoolStorage, default options, once open", &outcomes);
     assert_nothing_lost("pool", &outcomes);
@@ -1418,6 +1440,7 @@ fn full_in_rollback_journal_mode_keeps_the_last_commit() {
             Policy::Random,
             true,
         ));
+        all.extend(truncate_and_delete_points(&dry, Policy::Random));
         let outcomes = sweep(name, scenario, &all, inspect_pool);
         summarize(&format!("PoolStorage, journal_mode={journal}"), &outcomes);
         assert_all_crashed(name, &outcomes);
@@ -1675,8 +1698,9 @@ mod rekey {
             ("rekey-raw", inspect_raw),
         ] {
             let scenario = scenario(workload);
-            let (_, mut all) = points_from(scenario, "rekeying", 16);
+            let (dry, mut all) = points_from(scenario, "rekeying", 16);
             all.extend(points([CrashAt::End], Policy::DurableOnly, true));
+            all.extend(truncate_and_delete_points(&dry, Policy::Random));
             let outcomes = sweep(workload, scenario, &all, inspect);
             summarize(workload, &outcomes);
             assert_nothing_lost(workload, &outcomes);

@@ -118,6 +118,11 @@ pub enum CrashAt {
     /// Right after the n-th `xWrite` of the process (from 1) reached the
     /// file: that write is pending like the others.
     Write(u64),
+    /// Right after the n-th truncate of a file (`xTruncate`, or a size
+    /// change a size hint makes) that changed its length.
+    Truncate(u64),
+    /// Right after the n-th deletion of a file (`xDelete`).
+    Delete(u64),
     /// When the workload has finished (the child calls [`crash_now`]).
     End,
 }
@@ -130,6 +135,8 @@ impl CrashAt {
             None if text == "end" => Some(Self::End),
             Some(("sync", n)) => n.parse().ok().map(Self::Sync),
             Some(("write", n)) => n.parse().ok().map(Self::Write),
+            Some(("truncate", n)) => n.parse().ok().map(Self::Truncate),
+            Some(("delete", n)) => n.parse().ok().map(Self::Delete),
             _ => None,
         }
     }
@@ -140,6 +147,8 @@ impl CrashAt {
             Self::End => "end".into(),
             Self::Sync(n) => format!("sync:{n}"),
             Self::Write(n) => format!("write:{n}"),
+            Self::Truncate(n) => format!("truncate:{n}"),
+            Self::Delete(n) => format!("delete:{n}"),
         }
     }
 }
@@ -869,6 +878,10 @@ unsafe extern "C" fn x_delete(
                 st.dir_synced(dir);
             }
         }
+        let n = st.stats.deletes;
+        if st.config.at == CrashAt::Delete(n) {
+            st.crash(&format!("delete {n} ({})", path.display()));
+        }
     }
     rc
 }
@@ -1025,7 +1038,13 @@ unsafe extern "C" fn x_truncate(file: *mut ffi::sqlite3_file, size: ffi::sqlite3
     if rc != ffi::SQLITE_OK {
         return rc;
     }
-    record_len_change(&mut st, real, path, *id, prev_len, &saved, from)
+    let before = st.stats.truncates;
+    let rc = record_len_change(&mut st, real, path, *id, prev_len, &saved, from);
+    let n = st.stats.truncates;
+    if n > before && st.config.at == CrashAt::Truncate(n) {
+        st.crash(&format!("truncate {n} ({} to {size})", path.display()));
+    }
+    rc
 }
 
 unsafe extern "C" fn x_sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
