@@ -1,5 +1,5 @@
-//! Runs the benchmark comparisons and prints the tables and ratios the
-//! README quotes.
+//! Runs the benchmark comparisons and prints the tables and ratios
+//! `docs/performance.md` quotes.
 //!
 //! ```sh
 //! cargo run --release --example bench_report            # a few minutes

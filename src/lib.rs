@@ -104,9 +104,21 @@
 //!   feature of that name must enable here too).
 //! - [`codec`]: the on-disk format of OpenMLS's entities.
 //! - [`Error`]: what can fail, and for which ref.
+//! - [`guide`]: the guides, one page per part of the crate, with examples;
+//!   the full performance and reliability tables are `docs/performance.md`
+//!   and `docs/reliability.md` in the repository.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+pub mod guide;
+
+// Every Rust block of the README compiles (and runs, unless marked) as a doc
+// test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 mod bundles;
 mod catalog;

@@ -1,6 +1,6 @@
 //! Bad input of every kind the crate can meet: each is a typed error (or a
-//! report), never a panic, and no data is lost. The README's "Reliability"
-//! section lists these cases with what the user gets.
+//! report), never a panic, and no data is lost. `docs/reliability.md` lists
+//! these cases with what the user gets.
 
 mod common;
 

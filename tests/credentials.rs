@@ -384,12 +384,12 @@ fn rows_written_before_credentials_get_theirs_from_their_bundles() {
 }
 
 #[test]
-fn the_readmes_renewal_flow_is_the_doc_test_that_runs() {
-    let readme = include_str!("../README.md");
+fn the_scopes_guides_renewal_flow_is_the_doc_test_that_runs() {
+    let readme = include_str!("../docs/guide/scopes.md");
     let marker = "The renewal flow, compiled and run as the doc test of";
     let after = &readme[readme
         .find(marker)
-        .expect("the README shows the renewal flow")..];
+        .expect("the scopes guide shows the renewal flow")..];
     let block = &after[after.find("```rust\n").unwrap() + "```rust\n".len()..];
     let block = &block[..block.find("```").unwrap()];
     // The doc comment of `retire_stale_credentials`, as the lines rustdoc

@@ -68,7 +68,7 @@ pub(crate) use shared_file::FileLease;
 ///
 /// What each policy costs per decrypted message is measured by
 /// `cargo run --release --example bench_report -- --erasure-only`; the
-/// README quotes one run.
+/// `docs/reliability.md` quotes one run.
 ///
 /// A transaction the application begins and commits on the raw connection
 /// is not seen: the erasure it owes happens at this storage's next commit

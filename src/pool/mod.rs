@@ -84,8 +84,8 @@ use crate::{
 /// Generation holds the database's write lock while it builds (the crypto
 /// included), so that the batch is one transaction: for as long as building
 /// the batch takes, which depends on the ciphersuite (an X-Wing KeyPackage
-/// takes more than twice as long as a classical one; the README's
-/// Performance section has the figures). Other connections' writes wait
+/// takes more than twice as long as a classical one; `docs/performance.md`
+/// has the figures). Other connections' writes wait
 /// meanwhile, up to their busy timeout.
 ///
 /// ```

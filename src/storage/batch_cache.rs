@@ -7,8 +7,8 @@
 //! before the commit and writes them again when the batch changes them
 //! later. [`BatchCache`] raises the cache for the length of an outermost
 //! transaction and puts the connection's own setting back afterwards; the
-//! memory is only taken when a transaction fills it. The README's
-//! Performance section measures what it saves and what it costs.
+//! memory is only taken when a transaction fills it. `docs/performance.md`
+//! measures what it saves and what it costs.
 
 use rusqlite::Connection;
 

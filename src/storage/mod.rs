@@ -75,7 +75,8 @@ pub(crate) use write_scope::WriteScope;
 ///
 /// Within the process, the handles on one file share one background eraser
 /// and one write gate, which keeps every checkpoint off every write
-/// transaction (see the README on SQLite's WAL-reset bug).
+/// transaction (see the [operations guide](crate::guide::operations) on
+/// SQLite's WAL-reset bug).
 ///
 /// Usually reached through [`PoolProvider::storage`](crate::PoolProvider::storage).
 ///

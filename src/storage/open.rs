@@ -64,7 +64,7 @@ impl PoolStorage<DefaultCodec> {
     /// Opens (creating if needed) a database file encrypted with SQLCipher
     /// under the raw 32-byte `key`, with no key derivation: the way to use
     /// a key the platform's keystore holds, and much cheaper to open than a
-    /// passphrase (see the README's encryption section).
+    /// passphrase (see the [options guide](crate::guide::options)).
     ///
     /// A wrong key, a database encrypted under a passphrase, or a file that
     /// is not an encrypted database is
