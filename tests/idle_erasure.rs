@@ -8,14 +8,10 @@
 
 mod common;
 
-use std::{
-    io::{BufRead, BufReader},
-    path::Path,
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use common::{
+    child,
     conversation::Conversation,
     to_hex,
     traces::{eventually, from_hex, traces_of_all, until_none},
@@ -78,75 +74,19 @@ fn without_the_erasure_of_overwrites_an_idle_storage_keeps_them() {
     assert!(!traces_of_all(&chat.path, &superseded).is_empty());
 }
 
-/// Kills the child when dropped, so a failing assertion never leaves one
-/// running.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts this binary's `child` test in the role `role` on `db`, and waits
-/// for the line it prints when it is ready; returns it with the lines it
-/// printed before.
-fn start_child(role: &str, db: &Path) -> (Killed, Vec<String>) {
-    let mut child = Killed(
-        Command::new(std::env::current_exe().unwrap())
-            .args(["child", "--exact", "--nocapture", "--test-threads=1"])
-            .env("ERASURE_CHILD", role)
-            .env("ERASURE_DB", db)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let stdout = child.0.stdout.take().unwrap();
-    let mut printed = Vec::new();
-    // libtest prints "test child ... " before the child's own output on the
-    // same line, so tokens are looked for anywhere in a line.
-    let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
-    for line in lines.by_ref() {
-        if line.contains("erasure-child-ready") {
-            // The rest is read and dropped, so that the child never writes
-            // into a closed pipe.
-            std::thread::spawn(move || lines.for_each(drop));
-            return (child, printed);
-        }
-        printed.push(line);
-    }
-    panic!("the {role} child never became ready: {printed:?}");
-}
-
 /// In a normal run nothing; as a child of the tests below, the role
 /// `ERASURE_CHILD` names.
 #[test]
 fn child() {
-    let (Some(role), Some(db)) = (
-        std::env::var_os("ERASURE_CHILD"),
-        std::env::var_os("ERASURE_DB"),
-    ) else {
+    let Some((role, db)) = child::role() else {
         return;
     };
-    let db = Path::new(&db);
-    match role.to_str() {
-        // Holds a read transaction until its standard input closes.
-        Some("reader") => {
-            let reader = rusqlite::Connection::open(db).unwrap();
-            reader
-                .execute_batch("BEGIN; SELECT COUNT(*) FROM openmls_group_data;")
-                .unwrap();
-            println!("erasure-child-ready");
-            let mut rest = String::new();
-            let _ = std::io::Read::read_to_string(&mut std::io::stdin(), &mut rest);
-            reader.execute_batch("COMMIT").unwrap();
-        }
+    let db = db.as_path();
+    match role.as_str() {
+        "reader" => child::hold_read_transaction(db),
         // Bob on `db` with a bound far away: decrypts four messages, prints
         // the secrets they superseded, and waits to be killed.
-        Some("member") => {
+        "member" => {
             let options = StorageOptions {
                 erasure: ErasurePolicy::Overwrites {
                     within: Duration::from_secs(600),
@@ -163,7 +103,7 @@ fn child() {
             for secret in chat.superseded(&old) {
                 println!("erasure-child-secret {}", to_hex(&secret));
             }
-            println!("erasure-child-ready");
+            println!("{}", child::READY);
             std::thread::sleep(Duration::from_secs(120));
         }
         other => panic!("unknown child role {other:?}"),
@@ -173,15 +113,14 @@ fn child() {
 #[test]
 fn a_reader_in_another_process_delays_the_erasure_until_it_lets_go() {
     let (chat, superseded) = four_messages(&StorageOptions::default());
-    let (mut reader, _) = start_child("reader", &chat.path);
+    let (mut reader, _) = child::start("reader", &chat.path);
     std::thread::sleep(BOUND + SLACK);
     assert!(
         !traces_of_all(&chat.path, &superseded).is_empty(),
         "the reader did not hold the log"
     );
     // The reader commits and exits; the writer commits nothing more.
-    drop(reader.0.stdin.take());
-    assert!(reader.0.wait().unwrap().success());
+    assert!(reader.release());
     let found = until_none(SLACK, || traces_of_all(&chat.path, &superseded));
     assert_eq!(found, Vec::<String>::new());
 }
@@ -189,7 +128,7 @@ fn a_reader_in_another_process_delays_the_erasure_until_it_lets_go() {
 #[test]
 fn a_process_killed_before_the_deadline_leaves_the_erasure_to_the_next_open() {
     let (_dir, path) = common::temp_db();
-    let (child, printed) = start_child("member", &path);
+    let (child, printed) = child::start("member", &path);
     let superseded: Vec<Vec<u8>> = printed
         .iter()
         .filter_map(|line| line.split("erasure-child-secret ").nth(1))

@@ -2,6 +2,7 @@
 //! database files, all real.
 #![allow(dead_code)]
 
+pub mod child;
 pub mod conversation;
 pub mod lifecycle_model;
 pub mod plain_sqlite;
@@ -235,7 +236,6 @@ pub fn erasure_pending(conn: &rusqlite::Connection) -> bool {
     .unwrap()
 }
 
-/// Bytes as lowercase hex, two digits each.
 /// How many frames the write-ahead log at `wal` holds (0 when it is
 /// missing or truncated), at SQLite's default page size.
 pub fn wal_frames(wal: &std::path::Path) -> u64 {
@@ -245,6 +245,7 @@ pub fn wal_frames(wal: &std::path::Path) -> u64 {
     len.saturating_sub(HEADER).div_ceil(FRAME)
 }
 
+/// Bytes as lowercase hex, two digits each.
 pub fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
