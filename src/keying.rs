@@ -82,6 +82,16 @@ impl Keying {
         Self::Raw(Zeroizing::new(*key.0))
     }
 
+    /// What kind of key this is, to log (never the key).
+    #[cfg(feature = "sqlcipher")]
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Self::Plain => "no key",
+            Self::Passphrase(_) => "passphrase",
+            Self::Raw(_) => "raw key",
+        }
+    }
+
     /// Keys a freshly opened connection before anything else is asked of
     /// it: SQLCipher's memory wiping and compatibility pinned, the key, a
     /// check that SQLCipher is really there, and a read of the schema,

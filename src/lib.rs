@@ -142,11 +142,12 @@ mod scratch;
 mod status;
 mod storage;
 mod storage_methods;
+mod storage_status;
 mod verify;
 mod withdrawal;
 mod write_gate;
 
-pub use erasure::ErasurePolicy;
+pub use erasure::{ErasureBlocker, ErasurePolicy};
 pub use error::{Error, RefBytes, Result};
 #[cfg(feature = "sqlcipher")]
 pub use keying::DatabaseKey;
@@ -166,6 +167,7 @@ pub use provider::{PoolCrypto, PoolProvider};
 pub use scope::ScopeSummary;
 pub use status::KeyPackageStatus;
 pub use storage::{ConnectionGuard, PoolStorage};
+pub use storage_status::{ErasureStatus, SqliteBuild, StorageStatus};
 pub use verify::ConsistencyReport;
 pub use withdrawal::{Withdrawal, WithdrawalReason};
 

@@ -13,7 +13,7 @@ use std::{
 
 use rusqlite::Connection;
 
-use super::{erase, instant_of, Due, Sweep};
+use super::{instant_of, owed_since, try_erase, Due, EraserReport, ErasureBlocker, Sweep};
 use crate::write_gate::{
     probe::{Span, Work},
     WriteGate,
@@ -24,8 +24,23 @@ use crate::write_gate::{
 /// [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_millis(20);
 
-/// The longest wait between two tries while the log is held.
+/// The longest wait between two tries while the log is held and the
+/// erasure is still within its bound.
 const RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// The longest wait between two tries once the erasure is past its bound
+/// and another connection keeps the log (or each try fails with an error):
+/// a reader that holds a snapshot for hours then costs a wake-up a minute,
+/// not one a second.
+const RETRY_PAST_BOUND_MAX: Duration = Duration::from_secs(60);
+
+/// Past its bound, the wait between two tries is this fraction of how long
+/// the erasure has been overdue (at least [`RETRY_MAX`], at most
+/// [`RETRY_PAST_BOUND_MAX`]): tries thin out as a reader holds on, and once
+/// it lets go the erasure is done at most a quarter later than it would
+/// have been at the start. A commit of this process that owes an erasure
+/// still wakes the eraser at once.
+const RETRY_PAST_BOUND_SHARE: u32 = 4;
 
 /// How long the eraser waits for the file's write gate before it lets go
 /// and tries again later (so that stopping it never waits long).
@@ -47,6 +62,7 @@ impl Eraser {
     /// what is due itself.
     pub(super) fn start(
         conn: Connection,
+        bound: Duration,
         due: Arc<Due>,
         sweep: Sweep,
         gate: Arc<WriteGate>,
@@ -60,7 +76,24 @@ impl Eraser {
         let stopped = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name("keypackage-pool-eraser".into())
-            .spawn(move || run(&conn, &shared, &stopped, &sweep, &gate))
+            .spawn(move || {
+                let eraser = Loop {
+                    conn: &conn,
+                    bound,
+                    due: &shared,
+                    stop: &stopped,
+                    sweep: &sweep,
+                    gate: &gate,
+                };
+                // The storage then runs what is due at its commits.
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| eraser.run())).is_err()
+                {
+                    log::error!(
+                        "the eraser stopped after a panic; erasures now run at the \
+                         storage's commits"
+                    );
+                }
+            })
             .ok()?;
         Some(Self { due, stop, thread })
     }
@@ -87,63 +120,230 @@ impl Eraser {
     }
 }
 
-/// The eraser's loop: asleep while nothing is due, and until it is; then,
-/// inside the file's write gate, the sweep and the erasure of what it and
-/// the storages left behind.
-fn run(conn: &Connection, due: &Due, stop: &AtomicBool, sweep: &Sweep, gate: &WriteGate) {
-    let mut retry = RETRY_FIRST;
-    let mut state = due.lock();
-    loop {
-        if stop.load(Ordering::SeqCst) {
-            return;
-        }
-        let now = Instant::now();
-        match state.at {
-            None => {
-                state = due
-                    .changed
-                    .wait(state)
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+/// What the eraser's loop works with.
+struct Loop<'a> {
+    conn: &'a Connection,
+    /// How long an erasure may stay owed.
+    bound: Duration,
+    due: &'a Due,
+    stop: &'a AtomicBool,
+    sweep: &'a Sweep,
+    gate: &'a WriteGate,
+}
+
+/// What one try of the eraser came to.
+struct Try {
+    /// When the sweep has work next.
+    next_sweep: Option<Instant>,
+    /// What kept the log from being emptied.
+    blocker: Option<ErasureBlocker>,
+    /// The errors met, said in full.
+    errors: Vec<String>,
+    /// How long the erasure had been owed, when the try did not finish.
+    owed_for: Duration,
+}
+
+/// The tries of the erasure now owed that did not finish.
+#[derive(Default)]
+struct Failing {
+    /// When the first of them failed.
+    since: Option<Instant>,
+    /// Whether the erasure was reported past its bound.
+    warned: bool,
+}
+
+impl Loop<'_> {
+    /// Asleep while nothing is due, and until it is; then, inside the
+    /// file's write gate, the sweep and the erasure of what it and the
+    /// storages left behind.
+    fn run(&self) {
+        let mut retry = RETRY_FIRST;
+        let mut failing = Failing::default();
+        let mut state = self.due.lock();
+        loop {
+            if self.stop.load(Ordering::SeqCst) {
+                return;
             }
-            Some(at) if at > now => {
-                state = due
-                    .changed
-                    .wait_timeout(state, at - now)
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .0;
-            }
-            Some(_) => {
-                // Taken before erasing: a leftover committed meanwhile sets
-                // its own deadline again.
-                state.at = None;
-                drop(state);
-                let outcome = gate.enter(GATE_WAIT).map(|_pass| {
-                    let swept = {
-                        let _span = Span::begin(Work::Write);
-                        sweep(conn)
+            let now = Instant::now();
+            match state.at {
+                None => {
+                    state = self
+                        .due
+                        .changed
+                        .wait(state)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+                Some(at) if at > now => {
+                    state = self
+                        .due
+                        .changed
+                        .wait_timeout(state, at - now)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .0;
+                }
+                Some(_) => {
+                    // Taken before erasing: a leftover committed meanwhile
+                    // sets its own deadline again.
+                    state.at = None;
+                    state.report.wakeups += 1;
+                    drop(state);
+                    let tried = self.try_once(&failing);
+                    state = self.due.lock();
+                    let again = match tried {
+                        // A writer kept the gate: no reader is in the way,
+                        // so no need to back off.
+                        None => Some(Instant::now() + RETRY_FIRST),
+                        Some(Try {
+                            next_sweep,
+                            blocker: None,
+                            errors,
+                            ..
+                        }) if errors.is_empty() => {
+                            self.finished(&mut failing, &mut state.report);
+                            retry = RETRY_FIRST;
+                            next_sweep
+                        }
+                        Some(tried) => {
+                            retry = self.failed(&mut failing, &mut state.report, &tried, retry);
+                            let again = Instant::now() + retry;
+                            Some(tried.next_sweep.map_or(again, |next| next.min(again)))
+                        }
                     };
-                    (swept, matches!(erase(conn), Ok(true)))
-                });
-                state = due.lock();
-                let Some((swept, erased)) = outcome else {
-                    // A writer kept the gate: no reader is in the way, so
-                    // no need to back off.
-                    let again = Instant::now() + RETRY_FIRST;
-                    state.at = Some(state.at.map_or(again, |at| at.min(again)));
-                    continue;
-                };
-                if let Ok((_, Some(next))) = swept {
-                    let next = instant_of(next);
-                    state.at = Some(state.at.map_or(next, |at| at.min(next)));
-                }
-                if erased && swept.is_ok() {
-                    retry = RETRY_FIRST;
-                } else {
-                    let again = Instant::now() + retry;
-                    state.at = Some(state.at.map_or(again, |at| at.min(again)));
-                    retry = (retry * 2).min(RETRY_MAX);
+                    if let Some(again) = again {
+                        state.at = Some(state.at.map_or(again, |at| at.min(again)));
+                    }
                 }
             }
         }
+    }
+
+    /// One try, holding nothing but the file's write gate: the sweep, then
+    /// the erasure. `None` when another thread of the process kept the
+    /// gate.
+    fn try_once(&self, failing: &Failing) -> Option<Try> {
+        let (swept, erased) = self.gate.enter(GATE_WAIT).map(|_pass| {
+            let swept = {
+                let _span = Span::begin(Work::Write);
+                (self.sweep)(self.conn)
+            };
+            (swept, try_erase(self.conn))
+        })?;
+        let mut errors = Vec::new();
+        let next_sweep = match swept {
+            Ok((_, next)) => next.map(instant_of),
+            Err(e) => {
+                errors.push(format!(
+                    "deleting KeyPackages whose grace window ended: {e}"
+                ));
+                None
+            }
+        };
+        let blocker = erased.unwrap_or_else(|e| {
+            errors.push(format!("erasing: {e}"));
+            None
+        });
+        let owed_for = if errors.is_empty() && blocker.is_none() {
+            Duration::ZERO
+        } else {
+            self.owed_for(failing)
+        };
+        Some(Try {
+            next_sweep,
+            blocker,
+            errors,
+            owed_for,
+        })
+    }
+
+    /// How long the erasure now owed has been: since the database's record
+    /// of it, or since the first try that failed when there is none.
+    fn owed_for(&self, failing: &Failing) -> Duration {
+        let recorded = owed_since(self.conn).ok().flatten().map(|since| {
+            let ms = super::now_ms().saturating_sub(since);
+            Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+        });
+        recorded
+            .or_else(|| failing.since.map(|since| since.elapsed()))
+            .unwrap_or(Duration::ZERO)
+    }
+
+    /// After a try that did not finish: reports it, and returns how long to
+    /// wait before the next, `retry` being the last wait. Doubled at each
+    /// failure, up to [`RETRY_MAX`], while the erasure is within its bound;
+    /// once it is past it and another connection keeps the log (or tries
+    /// fail with an error), a share of how long it has been overdue (see
+    /// [`RETRY_PAST_BOUND_SHARE`]).
+    fn failed(
+        &self,
+        failing: &mut Failing,
+        report: &mut EraserReport,
+        tried: &Try,
+        retry: Duration,
+    ) -> Duration {
+        let Try {
+            blocker,
+            errors,
+            owed_for,
+            ..
+        } = tried;
+        let (blocker, owed_for) = (*blocker, *owed_for);
+        failing.since.get_or_insert_with(Instant::now);
+        for error in errors {
+            log::warn!("the eraser failed {error}; it tries again");
+        }
+        let past_bound = owed_for > self.bound;
+        let outside = matches!(
+            blocker,
+            Some(ErasureBlocker::Reader { .. } | ErasureBlocker::Locked)
+        ) || !errors.is_empty();
+        let backing_off = past_bound && outside;
+        let retry = if backing_off {
+            let overdue = owed_for.saturating_sub(self.bound) / RETRY_PAST_BOUND_SHARE;
+            overdue.clamp(RETRY_MAX, RETRY_PAST_BOUND_MAX)
+        } else {
+            (retry * 2).min(RETRY_MAX)
+        };
+        if past_bound && !failing.warned {
+            failing.warned = true;
+            let why = match (blocker, errors.last()) {
+                (Some(blocker), _) => blocker.to_string(),
+                (None, Some(error)) => format!("the eraser failed {error}"),
+                (None, None) => "nothing recorded".to_owned(),
+            };
+            log::warn!(
+                "an erasure owed for {:.1} s is past its bound of {:.1} s: {why}; \
+                 old copies of secrets stay readable in the log until it is done; the \
+                 eraser now tries less often the longer it is held, at most a minute apart",
+                owed_for.as_secs_f64(),
+                self.bound.as_secs_f64(),
+            );
+        }
+        report.failed_tries = report.failed_tries.saturating_add(1);
+        report.blocker = blocker;
+        if let Some(error) = errors.last() {
+            report.last_error = Some(error.clone());
+        }
+        report.retry = Some(retry);
+        report.backing_off = backing_off;
+        retry
+    }
+
+    /// After a try that emptied the log: clears what the failed ones
+    /// reported.
+    fn finished(&self, failing: &mut Failing, report: &mut EraserReport) {
+        if let Some(since) = failing.since {
+            if failing.warned {
+                log::info!(
+                    "the erasure past its bound is done, after {} tries over {:.1} s",
+                    report.failed_tries + 1,
+                    since.elapsed().as_secs_f64()
+                );
+            }
+        }
+        *failing = Failing::default();
+        *report = EraserReport {
+            wakeups: report.wakeups,
+            ..EraserReport::default()
+        };
     }
 }

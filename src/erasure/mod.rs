@@ -62,9 +62,13 @@ pub(crate) use shared_file::FileLease;
 /// otherwise owe. Deleted key material is erased at the end of the commit
 /// that deleted it, under either policy. When another connection keeps the
 /// log from being emptied (a reader holding an old snapshot, in this
-/// process or another), the eraser tries again, at most a second apart,
-/// until it is done; the record in the database makes the next open of any
-/// process finish an erasure a crash interrupted.
+/// process or another), the eraser tries again until it is done: at most
+/// a second apart within the bound, and past it less often the longer the
+/// reader holds on (a quarter of the time overdue, at most a minute), so
+/// that a snapshot held for hours does not wake a phone every second;
+/// [`PoolStorage::status`](crate::PoolStorage::status) and the log say so.
+/// The record in the database makes the next open of any process finish an
+/// erasure a crash interrupted.
 ///
 /// What each policy costs per decrypted message is measured by
 /// `cargo run --release --example bench_report -- --erasure-only`; the
@@ -114,6 +118,52 @@ impl Default for ErasurePolicy {
     fn default() -> Self {
         Self::Overwrites {
             within: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What kept an erasure from emptying the write-ahead log: part of
+/// [`ErasureStatus`](crate::ErasureStatus).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErasureBlocker {
+    /// Another connection, in this process or another, holds a read
+    /// transaction: the checkpoint copied `checkpointed` of the log's
+    /// `frames` frames (all of them when only the log's restart was held
+    /// up), and the old copies stay in the log until that reader ends its
+    /// transaction. A backup, a second app on the same file or a statement
+    /// left unfinished, most often.
+    Reader {
+        /// Frames in the log.
+        frames: i64,
+        /// Frames the checkpoint copied into the database.
+        checkpointed: i64,
+    },
+    /// Another connection held a lock the checkpoint needs (a writer, or
+    /// one that holds the database exclusively).
+    Locked,
+    /// A statement of the connection that tried was still being stepped.
+    OwnStatement,
+    /// A transaction of the connection that tried was still open.
+    OwnTransaction,
+}
+
+impl std::fmt::Display for ErasureBlocker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Reader {
+                frames,
+                checkpointed,
+            } => write!(
+                f,
+                "another connection holds a read transaction on the log \
+                 ({checkpointed} of {frames} frames checkpointed)"
+            ),
+            Self::Locked => f.write_str("another connection holds a lock the checkpoint needs"),
+            Self::OwnStatement => {
+                f.write_str("a statement of this connection is still being stepped")
+            }
+            Self::OwnTransaction => f.write_str("a transaction of this connection is still open"),
         }
     }
 }
@@ -215,6 +265,7 @@ impl ErasureSchedule {
         };
         let eraser = Eraser::start(
             conn,
+            self.bound(),
             Arc::clone(&self.due),
             Arc::clone(&self.sweep),
             Arc::clone(&self.gate),
@@ -278,11 +329,18 @@ impl ErasureSchedule {
     /// way, and an erasure that could not finish stays pending.
     pub(crate) fn after_commit(&self, conn: &Connection) {
         match self.uncommitted.take() {
-            // A reader is in the way: the eraser tries again.
-            Some(Leftover::Deleted) if !matches!(self.erase_now(conn), Ok(true)) => {
-                self.due.at(Instant::now());
-            }
-            Some(Leftover::Deleted) => {}
+            Some(Leftover::Deleted) => match self.erase_now(conn) {
+                Ok(true) => {}
+                // A reader is in the way: the eraser tries again.
+                Ok(false) => self.due.at(Instant::now()),
+                Err(e) => {
+                    log::warn!(
+                        "erasing deleted key material after a commit failed \
+                         (the eraser tries again): {e}"
+                    );
+                    self.due.at(Instant::now());
+                }
+            },
             Some(Leftover::Overwritten) => {
                 // A bound too far off to express is no bound.
                 if let ErasurePolicy::Overwrites { within } = self.policy {
@@ -324,17 +382,33 @@ impl ErasureSchedule {
             .is_some_and(|lease| lease.file.eraser().as_ref().is_some_and(Eraser::is_running))
     }
 
+    /// How long overwritten secrets may stay in the log under the policy
+    /// (zero under [`ErasurePolicy::Deletions`], which erases deleted key
+    /// material at once and nothing else).
+    pub(crate) fn bound(&self) -> Duration {
+        bound_of(self.policy)
+    }
+
+    /// What the file's eraser has met, as of now.
+    pub(crate) fn eraser_report(&self) -> EraserReport {
+        self.due.lock().report.clone()
+    }
+
     /// Finishes an erasure that this storage or another left pending, when
     /// the connection opens or closes. Best effort, and never waits for
     /// another connection: what a reader still blocks stays recorded in the
-    /// database for the next open.
+    /// database for the next open, and is due at once for the file's eraser
+    /// (if another handle of the process keeps it running).
     pub(crate) fn finish_leftover(&self, conn: &Connection) {
-        let _ = self.without_waiting(conn, || {
+        let finished = self.without_waiting(conn, || {
             if self.due.is_set() || is_recorded(conn)? {
-                self.erase_in_gate(conn, Duration::ZERO)?;
+                return self.erase_in_gate(conn, Duration::ZERO);
             }
-            Ok(())
+            Ok(true)
         });
+        if !matches!(finished, Ok(true)) {
+            self.due.at(Instant::now());
+        }
     }
 
     /// Finishes an erasure this storage or another left pending, waiting
@@ -399,6 +473,28 @@ struct Due {
 struct DueState {
     /// When the earliest erasure not yet run is due.
     at: Option<Instant>,
+    /// What the file's eraser has met.
+    report: EraserReport,
+}
+
+/// What the file's eraser has met: read by
+/// [`PoolStorage::status`](crate::PoolStorage::status).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct EraserReport {
+    /// How many times an eraser of the file woke to run what was due (all
+    /// of them since the process first opened the file).
+    pub(crate) wakeups: u64,
+    /// Tries that did not finish since the last one that did.
+    pub(crate) failed_tries: u32,
+    /// What kept the last try from emptying the log.
+    pub(crate) blocker: Option<ErasureBlocker>,
+    /// The last error it met since the last try that finished.
+    pub(crate) last_error: Option<String>,
+    /// How long it waits before its next try, while tries fail.
+    pub(crate) retry: Option<Duration>,
+    /// Whether it is backing off: the erasure is past its bound and what
+    /// keeps it is outside this process's control, so it tries less often.
+    pub(crate) backing_off: bool,
 }
 
 impl Due {
@@ -431,6 +527,14 @@ impl Due {
     }
 }
 
+/// How long an erasure may stay owed under `policy`.
+fn bound_of(policy: ErasurePolicy) -> Duration {
+    match policy {
+        ErasurePolicy::Deletions => Duration::ZERO,
+        ErasurePolicy::Overwrites { within } => within,
+    }
+}
+
 /// Unix milliseconds; a clock set before 1970 reads as the epoch.
 fn now_ms() -> i64 {
     unix_now_ms().unwrap_or(0)
@@ -458,11 +562,17 @@ pub(crate) fn record(conn: &Connection) -> Result<()> {
 
 /// Whether the database records an erasure as pending.
 fn is_recorded(conn: &Connection) -> Result<bool> {
+    Ok(owed_since(conn)?.is_some())
+}
+
+/// When (Unix milliseconds) the oldest erasure the database records as
+/// pending was first owed.
+pub(crate) fn owed_since(conn: &Connection) -> Result<Option<i64>> {
     let since: Option<Option<i64>> = conn
         .prepare_cached("SELECT pending_since FROM openmls_keypackage_pool_erasure WHERE id = 1")?
         .query_row([], |row| row.get(0))
         .optional()?;
-    Ok(since.flatten().is_some())
+    Ok(since.flatten())
 }
 
 /// The count SQLite bumps, for this connection, at every commit of another.
@@ -477,14 +587,19 @@ fn data_version(conn: &Connection) -> Result<i64> {
 /// stepped) kept part of it, or a transaction of this one is open. Waits
 /// for others only as long as the connection's busy timeout.
 pub(crate) fn erase(conn: &Connection) -> Result<bool> {
+    Ok(try_erase(conn)?.is_none())
+}
+
+/// [`erase`], saying what kept the log: `Ok(None)` when it was emptied.
+fn try_erase(conn: &Connection) -> Result<Option<ErasureBlocker>> {
     // A transaction of this connection is still open: its commit, not
     // this, is where the erasure belongs.
     if !conn.is_autocommit() {
-        return Ok(false);
+        return Ok(Some(ErasureBlocker::OwnTransaction));
     }
     let before = data_version(conn)?;
-    if !checkpoint(conn)? {
-        return Ok(false);
+    if let Some(blocker) = checkpoint(conn)? {
+        return Ok(Some(blocker));
     }
     // Best effort: a record left set only costs one more checkpoint later.
     // Clearing writes one page to the log (the record's, which holds no
@@ -505,15 +620,26 @@ pub(crate) fn erase(conn: &Connection) -> Result<bool> {
     // hostile model shows it). The clear is committed at the connection's
     // own level there.
     if JournalMode::in_force(conn) != Some(JournalMode::Wal) {
-        let _ = clear_if_nothing_committed_since(conn, before);
-        return Ok(true);
+        warn_if_not_cleared(clear_if_nothing_committed_since(conn, before));
+        return Ok(None);
     }
     let unsynced = Unsynced::set(conn)?;
-    let _ = clear_if_nothing_committed_since(conn, before);
+    warn_if_not_cleared(clear_if_nothing_committed_since(conn, before));
     // Not best effort: every later commit and checkpoint of the connection
     // depends on it.
     unsynced.restore()?;
-    Ok(true)
+    Ok(None)
+}
+
+/// The log was emptied, but the record of the erasure could not be
+/// cleared: the next open erases again, and the operator hears why.
+fn warn_if_not_cleared(cleared: Result<bool>) {
+    if let Err(e) = cleared {
+        log::warn!(
+            "the log was emptied, but the record of the erasure could not be cleared \
+             (the next open erases again): {e}"
+        );
+    }
 }
 
 /// The connection's `synchronous` setting at `NORMAL` until restored, or
@@ -582,20 +708,28 @@ fn clear_if_nothing_committed_since(conn: &Connection, before: i64) -> Result<bo
     Ok(true)
 }
 
-/// Checkpoints the log into the database and truncates it. `Ok(true)`
-/// when the log is now empty.
-fn checkpoint(conn: &Connection) -> Result<bool> {
+/// Checkpoints the log into the database and truncates it: `Ok(None)`
+/// when the log is now empty, what kept part of it otherwise.
+fn checkpoint(conn: &Connection) -> Result<Option<ErasureBlocker>> {
     // A statement of this connection still stepping holds a read snapshot
     // the checkpoint cannot pass; SQLite reports that as an error.
     if conn.is_busy() {
-        return Ok(false);
+        return Ok(Some(ErasureBlocker::OwnStatement));
     }
     let _span = Span::begin(Work::Checkpoint);
     match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
-        row.get::<_, i64>(0)
+        Ok((
+            row.get::<_, i64>(0)?,
+            row.get::<_, i64>(1)?,
+            row.get::<_, i64>(2)?,
+        ))
     }) {
-        Ok(busy) => Ok(busy == 0),
-        Err(e) if is_busy_or_locked(&e) => Ok(false),
+        Ok((0, _, _)) => Ok(None),
+        Ok((_, frames, checkpointed)) => Ok(Some(ErasureBlocker::Reader {
+            frames,
+            checkpointed,
+        })),
+        Err(e) if is_busy_or_locked(&e) => Ok(Some(ErasureBlocker::Locked)),
         Err(e) => Err(e.into()),
     }
 }

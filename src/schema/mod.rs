@@ -136,6 +136,7 @@ fn apply_own<C: PoolCodec>(
     upstream: Option<UpstreamSchema>,
 ) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let installs_upstream = upstream.is_some();
     if let Some(schema) = upstream {
         schema.install(&tx)?;
     }
@@ -154,7 +155,8 @@ fn apply_own<C: PoolCodec>(
         });
     }
     let now = crate::clock::unix_now()?;
-    for (version, name, sql) in MIGRATIONS.iter().filter(|(v, ..)| *v > applied) {
+    let missing: Vec<_> = MIGRATIONS.iter().filter(|(v, ..)| *v > applied).collect();
+    for (version, name, sql) in &missing {
         tx.execute_batch(sql)
             .map_err(|e| Error::migration(format!("V{version}__{name}"), e))?;
         tx.execute(
@@ -174,6 +176,15 @@ fn apply_own<C: PoolCodec>(
         codec_marker::record::<C>(&tx, now)?;
     }
     tx.commit()?;
+    if installs_upstream {
+        log::info!("created openmls_sqlite_storage's schema");
+    }
+    for (version, name, _) in missing {
+        log::info!("applied the pool's schema migration V{version}__{name}");
+    }
+    if marker == Marker::Missing {
+        log::info!("recorded the {} codec as the database's", C::NAME);
+    }
     Ok(())
 }
 

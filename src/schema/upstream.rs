@@ -131,10 +131,16 @@ pub(super) fn upgrade<C: PoolCodec>(conn: &mut Connection) -> Result<()> {
         return Err(error);
     };
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let recorded = rows.len();
     for row in rows {
         insert(&tx, HISTORY_TABLE, row)?;
     }
     tx.commit()?;
+    log::warn!(
+        "openmls_sqlite_storage's migrations failed ({error}); recorded {recorded} \
+         that the schema shows applied (an interrupted upgrade leaves them so), and ran \
+         them again"
+    );
     run::<C>(conn)
 }
 

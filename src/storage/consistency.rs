@@ -53,7 +53,7 @@ impl<C: PoolCodec> PoolStorage<C> {
     /// # Ok::<(), openmls_keypackage_pool::Error>(())
     /// ```
     pub fn repair(&self) -> Result<ConsistencyReport> {
-        self.transaction(|storage| {
+        let found = self.transaction(|storage| {
             let found = verify::check::<C>(&storage.connection())?;
             let undecodable = found.undecodable_bundle_keys.len() + found.undecodable_bundles.len();
             // Pairing rows in a file SQLite finds damaged is guesswork too.
@@ -84,6 +84,29 @@ impl<C: PoolCodec> PoolStorage<C> {
                 metadata::rebuild_counts(&storage.connection())?;
             }
             Ok(found)
-        })
+        })?;
+        log_repair(&found);
+        Ok(found)
+    }
+}
+
+/// Says what [`PoolStorage::repair`] did, once it committed.
+fn log_repair(found: &ConsistencyReport) {
+    let (orphans, lost) = (
+        found.bundles_without_metadata.len(),
+        found.metadata_without_bundle.len(),
+    );
+    let unscoped = found.metadata_without_scope.len();
+    if orphans + lost + unscoped > 0 || found.counts_out_of_date {
+        log::info!(
+            "repair: deleted {orphans} KeyPackage bundles without a metadata row and {lost} \
+             metadata rows without a bundle (their withdrawals recorded), gave {unscoped} \
+             rows their scope{}",
+            if found.counts_out_of_date {
+                ", rebuilt the status counts"
+            } else {
+                ""
+            }
+        );
     }
 }

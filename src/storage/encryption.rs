@@ -137,6 +137,14 @@ impl<C: PoolCodec> PoolStorage<C> {
         let keying = held.keying.borrow();
         held.erasure
             .start(eraser_connection(&held.conn, &keying, &self.options));
+        match &result {
+            Ok(()) => log::info!(
+                "re-encrypted the database under a new {}; journal mode now {}",
+                keying.kind(),
+                crate::storage_status::journal_mode(&held.conn).unwrap_or_default()
+            ),
+            Err(e) => log::warn!("re-encrypting the database failed; the old key stands: {e}"),
+        }
         result
     }
 

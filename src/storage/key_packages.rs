@@ -69,6 +69,12 @@ impl<C: PoolCodec> PoolStorage<C> {
             return Ok(false);
         }
         let may_be_held = withdrawal::record(&self.connection(), keypackage_ref, reason, now)?;
+        if may_be_held {
+            log::info!(
+                "recorded a withdrawal ({reason}), to commit with the operation that took \
+                 the KeyPackage out of service"
+            );
+        }
         // A one-time KeyPackage gets the window; so does a last-resort one
         // retired for its credential, which has no successor in its scope
         // (`ensure_last_resort` keeps a replaced last resort itself while

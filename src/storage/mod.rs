@@ -3,15 +3,16 @@
 //!
 //! This file holds the type, the lock that gives its connection to one
 //! thread at a time (a transaction keeps it until it ends), its
-//! transactions and write scope, and what its close and drop do. Each area of its public API has a file of its own: [`open`]
-//! (constructors), [`openmls_impl`] (the `StorageProvider` hook),
-//! [`metadata_store`] (the metadata rows by hand), [`key_packages`] (whole
-//! KeyPackages, taking them out of service, and adoption), [`withdrawals`]
-//! (the outbox), [`scopes`] (listing and removing pools),
-//! [`consistency`] (verify and repair), [`erasure`] (erasing on demand) and
-//! [`identities`]. The concepts they compose (the metadata table, scopes,
-//! the erasure schedule, ...) live in modules of their own that never name
-//! `PoolStorage`.
+//! transactions and write scope, and what its close and drop do. Each area
+//! of its public API has a file of its own: [`open`] (constructors),
+//! [`openmls_impl`] (the `StorageProvider` hook), [`metadata_store`] (the
+//! metadata rows by hand), [`key_packages`] (whole KeyPackages, taking them
+//! out of service, and adoption), [`withdrawals`] (the outbox), [`scopes`]
+//! (listing and removing pools), [`consistency`] (verify and repair),
+//! [`erasure`] (erasing on demand), [`status`] (what the operator needs to
+//! know) and [`identities`]. The concepts they compose (the metadata table,
+//! scopes, the erasure schedule, ...) live in modules of their own that
+//! never name `PoolStorage`.
 
 mod batch_cache;
 mod consistency;
@@ -24,6 +25,7 @@ mod metadata_store;
 mod open;
 mod openmls_impl;
 mod scopes;
+mod status;
 mod withdrawals;
 mod write_scope;
 

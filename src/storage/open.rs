@@ -18,6 +18,7 @@ use crate::{
     keying::Keying,
     options::StorageOptions,
     schema,
+    storage_status::{self, SqliteBuild},
 };
 
 impl PoolStorage<DefaultCodec> {
@@ -231,6 +232,7 @@ impl<C: PoolCodec> PoolStorage<C> {
         // in its way, or it was killed). Best effort: the open has succeeded
         // either way, and the next commit tries again.
         erasure.finish_leftover(&conn);
+        log_open::<C>(&conn, &keying);
         // Windows still running (or ended while no storage was open) are
         // the eraser's to close; finding them only reads.
         if let Ok(Some(next)) = grace::next_end(&conn) {
@@ -238,6 +240,42 @@ impl<C: PoolCodec> PoolStorage<C> {
         }
         Ok(Self::new(conn, erasure, gate, keying, options.clone()))
     }
+}
+
+/// Says, once a storage is open, what it runs on: the SQLite (and
+/// SQLCipher) linked and whether it has the WAL-reset fix, the journal
+/// mode, the `synchronous` setting, the codec and the encryption.
+fn log_open<C: PoolCodec>(conn: &Connection, keying: &Keying) {
+    if !log::log_enabled!(log::Level::Info) {
+        return;
+    }
+    let build = SqliteBuild::of(conn).ok();
+    let version = build.as_ref().map_or("unknown", |b| b.version.as_str());
+    let sqlcipher = build
+        .as_ref()
+        .and_then(|b| b.sqlcipher.as_deref())
+        .map(|v| format!(" (SQLCipher {v})"))
+        .unwrap_or_default();
+    let mode = storage_status::journal_mode(conn).unwrap_or_default();
+    let fix = match build {
+        Some(ref b) if !b.wal_reset_fixed && mode == "wal" => {
+            ", without the WAL-reset fix (checkpoints kept off writes within this process)"
+        }
+        _ => "",
+    };
+    let encrypted = !matches!(keying, Keying::Plain) || storage_status::file_is_encrypted(conn);
+    log::info!(
+        "opened {}: SQLite {version}{sqlcipher}{fix}; journal mode {mode}, synchronous {}, \
+         codec {}, {}",
+        conn.path().filter(|p| !p.is_empty()).unwrap_or(":memory:"),
+        storage_status::synchronous(conn).unwrap_or_default(),
+        C::NAME,
+        if encrypted {
+            "encrypted"
+        } else {
+            "not encrypted"
+        },
+    );
 }
 
 /// Runs `open` again, on a fresh connection, while it fails with SQLite's

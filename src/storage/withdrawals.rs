@@ -74,7 +74,9 @@ impl<C: PoolCodec> PoolStorage<C> {
     /// [`Error::NotFound`](crate::Error::NotFound) naming it, and nothing is
     /// removed.
     pub fn confirm_withdrawn<R: AsRef<[u8]>>(&self, refs: &[R]) -> Result<()> {
-        self.transaction(|storage| withdrawal::remove(&storage.connection(), refs))
+        self.transaction(|storage| withdrawal::remove(&storage.connection(), refs))?;
+        log::info!("confirmed {} withdrawals", refs.len());
+        Ok(())
     }
 
     /// Counts a failed attempt at withdrawing each of `refs`, with what
@@ -83,13 +85,23 @@ impl<C: PoolCodec> PoolStorage<C> {
     pub fn withdrawal_failed<R: AsRef<[u8]>>(&self, refs: &[R], error: &str) -> Result<()> {
         self.transaction(|storage| {
             withdrawal::attempt_failed(&storage.connection(), refs, error, unix_now()?)
-        })
+        })?;
+        log::info!(
+            "{} withdrawals failed and stay in the outbox: {error}",
+            refs.len()
+        );
+        Ok(())
     }
 
     /// Gives up on withdrawing `refs`: they leave the outbox unconfirmed
     /// (the server is gone, or the account was deleted there). All or none,
     /// as [`confirm_withdrawn`](Self::confirm_withdrawn).
     pub fn abandon_withdrawals<R: AsRef<[u8]>>(&self, refs: &[R]) -> Result<()> {
-        self.transaction(|storage| withdrawal::remove(&storage.connection(), refs))
+        self.transaction(|storage| withdrawal::remove(&storage.connection(), refs))?;
+        log::warn!(
+            "abandoned {} withdrawals unconfirmed: a server may still hand those KeyPackages out",
+            refs.len()
+        );
+        Ok(())
     }
 }

@@ -1,0 +1,73 @@
+//! What the storage tells its operator: [`PoolStorage::status`].
+
+use super::PoolStorage;
+use crate::{
+    clock::unix_now_ms,
+    codec::PoolCodec,
+    erasure,
+    error::Result,
+    keying::Keying,
+    storage_status::{self, ErasureStatus, SqliteBuild, StorageStatus},
+};
+
+impl<C: PoolCodec> PoolStorage<C> {
+    /// The storage's state as its operator needs it: the oldest erasure of
+    /// old copies of secrets still owed and whether it is past its bound
+    /// (and what keeps it), whether the file's eraser runs, the journal
+    /// mode and `synchronous` setting, whether the file is encrypted, and
+    /// the SQLite (and SQLCipher) linked, with whether it has the fix for
+    /// the WAL-reset bug.
+    ///
+    /// Only reads: cheap enough for a health endpoint or a periodic log
+    /// line. The same events are logged as they happen, through the `log`
+    /// facade (see the [operations guide](crate::guide::operations)).
+    ///
+    /// ```
+    /// use openmls_keypackage_pool::PoolStorage;
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let storage = PoolStorage::open(dir.path().join("pool.db"))?;
+    /// let status = storage.status()?;
+    /// if status.erasure.overdue {
+    ///     eprintln!(
+    ///         "secrets readable on disk for {:?}: {:?}",
+    ///         status.erasure.owed_for, status.erasure.blocked_by
+    ///     );
+    /// }
+    /// if !status.sqlite.wal_reset_fixed {
+    ///     eprintln!("SQLite {} has the WAL-reset bug", status.sqlite.version);
+    /// }
+    /// # Ok::<(), openmls_keypackage_pool::Error>(())
+    /// ```
+    pub fn status(&self) -> Result<StorageStatus> {
+        let held = self.held();
+        let conn = &held.conn;
+        let owed_since_ms = erasure::owed_since(conn)?;
+        let owed_for = owed_since_ms.map(|since| {
+            let ms = unix_now_ms().unwrap_or(0).saturating_sub(since);
+            std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+        });
+        let bound = held.erasure.bound();
+        let report = held.erasure.eraser_report();
+        let keyed = !matches!(*held.keying.borrow(), Keying::Plain);
+        Ok(StorageStatus {
+            erasure: ErasureStatus {
+                owed_since_ms,
+                owed_for,
+                bound,
+                overdue: owed_for.is_some_and(|owed| owed > bound),
+                eraser_running: held.erasure.eraser_running(),
+                blocked_by: report.blocker,
+                failed_tries: report.failed_tries,
+                retry_every: report.retry,
+                backing_off: report.backing_off,
+                last_error: report.last_error,
+                eraser_wakeups: report.wakeups,
+            },
+            journal_mode: storage_status::journal_mode(conn)?,
+            synchronous: storage_status::synchronous(conn)?,
+            encrypted: keyed || storage_status::file_is_encrypted(conn),
+            sqlite: SqliteBuild::of(conn)?,
+        })
+    }
+}
