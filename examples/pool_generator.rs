@@ -14,7 +14,10 @@
 //! identity, and for each `--ciphersuite` (one pool per user and
 //! ciphersuite, side by side on one file) prunes expired KeyPackages, keeps
 //! one last-resort KeyPackage, tops the pool up so that usable plus pending
-//! KeyPackages reach `--count`, and prints a health table (or JSON).
+//! KeyPackages reach `--count`, and prints a health table (or JSON),
+//! followed by the storage's status: the erasure of old copies of secrets
+//! (owed, past its bound, what blocks it), the eraser, the journal mode and
+//! `synchronous`, encryption, and the SQLite linked.
 //! Running it again reuses the pools rather than growing them. The table
 //! also shows the withdrawals waiting for the server and the KeyPackages in
 //! their grace window (`--grace-secs`); `--confirm-withdrawn` confirms the
@@ -35,7 +38,8 @@ use openmls::prelude::*;
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_keypackage_pool::{
     codec::DefaultCodec, KeyPackagePool, KeyPackageStatus, LastResortReport, PoolAction,
-    PoolConfig, PoolHealth, PoolProvider, PoolStorage, StorageOptions, MAX_LIFETIME_SECS,
+    PoolConfig, PoolHealth, PoolProvider, PoolStorage, StorageOptions, StorageStatus,
+    MAX_LIFETIME_SECS,
 };
 
 /// Generates one-time MLS KeyPackages into a SQLite pool and reports its
@@ -207,16 +211,119 @@ fn run(cli: &Cli) -> Result<(), String> {
     for ciphersuite in suites {
         reports.push(run_pool(cli, &provider, ciphersuite)?);
     }
+    let status = provider
+        .storage()
+        .status()
+        .map_err(|e| format!("cannot read the storage's status: {e}"))?;
     if cli.json {
         // Always an array, one report per pool, so that adding a
-        // ciphersuite does not change the shape.
-        let reports: Vec<serde_json::Value> = reports.into_iter().map(|(json, _)| json).collect();
+        // ciphersuite does not change the shape; each carries the status
+        // of the storage they share.
+        let storage = status_json(&status);
+        let reports: Vec<serde_json::Value> = reports
+            .into_iter()
+            .map(|(mut json, _)| {
+                json["storage"] = storage.clone();
+                json
+            })
+            .collect();
         println!("{}", serde_json::Value::Array(reports));
     } else {
         let tables: Vec<String> = reports.into_iter().map(|(_, table)| table).collect();
         print!("{}", tables.join("\n"));
+        print!("\n{}", status_table(&status));
     }
     Ok(())
+}
+
+/// The storage's status, as a table.
+fn status_table(status: &StorageStatus) -> String {
+    let erasure = &status.erasure;
+    let owed = match (erasure.owed_for, &erasure.blocked_by) {
+        (None, _) => "nothing owed: no old copies of secrets in the log".to_owned(),
+        (Some(owed), blocker) => format!(
+            "owed for {:.1} s (bound {:.1} s){}{}",
+            owed.as_secs_f64(),
+            erasure.bound.as_secs_f64(),
+            if erasure.overdue { ", OVERDUE" } else { "" },
+            blocker.map(|b| format!(": {b}")).unwrap_or_default()
+        ),
+    };
+    let eraser = match (erasure.eraser_running, erasure.retry_every) {
+        (false, _) => "not running: erasures run at the storage's commits".to_owned(),
+        (true, None) => "running".to_owned(),
+        (true, Some(every)) => format!(
+            "running, {} failed tries, next in {:.1} s{}",
+            erasure.failed_tries,
+            every.as_secs_f64(),
+            if erasure.backing_off {
+                " (backing off)"
+            } else {
+                ""
+            }
+        ),
+    };
+    let sqlite = format!(
+        "{}{}, {}",
+        status.sqlite.version,
+        status
+            .sqlite
+            .sqlcipher
+            .as_deref()
+            .map(|v| format!(" (SQLCipher {v})"))
+            .unwrap_or_default(),
+        if status.sqlite.wal_reset_fixed {
+            "has the WAL-reset fix"
+        } else {
+            "without the WAL-reset fix"
+        }
+    );
+    let mut lines = vec![
+        "storage".to_owned(),
+        format!("erasure        {owed}"),
+        format!("eraser         {eraser}"),
+    ];
+    if let Some(error) = &erasure.last_error {
+        lines.push(format!("last error     {error}"));
+    }
+    lines.push(format!(
+        "journal        {}, synchronous {}",
+        status.journal_mode, status.synchronous
+    ));
+    lines.push(format!(
+        "encrypted      {}",
+        if status.encrypted { "yes" } else { "no" }
+    ));
+    lines.push(format!("SQLite         {sqlite}"));
+    lines.join("\n") + "\n"
+}
+
+/// The storage's status, as JSON.
+fn status_json(status: &StorageStatus) -> serde_json::Value {
+    let erasure = &status.erasure;
+    serde_json::json!({
+        "erasure": {
+            "owed_since_ms": erasure.owed_since_ms,
+            "owed_for_ms": erasure.owed_for.map(|d| d.as_millis() as u64),
+            "bound_ms": erasure.bound.as_millis() as u64,
+            "overdue": erasure.overdue,
+            "blocked_by": erasure.blocked_by.map(|b| b.to_string()),
+            "eraser_running": erasure.eraser_running,
+            "failed_tries": erasure.failed_tries,
+            "retry_every_ms": erasure.retry_every.map(|d| d.as_millis() as u64),
+            "backing_off": erasure.backing_off,
+            "last_error": erasure.last_error,
+            "eraser_wakeups": erasure.eraser_wakeups,
+        },
+        "journal_mode": status.journal_mode,
+        "synchronous": status.synchronous,
+        "encrypted": status.encrypted,
+        "sqlite": {
+            "version": status.sqlite.version,
+            "sqlcipher": status.sqlite.sqlcipher,
+            "wal_reset_fixed": status.sqlite.wal_reset_fixed,
+        },
+    })
 }
 
 /// Keeps `cli.user`'s pool in `ciphersuite` topped up; returns its report

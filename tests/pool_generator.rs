@@ -411,3 +411,58 @@ fn a_new_identity_for_the_same_user_retires_the_old_credentials_key_packages() {
         "{table}"
     );
 }
+
+#[test]
+fn the_storage_status_follows_the_health_table_and_shows_an_overdue_erasure() {
+    let (_dir, path) = common::temp_db();
+    let db = path.to_str().unwrap();
+
+    let report = json(&run(&["--db", db, "--count", "2", "--json"]));
+    let storage = &report["storage"];
+    assert_eq!(storage["journal_mode"], "wal");
+    assert_eq!(storage["synchronous"], "FULL");
+    assert_eq!(storage["encrypted"], false);
+    assert_eq!(storage["sqlite"]["version"], rusqlite::version());
+    assert_eq!(storage["erasure"]["eraser_running"], true);
+    assert_eq!(storage["erasure"]["owed_since_ms"], serde_json::Value::Null);
+    assert_eq!(storage["erasure"]["overdue"], false);
+    let table = run(&["--db", db, "--count", "2"]);
+    let text = String::from_utf8(table.stdout).unwrap();
+    let (health, status) = text.split_once("\nstorage\n").expect("a storage section");
+    assert!(health.contains("next steps"));
+    assert!(status.contains("erasure        nothing owed"), "{status}");
+    assert!(
+        status.contains("journal        wal, synchronous FULL"),
+        "{status}"
+    );
+
+    // A reader in this process holds the log, and an erasure has been owed
+    // for an hour: the generator cannot finish it, and says so.
+    let reader = rusqlite::Connection::open(&path).unwrap();
+    reader
+        .execute_batch("BEGIN; SELECT COUNT(*) FROM sqlite_master;")
+        .unwrap();
+    let writer = rusqlite::Connection::open(&path).unwrap();
+    let an_hour_ago = common::now() * 1000 - 3_600_000;
+    writer
+        .execute(
+            "UPDATE openmls_keypackage_pool_erasure SET pending_since = ?1",
+            [an_hour_ago],
+        )
+        .unwrap();
+    let report = json(&run(&["--db", db, "--count", "2", "--json"]));
+    let erasure = &report["storage"]["erasure"];
+    assert_eq!(erasure["owed_since_ms"], an_hour_ago, "{erasure}");
+    assert_eq!(erasure["overdue"], true, "{erasure}");
+    let table = run(&["--db", db, "--count", "2"]);
+    let text = String::from_utf8(table.stdout).unwrap();
+    assert!(text.contains("OVERDUE"), "{text}");
+    drop(reader);
+
+    let report = json(&run(&["--db", db, "--count", "2", "--json"]));
+    assert_eq!(
+        report["storage"]["erasure"]["owed_since_ms"],
+        serde_json::Value::Null
+    );
+    assert_eq!(report["storage"]["erasure"]["overdue"], false);
+}
