@@ -3,7 +3,7 @@
 //! `docs/guide/` in the repository.
 //!
 //! - [`operations`]: one OpenMLS operation, one commit; threads; SQLite's
-//!   WAL-reset bug.
+//!   WAL-reset bug; the storage's status and logs.
 //! - [`pool`]: the pool's rules and the calls that apply them.
 //! - [`withdrawals`]: the outbox of KeyPackages a server should stop handing
 //!   out, and the grace window.
