@@ -40,7 +40,8 @@ pub struct StorageStatus {
     /// `NORMAL`, `FULL` or `EXTRA`).
     pub synchronous: String,
     /// Whether the file is encrypted (SQLCipher, keyed by this storage or
-    /// by the application before it handed the connection over).
+    /// by the application before it handed the connection over, which a
+    /// connection without a key then cannot read).
     pub encrypted: bool,
     /// The SQLite linked into the process.
     pub sqlite: SqliteBuild,
@@ -90,7 +91,8 @@ pub struct ErasureStatus {
     /// The last error the eraser met since its last try that finished.
     pub last_error: Option<String>,
     /// How many times the file's eraser has woken to run what was due,
-    /// since the process first opened the file.
+    /// since this process's handles on the file opened it (the count
+    /// starts again after the last of them closes).
     pub eraser_wakeups: u64,
 }
 
@@ -163,20 +165,28 @@ pub(crate) fn synchronous(conn: &Connection) -> Result<String> {
     .to_owned())
 }
 
-/// Whether the database file `conn` is open on is encrypted: its first
-/// bytes are not SQLite's plain header. An in-memory database, and a file
-/// not written yet, are not.
-pub(crate) fn file_is_encrypted(conn: &Connection) -> bool {
-    use std::io::Read;
-    const HEADER: &[u8; 16] = b"SQLite format 3\0";
+/// Whether the database file `conn` is open on is encrypted, for a
+/// connection this crate did not key: only when SQLCipher is linked, and a
+/// fresh connection without a key cannot read the file. Asked through
+/// SQLite, never by opening the file directly: closing a descriptor of
+/// the file would drop every POSIX lock the process's connections hold on
+/// it. An in-memory database is not encrypted.
+pub(crate) fn file_is_encrypted(conn: &Connection, build: &SqliteBuild) -> bool {
+    if build.sqlcipher.is_none() {
+        return false;
+    }
     let Some(path) = conn.path().filter(|p| !p.is_empty()) else {
         return false;
     };
-    let mut first = [0u8; 16];
-    match std::fs::File::open(path).and_then(|mut file| file.read_exact(&mut first)) {
-        Ok(()) => &first != HEADER,
-        Err(_) => false,
-    }
+    let flags =
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NOFOLLOW;
+    let Ok(probe) = Connection::open_with_flags(path, flags) else {
+        return false;
+    };
+    matches!(
+        probe.query_row("SELECT COUNT(*) FROM sqlite_master", [], |row| row.get::<_, i64>(0)),
+        Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase)
+    )
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ const HELD: Duration = Duration::from_secs(30);
 /// [`HELD`]: doubling waits up to a second within the 2-second bound (7
 /// tries), then waits of a quarter of the time overdue, at least a second
 /// (about 12 more in 28 seconds): 18 or 19 in a run. Retrying at most a
-/// second apart, as the eraser did before it backed off, took 33.
+/// second apart, as the eraser did before it backed off, took 34.
 const MAX_WAKEUPS_WHILE_HELD: u64 = 24;
 
 /// Every record logged in this process: level, target and message.
@@ -74,13 +74,14 @@ fn logged(level: log::Level, words: &[&str]) -> Vec<String> {
 }
 
 /// Asserts that no record logged so far holds any of `keys`, in any form a
-/// codec stores it in, nor as hex.
+/// codec stores it in, nor as hex in either case.
 fn assert_no_key_in_the_log(keys: &[Vec<u8>]) {
     let records = RECORDS.lock().unwrap();
     assert!(!records.is_empty());
     for key in keys {
         let mut forms: Vec<Vec<u8>> = encodings(key).into_iter().map(|(_, f)| f).collect();
         forms.push(to_hex(key).into_bytes());
+        forms.push(to_hex(key).to_uppercase().into_bytes());
         for (_, line) in records.iter() {
             for form in &forms {
                 assert!(
@@ -161,7 +162,11 @@ fn an_erasure_held_by_a_reader_in_another_process_is_reported_and_the_eraser_bac
         wakeups >= 5,
         "the eraser stopped trying: {wakeups} wake-ups"
     );
-    let warned = logged(log::Level::Warn, &["past its bound", "read transaction"]);
+    let file = path.display().to_string();
+    let warned = logged(
+        log::Level::Warn,
+        &["past its bound", "read transaction", &file],
+    );
     assert_eq!(warned.len(), 1, "{warned:?}");
 
     assert!(reader.release());
@@ -175,7 +180,7 @@ fn an_erasure_held_by_a_reader_in_another_process_is_reported_and_the_eraser_bac
     assert!(!after.overdue && !after.backing_off && after.failed_tries == 0);
     assert_eq!(traces_of_all(&path, &keys), Vec::<String>::new());
     assert_eq!(
-        logged(log::Level::Info, &["past its bound is done"]).len(),
+        logged(log::Level::Info, &["past its bound is done", &file]).len(),
         1
     );
     assert_no_key_in_the_log(&keys);
@@ -217,7 +222,8 @@ fn an_error_the_eraser_meets_is_logged_and_reported_until_it_clears() {
     assert!(failed, "{erasure:?}");
     assert!(erasure.last_error.unwrap().contains("held for audit"));
     assert!(erasure.failed_tries > 0);
-    let warned = logged(log::Level::Warn, &["grace window", "held for audit"]);
+    let file = path.display().to_string();
+    let warned = logged(log::Level::Warn, &["grace window", "held for audit", &file]);
     assert!(!warned.is_empty());
 
     storage
@@ -300,6 +306,8 @@ fn opening_logs_what_the_storage_runs_on_and_what_it_migrated() {
     let status = storage.status().unwrap();
     assert!(opened[0].contains(&format!("SQLite {}", status.sqlite.version)));
     assert!(opened[0].contains("journal mode wal, synchronous FULL"));
+    assert!(opened[0].ends_with("not encrypted"));
+    assert!(!status.encrypted);
     assert_eq!(
         opened[0].contains("without the WAL-reset fix"),
         !status.sqlite.wal_reset_fixed
@@ -336,5 +344,16 @@ fn an_encrypted_storage_says_so_and_its_rekey_logs_no_key() {
         1
     );
     assert_eq!(storage.status().unwrap().journal_mode, "wal");
+    drop(storage);
+
+    // A connection the application keyed itself: the storage cannot read
+    // the file without it, and says it is encrypted all the same.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(&format!("PRAGMA key = \"x'{}'\"", to_hex(&new)))
+        .unwrap();
+    let adopted = PoolStorage::from_connection(conn).unwrap();
+    let status = adopted.status().unwrap();
+    assert!(status.encrypted);
+    assert!(!status.erasure.eraser_running);
     assert_no_key_in_the_log(&[old.to_vec(), new.to_vec()]);
 }

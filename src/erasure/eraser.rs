@@ -85,12 +85,15 @@ impl Eraser {
                     sweep: &sweep,
                     gate: &gate,
                 };
-                // The storage then runs what is due at its commits.
                 if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| eraser.run())).is_err()
                 {
+                    // What it was running stays due: the storage runs it at
+                    // its next commit.
+                    shared.at(Instant::now());
                     log::error!(
-                        "the eraser stopped after a panic; erasures now run at the \
-                         storage's commits"
+                        "the eraser of {} stopped after a panic; erasures now run at the \
+                         storage's commits",
+                        file_name(&conn)
                     );
                 }
             })
@@ -139,17 +142,46 @@ struct Try {
     blocker: Option<ErasureBlocker>,
     /// The errors met, said in full.
     errors: Vec<String>,
-    /// How long the erasure had been owed, when the try did not finish.
-    owed_for: Duration,
+    /// How long the database records an erasure as owed, when the try did
+    /// not finish: `None` when nothing is owed (a checkpoint a reader
+    /// kept then leaves no secret behind).
+    owed_for: Option<Duration>,
 }
 
-/// The tries of the erasure now owed that did not finish.
-#[derive(Default)]
+impl Try {
+    /// Whether nothing is left to do until the next deadline.
+    fn done(&self) -> bool {
+        self.errors.is_empty() && (self.blocker.is_none() || self.owed_for.is_none())
+    }
+}
+
+/// The tries that did not finish, since the last one that did.
 struct Failing {
     /// When the first of them failed.
     since: Option<Instant>,
     /// Whether the erasure was reported past its bound.
     warned: bool,
+    /// The wait before the next try while within the bound: doubled at
+    /// each failure, up to [`RETRY_MAX`].
+    retry: Duration,
+}
+
+impl Default for Failing {
+    fn default() -> Self {
+        Self {
+            since: None,
+            warned: false,
+            retry: RETRY_FIRST,
+        }
+    }
+}
+
+/// What a try leads to: when the eraser is due again, and what to log once
+/// the schedule's lock is let go (a logger may be slow, or ask the storage
+/// for its status).
+struct Next {
+    at: Option<Instant>,
+    log: Vec<(log::Level, String)>,
 }
 
 impl Loop<'_> {
@@ -157,7 +189,6 @@ impl Loop<'_> {
     /// file's write gate, the sweep and the erasure of what it and the
     /// storages left behind.
     fn run(&self) {
-        let mut retry = RETRY_FIRST;
         let mut failing = Failing::default();
         let mut state = self.due.lock();
         loop {
@@ -187,30 +218,33 @@ impl Loop<'_> {
                     state.at = None;
                     state.report.wakeups += 1;
                     drop(state);
-                    let tried = self.try_once(&failing);
+                    let tried = self.try_once();
                     state = self.due.lock();
-                    let again = match tried {
+                    let next = match tried {
                         // A writer kept the gate: no reader is in the way,
                         // so no need to back off.
-                        None => Some(Instant::now() + RETRY_FIRST),
-                        Some(Try {
-                            next_sweep,
-                            blocker: None,
-                            errors,
-                            ..
-                        }) if errors.is_empty() => {
-                            self.finished(&mut failing, &mut state.report);
-                            retry = RETRY_FIRST;
-                            next_sweep
+                        None => Next {
+                            at: Some(Instant::now() + RETRY_FIRST),
+                            log: Vec::new(),
+                        },
+                        Some(tried) if tried.done() => {
+                            let log = self.finished(&mut failing, &mut state.report);
+                            Next {
+                                at: tried.next_sweep,
+                                log,
+                            }
                         }
-                        Some(tried) => {
-                            retry = self.failed(&mut failing, &mut state.report, &tried, retry);
-                            let again = Instant::now() + retry;
-                            Some(tried.next_sweep.map_or(again, |next| next.min(again)))
-                        }
+                        Some(tried) => self.failed(&mut failing, &mut state.report, &tried),
                     };
-                    if let Some(again) = again {
+                    if let Some(again) = next.at {
                         state.at = Some(state.at.map_or(again, |at| at.min(again)));
+                    }
+                    if !next.log.is_empty() {
+                        drop(state);
+                        for (level, message) in next.log {
+                            log::log!(level, "{message}");
+                        }
+                        state = self.due.lock();
                     }
                 }
             }
@@ -220,7 +254,7 @@ impl Loop<'_> {
     /// One try, holding nothing but the file's write gate: the sweep, then
     /// the erasure. `None` when another thread of the process kept the
     /// gate.
-    fn try_once(&self, failing: &Failing) -> Option<Try> {
+    fn try_once(&self) -> Option<Try> {
         let (swept, erased) = self.gate.enter(GATE_WAIT).map(|_pass| {
             let swept = {
                 let _span = Span::begin(Work::Write);
@@ -243,9 +277,9 @@ impl Loop<'_> {
             None
         });
         let owed_for = if errors.is_empty() && blocker.is_none() {
-            Duration::ZERO
+            None
         } else {
-            self.owed_for(failing)
+            self.owed_for()
         };
         Some(Try {
             next_sweep,
@@ -255,95 +289,119 @@ impl Loop<'_> {
         })
     }
 
-    /// How long the erasure now owed has been: since the database's record
-    /// of it, or since the first try that failed when there is none.
-    fn owed_for(&self, failing: &Failing) -> Duration {
-        let recorded = owed_since(self.conn).ok().flatten().map(|since| {
-            let ms = super::now_ms().saturating_sub(since);
-            Duration::from_millis(u64::try_from(ms).unwrap_or(0))
-        });
-        recorded
-            .or_else(|| failing.since.map(|since| since.elapsed()))
-            .unwrap_or(Duration::ZERO)
+    /// How long the database records an erasure as owed; when the record
+    /// cannot be read, taken as owed since just now.
+    fn owed_for(&self) -> Option<Duration> {
+        match owed_since(self.conn) {
+            Ok(since) => since.map(|since| {
+                let ms = super::now_ms().saturating_sub(since);
+                Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+            }),
+            Err(_) => Some(Duration::ZERO),
+        }
     }
 
-    /// After a try that did not finish: reports it, and returns how long to
-    /// wait before the next, `retry` being the last wait. Doubled at each
-    /// failure, up to [`RETRY_MAX`], while the erasure is within its bound;
-    /// once it is past it and another connection keeps the log (or tries
-    /// fail with an error), a share of how long it has been overdue (see
+    /// After a try that did not finish: reports it, and says when to try
+    /// again. Within the bound, the wait doubles at each failure, up to
+    /// [`RETRY_MAX`]. Past it (an erasure owed longer than the bound that
+    /// another connection keeps, or errors for longer than the bound), it
+    /// is a share of how long it has been so (see
     /// [`RETRY_PAST_BOUND_SHARE`]).
-    fn failed(
+    fn failed(&self, failing: &mut Failing, report: &mut EraserReport, tried: &Try) -> Next {
+        let since = *failing.since.get_or_insert_with(Instant::now);
+        let file = file_name(self.conn);
+        let mut log: Vec<(log::Level, String)> = tried
+            .errors
+            .iter()
+            .map(|error| {
+                (
+                    log::Level::Warn,
+                    format!("the eraser of {file} failed {error}; it tries again"),
+                )
+            })
+            .collect();
+        let outside = matches!(
+            tried.blocker,
+            Some(ErasureBlocker::Reader { .. } | ErasureBlocker::Locked)
+        );
+        let past_bound = tried.owed_for.filter(|owed| *owed > self.bound);
+        let overdue = if !tried.errors.is_empty() {
+            Some(since.elapsed()).filter(|failing_for| *failing_for > self.bound)
+        } else if outside {
+            past_bound
+        } else {
+            None
+        }
+        .map(|held| held.saturating_sub(self.bound));
+        let wait = match overdue {
+            Some(overdue) => {
+                (overdue / RETRY_PAST_BOUND_SHARE).clamp(RETRY_MAX, RETRY_PAST_BOUND_MAX)
+            }
+            None => failing.retry,
+        };
+        failing.retry = (failing.retry * 2).min(RETRY_MAX);
+        if let (Some(owed), false) = (past_bound, failing.warned) {
+            failing.warned = true;
+            let why = match (tried.blocker, tried.errors.last()) {
+                (Some(blocker), _) => blocker.to_string(),
+                (None, Some(error)) => format!("the eraser failed {error}"),
+                (None, None) => "unknown".to_owned(),
+            };
+            log.push((
+                log::Level::Warn,
+                format!(
+                    "an erasure on {file} owed for {:.1} s is past its bound of {:.1} s: \
+                     {why}; old copies of secrets stay readable in the log until it is \
+                     done, and the eraser tries less often the longer it is held (at \
+                     most a minute apart)",
+                    owed.as_secs_f64(),
+                    self.bound.as_secs_f64(),
+                ),
+            ));
+        }
+        report.failed_tries = report.failed_tries.saturating_add(1);
+        report.blocker = tried.blocker;
+        if let Some(error) = tried.errors.last() {
+            report.last_error = Some(error.clone());
+        }
+        report.retry = Some(wait);
+        report.backing_off = overdue.is_some();
+        let again = Instant::now() + wait;
+        Next {
+            at: Some(tried.next_sweep.map_or(again, |next| next.min(again))),
+            log,
+        }
+    }
+
+    /// After a try that left nothing owed: clears what the failed ones
+    /// reported, and says what to log.
+    fn finished(
         &self,
         failing: &mut Failing,
         report: &mut EraserReport,
-        tried: &Try,
-        retry: Duration,
-    ) -> Duration {
-        let Try {
-            blocker,
-            errors,
-            owed_for,
-            ..
-        } = tried;
-        let (blocker, owed_for) = (*blocker, *owed_for);
-        failing.since.get_or_insert_with(Instant::now);
-        for error in errors {
-            log::warn!("the eraser failed {error}; it tries again");
-        }
-        let past_bound = owed_for > self.bound;
-        let outside = matches!(
-            blocker,
-            Some(ErasureBlocker::Reader { .. } | ErasureBlocker::Locked)
-        ) || !errors.is_empty();
-        let backing_off = past_bound && outside;
-        let retry = if backing_off {
-            let overdue = owed_for.saturating_sub(self.bound) / RETRY_PAST_BOUND_SHARE;
-            overdue.clamp(RETRY_MAX, RETRY_PAST_BOUND_MAX)
-        } else {
-            (retry * 2).min(RETRY_MAX)
-        };
-        if past_bound && !failing.warned {
-            failing.warned = true;
-            let why = match (blocker, errors.last()) {
-                (Some(blocker), _) => blocker.to_string(),
-                (None, Some(error)) => format!("the eraser failed {error}"),
-                (None, None) => "nothing recorded".to_owned(),
-            };
-            log::warn!(
-                "an erasure owed for {:.1} s is past its bound of {:.1} s: {why}; \
-                 old copies of secrets stay readable in the log until it is done; the \
-                 eraser now tries less often the longer it is held, at most a minute apart",
-                owed_for.as_secs_f64(),
-                self.bound.as_secs_f64(),
-            );
-        }
-        report.failed_tries = report.failed_tries.saturating_add(1);
-        report.blocker = blocker;
-        if let Some(error) = errors.last() {
-            report.last_error = Some(error.clone());
-        }
-        report.retry = Some(retry);
-        report.backing_off = backing_off;
-        retry
-    }
-
-    /// After a try that emptied the log: clears what the failed ones
-    /// reported.
-    fn finished(&self, failing: &mut Failing, report: &mut EraserReport) {
-        if let Some(since) = failing.since {
-            if failing.warned {
-                log::info!(
-                    "the erasure past its bound is done, after {} tries over {:.1} s",
+    ) -> Vec<(log::Level, String)> {
+        let mut log = Vec::new();
+        if let (Some(since), true) = (failing.since, failing.warned) {
+            log.push((
+                log::Level::Info,
+                format!(
+                    "the erasure on {} past its bound is done, after {} tries over {:.1} s",
+                    file_name(self.conn),
                     report.failed_tries + 1,
                     since.elapsed().as_secs_f64()
-                );
-            }
+                ),
+            ));
         }
         *failing = Failing::default();
         *report = EraserReport {
             wakeups: report.wakeups,
             ..EraserReport::default()
         };
+        log
     }
+}
+
+/// The file `conn` is open on, to name in the log.
+fn file_name(conn: &Connection) -> &str {
+    conn.path().filter(|p| !p.is_empty()).unwrap_or(":memory:")
 }

@@ -335,8 +335,8 @@ impl ErasureSchedule {
                 Ok(false) => self.due.at(Instant::now()),
                 Err(e) => {
                     log::warn!(
-                        "erasing deleted key material after a commit failed \
-                         (the eraser tries again): {e}"
+                        "erasing deleted key material after a commit failed (it is \
+                         tried again): {e}"
                     );
                     self.due.at(Instant::now());
                 }
@@ -397,18 +397,21 @@ impl ErasureSchedule {
     /// Finishes an erasure that this storage or another left pending, when
     /// the connection opens or closes. Best effort, and never waits for
     /// another connection: what a reader still blocks stays recorded in the
-    /// database for the next open, and is due at once for the file's eraser
-    /// (if another handle of the process keeps it running).
-    pub(crate) fn finish_leftover(&self, conn: &Connection) {
+    /// database for the next open. Returns whether nothing is left.
+    pub(crate) fn finish_leftover(&self, conn: &Connection) -> bool {
         let finished = self.without_waiting(conn, || {
             if self.due.is_set() || is_recorded(conn)? {
                 return self.erase_in_gate(conn, Duration::ZERO);
             }
             Ok(true)
         });
-        if !matches!(finished, Ok(true)) {
-            self.due.at(Instant::now());
-        }
+        matches!(finished, Ok(true))
+    }
+
+    /// Makes an erasure due now: one the storage could not finish when it
+    /// opened, for the file's eraser to retry by the clock.
+    pub(crate) fn due_now(&self) {
+        self.due.at(Instant::now());
     }
 
     /// Finishes an erasure this storage or another left pending, waiting
@@ -725,6 +728,9 @@ fn checkpoint(conn: &Connection) -> Result<Option<ErasureBlocker>> {
         ))
     }) {
         Ok((0, _, _)) => Ok(None),
+        // Another connection was checkpointing, or writing: SQLite says
+        // nothing of the log then.
+        Ok((_, frames, _)) if frames < 0 => Ok(Some(ErasureBlocker::Locked)),
         Ok((_, frames, checkpointed)) => Ok(Some(ErasureBlocker::Reader {
             frames,
             checkpointed,

@@ -138,7 +138,7 @@ pub(super) fn upgrade<C: PoolCodec>(conn: &mut Connection) -> Result<()> {
     tx.commit()?;
     log::warn!(
         "openmls_sqlite_storage's migrations failed ({error}); recorded {recorded} \
-         that the schema shows applied (an interrupted upgrade leaves them so), and ran \
+         that the schema shows applied (an interrupted upgrade leaves them so), and runs \
          them again"
     );
     run::<C>(conn)

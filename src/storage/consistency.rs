@@ -85,13 +85,13 @@ impl<C: PoolCodec> PoolStorage<C> {
             }
             Ok(found)
         })?;
-        log_repair(&found);
+        log_repair(&found, self.commit_note());
         Ok(found)
     }
 }
 
 /// Says what [`PoolStorage::repair`] did, once it committed.
-fn log_repair(found: &ConsistencyReport) {
+fn log_repair(found: &ConsistencyReport, commit_note: &str) {
     let (orphans, lost) = (
         found.bundles_without_metadata.len(),
         found.metadata_without_bundle.len(),
@@ -101,7 +101,7 @@ fn log_repair(found: &ConsistencyReport) {
         log::info!(
             "repair: deleted {orphans} KeyPackage bundles without a metadata row and {lost} \
              metadata rows without a bundle (their withdrawals recorded), gave {unscoped} \
-             rows their scope{}",
+             rows their scope{}{commit_note}",
             if found.counts_out_of_date {
                 ", rebuilt the status counts"
             } else {

@@ -255,6 +255,18 @@ impl<C: PoolCodec> PoolStorage<C> {
         Ok(value)
     }
 
+    /// How a log record ends that says what a call just wrote: nothing
+    /// when it has committed, and that it waits for the transaction still
+    /// open around the call otherwise (which may yet roll back).
+    pub(crate) fn commit_note(&self) -> &'static str {
+        let held = self.held();
+        if held.scope_depth.get() > 0 || !held.conn.is_autocommit() {
+            ", to commit with the transaction open around it"
+        } else {
+            ""
+        }
+    }
+
     /// Whether a write scope of this storage is open on the calling thread
     /// (which then holds the storage).
     pub(crate) fn in_scope(&self) -> bool {
@@ -410,6 +422,6 @@ impl<C: PoolCodec> Drop for PoolStorage<C> {
         // The connection then closes, and only after it the share of the
         // file goes (the fields' order): the file's eraser stops if this
         // was the process's last handle on it.
-        held.erasure.finish_leftover(&held.conn);
+        let _ = held.erasure.finish_leftover(&held.conn);
     }
 }

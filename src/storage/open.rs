@@ -231,7 +231,11 @@ impl<C: PoolCodec> PoolStorage<C> {
         // Finish an erasure that another storage left pending (a reader was
         // in its way, or it was killed). Best effort: the open has succeeded
         // either way, and the next commit tries again.
-        erasure.finish_leftover(&conn);
+        // One a reader still blocks is due for the eraser at once, so that
+        // it is finished by the clock rather than at the next commit.
+        if !erasure.finish_leftover(&conn) {
+            erasure.due_now();
+        }
         log_open::<C>(&conn, &keying);
         // Windows still running (or ended while no storage was open) are
         // the eraser's to close; finding them only reads.
@@ -249,21 +253,23 @@ fn log_open<C: PoolCodec>(conn: &Connection, keying: &Keying) {
     if !log::log_enabled!(log::Level::Info) {
         return;
     }
-    let build = SqliteBuild::of(conn).ok();
-    let version = build.as_ref().map_or("unknown", |b| b.version.as_str());
+    let Ok(build) = SqliteBuild::of(conn) else {
+        return;
+    };
     let sqlcipher = build
-        .as_ref()
-        .and_then(|b| b.sqlcipher.as_deref())
+        .sqlcipher
+        .as_deref()
         .map(|v| format!(" (SQLCipher {v})"))
         .unwrap_or_default();
     let mode = storage_status::journal_mode(conn).unwrap_or_default();
-    let fix = match build {
-        Some(ref b) if !b.wal_reset_fixed && mode == "wal" => {
-            ", without the WAL-reset fix (checkpoints kept off writes within this process)"
-        }
-        _ => "",
+    let fix = if !build.wal_reset_fixed && mode == "wal" {
+        ", without the WAL-reset fix (checkpoints kept off writes within this process)"
+    } else {
+        ""
     };
-    let encrypted = !matches!(keying, Keying::Plain) || storage_status::file_is_encrypted(conn);
+    let encrypted =
+        !matches!(keying, Keying::Plain) || storage_status::file_is_encrypted(conn, &build);
+    let version = &build.version;
     log::info!(
         "opened {}: SQLite {version}{sqlcipher}{fix}; journal mode {mode}, synchronous {}, \
          codec {}, {}",

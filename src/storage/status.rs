@@ -19,7 +19,8 @@ impl<C: PoolCodec> PoolStorage<C> {
     /// the WAL-reset bug.
     ///
     /// Only reads: cheap enough for a health endpoint or a periodic log
-    /// line. The same events are logged as they happen, through the `log`
+    /// line (like every call, it waits while another thread holds the
+    /// storage in a transaction). The same events are logged as they happen, through the `log`
     /// facade (see the [operations guide](crate::guide::operations)).
     ///
     /// ```
@@ -48,8 +49,19 @@ impl<C: PoolCodec> PoolStorage<C> {
             std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
         });
         let bound = held.erasure.bound();
-        let report = held.erasure.eraser_report();
+        let mut report = held.erasure.eraser_report();
+        // An erasure finished elsewhere (by a commit, an open, another
+        // process) leaves the eraser's last failed try behind: what blocked
+        // it is no longer news once nothing is owed. Its errors stay until
+        // one of its own tries finishes.
+        if owed_since_ms.is_none() && report.last_error.is_none() {
+            report = crate::erasure::EraserReport {
+                wakeups: report.wakeups,
+                ..Default::default()
+            };
+        }
         let keyed = !matches!(*held.keying.borrow(), Keying::Plain);
+        let sqlite = SqliteBuild::of(conn)?;
         Ok(StorageStatus {
             erasure: ErasureStatus {
                 owed_since_ms,
@@ -66,8 +78,8 @@ impl<C: PoolCodec> PoolStorage<C> {
             },
             journal_mode: storage_status::journal_mode(conn)?,
             synchronous: storage_status::synchronous(conn)?,
-            encrypted: keyed || storage_status::file_is_encrypted(conn),
-            sqlite: SqliteBuild::of(conn)?,
+            encrypted: keyed || storage_status::file_is_encrypted(conn, &sqlite),
+            sqlite,
         })
     }
 }

@@ -75,7 +75,7 @@ impl<C: PoolCodec> PoolStorage<C> {
     /// removed.
     pub fn confirm_withdrawn<R: AsRef<[u8]>>(&self, refs: &[R]) -> Result<()> {
         self.transaction(|storage| withdrawal::remove(&storage.connection(), refs))?;
-        log::info!("confirmed {} withdrawals", refs.len());
+        log::info!("confirmed {} withdrawals{}", refs.len(), self.commit_note());
         Ok(())
     }
 
@@ -87,8 +87,9 @@ impl<C: PoolCodec> PoolStorage<C> {
             withdrawal::attempt_failed(&storage.connection(), refs, error, unix_now()?)
         })?;
         log::info!(
-            "{} withdrawals failed and stay in the outbox: {error}",
-            refs.len()
+            "{} withdrawals failed and stay in the outbox{}: {error}",
+            refs.len(),
+            self.commit_note()
         );
         Ok(())
     }
@@ -99,8 +100,9 @@ impl<C: PoolCodec> PoolStorage<C> {
     pub fn abandon_withdrawals<R: AsRef<[u8]>>(&self, refs: &[R]) -> Result<()> {
         self.transaction(|storage| withdrawal::remove(&storage.connection(), refs))?;
         log::warn!(
-            "abandoned {} withdrawals unconfirmed: a server may still hand those KeyPackages out",
-            refs.len()
+            "abandoned {} withdrawals unconfirmed{}: a server may still hand those KeyPackages out",
+            refs.len(),
+            self.commit_note()
         );
         Ok(())
     }
