@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::conversation::Conversation;
 use openmls_keypackage_pool::{ErasurePolicy, PoolStorage, StorageOptions};
@@ -25,6 +25,22 @@ fn thread_names() -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// The names of the process's threads once they equal `expected`, or as
+/// they are after 2 s. A thread that `join` has returned for stays listed
+/// for a moment (the kernel wakes the joiner before it reaps the task),
+/// under its name or an empty one; a thread that was never stopped stays
+/// for good.
+fn settled_to(expected: &[String]) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let names = thread_names();
+        if names == expected || Instant::now() >= deadline {
+            return names;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Threads named for an eraser (the kernel keeps the first 15 bytes of a
@@ -47,6 +63,14 @@ fn dropping_a_storage_leaves_no_thread_and_nothing_pending_but_what_a_reader_hol
     // OpenMLS starts a pool of worker threads the first time a group
     // needs one, and keeps it: started here, before the count.
     drop(Conversation::new(&StorageOptions::default()));
+    // The dropped conversation's eraser may still be listed (see
+    // `settled_to`).
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while (erasers() > 0 || thread_names().iter().any(String::is_empty))
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let before = thread_names();
     assert_eq!(erasers(), 0);
 
@@ -62,7 +86,7 @@ fn dropping_a_storage_leaves_no_thread_and_nothing_pending_but_what_a_reader_hol
             "a file database in WAL mode has an eraser"
         );
         drop(storage);
-        assert_eq!(thread_names(), before);
+        assert_eq!(settled_to(&before), before);
         // In memory there is no log, and no thread.
         let storage = PoolStorage::open_in_memory().unwrap();
         assert_eq!(thread_names().len(), before.len());
@@ -84,7 +108,7 @@ fn dropping_a_storage_leaves_no_thread_and_nothing_pending_but_what_a_reader_hol
         let dir = chat.dir;
         drop(chat.bob_group);
         drop(chat.bob);
-        assert_eq!(thread_names(), before);
+        assert_eq!(settled_to(&before), before);
         assert!(!recorded_pending(&path), "the drop finishes the erasure");
         drop(dir);
     }
@@ -104,7 +128,7 @@ fn dropping_a_storage_leaves_no_thread_and_nothing_pending_but_what_a_reader_hol
         let dir = chat.dir;
         drop(chat.bob_group);
         drop(chat.bob);
-        assert_eq!(thread_names(), before);
+        assert_eq!(settled_to(&before), before);
         assert!(!recorded_pending(&path));
         drop(dir);
     }
@@ -121,7 +145,7 @@ fn dropping_a_storage_leaves_no_thread_and_nothing_pending_but_what_a_reader_hol
         let dir = chat.dir;
         drop(chat.bob_group);
         drop(chat.bob);
-        assert_eq!(thread_names(), before);
+        assert_eq!(settled_to(&before), before);
         reader.execute_batch("COMMIT").unwrap();
         drop(reader);
         assert!(recorded_pending(&path), "a blocked erasure stays recorded");
