@@ -12,6 +12,13 @@
 //! - [`codecs`]: the on-disk format of OpenMLS's entities.
 //! - [`options`]: storage options, encryption at rest, erasure, and checks
 //!   at start-up.
+//!
+//! And the measurements behind the claims, each figure with the command
+//! that produced it (the Markdown files under `docs/`):
+//!
+//! - [`performance`]: every benchmark table.
+//! - [`reliability`]: what is promised, what is not, and how each is
+//!   tested.
 
 #[doc = include_str!("../docs/guide/operations.md")]
 pub mod operations {}
@@ -33,3 +40,9 @@ pub mod codecs {}
 
 #[doc = include_str!("../docs/guide/options.md")]
 pub mod options {}
+
+#[doc = include_str!("../docs/performance.md")]
+pub mod performance {}
+
+#[doc = include_str!("../docs/reliability.md")]
+pub mod reliability {}

@@ -484,8 +484,8 @@ struct DueState {
 /// [`PoolStorage::status`](crate::PoolStorage::status).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct EraserReport {
-    /// How many times an eraser of the file woke to run what was due (all
-    /// of them since the process first opened the file).
+    /// How many times an eraser of the file woke to run what was due, since
+    /// this process's handles on the file opened it.
     pub(crate) wakeups: u64,
     /// Tries that did not finish since the last one that did.
     pub(crate) failed_tries: u32,
@@ -623,11 +623,11 @@ fn try_erase(conn: &Connection) -> Result<Option<ErasureBlocker>> {
     // hostile model shows it). The clear is committed at the connection's
     // own level there.
     if JournalMode::in_force(conn) != Some(JournalMode::Wal) {
-        warn_if_not_cleared(clear_if_nothing_committed_since(conn, before));
+        warn_if_not_cleared(conn, clear_if_nothing_committed_since(conn, before));
         return Ok(None);
     }
     let unsynced = Unsynced::set(conn)?;
-    warn_if_not_cleared(clear_if_nothing_committed_since(conn, before));
+    warn_if_not_cleared(conn, clear_if_nothing_committed_since(conn, before));
     // Not best effort: every later commit and checkpoint of the connection
     // depends on it.
     unsynced.restore()?;
@@ -636,11 +636,12 @@ fn try_erase(conn: &Connection) -> Result<Option<ErasureBlocker>> {
 
 /// The log was emptied, but the record of the erasure could not be
 /// cleared: the next open erases again, and the operator hears why.
-fn warn_if_not_cleared(cleared: Result<bool>) {
+fn warn_if_not_cleared(conn: &Connection, cleared: Result<bool>) {
     if let Err(e) = cleared {
         log::warn!(
-            "the log was emptied, but the record of the erasure could not be cleared \
-             (the next open erases again): {e}"
+            "the log of {} was emptied, but the record of the erasure could not be \
+             cleared (the next open erases again): {e}",
+            conn.path().filter(|p| !p.is_empty()).unwrap_or(":memory:")
         );
     }
 }

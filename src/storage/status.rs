@@ -20,8 +20,9 @@ impl<C: PoolCodec> PoolStorage<C> {
     ///
     /// Only reads: cheap enough for a health endpoint or a periodic log
     /// line (like every call, it waits while another thread holds the
-    /// storage in a transaction). The same events are logged as they happen, through the `log`
-    /// facade (see the [operations guide](crate::guide::operations)).
+    /// storage in a transaction). The same events are logged as they
+    /// happen, through the `log` facade (see the
+    /// [operations guide](crate::guide::operations)).
     ///
     /// ```
     /// use openmls_keypackage_pool::PoolStorage;
