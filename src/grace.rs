@@ -91,11 +91,5 @@ pub(crate) fn purge<C: Codec>(conn: &Connection, now: i64) -> Result<(usize, Opt
     }
     let next = next_end(&tx)?;
     tx.commit()?;
-    if !ended.is_empty() {
-        log::info!(
-            "deleted {} KeyPackages whose grace window ended",
-            ended.len()
-        );
-    }
     Ok((ended.len(), next))
 }

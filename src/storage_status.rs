@@ -83,10 +83,11 @@ pub struct ErasureStatus {
     /// How long the eraser waits between its tries now, while they fail.
     pub retry_every: Option<Duration>,
     /// Whether the eraser is backing off: the erasure is past its bound
-    /// and another connection keeps it (or tries fail with an error), so
-    /// it waits a quarter of the time the erasure has been overdue between
-    /// tries (at least a second, at most a minute), unless a commit of this
-    /// process owes another erasure first.
+    /// and another connection keeps it, or its tries have failed with an
+    /// error for longer than the bound. It then waits a quarter of the time
+    /// past the bound (or spent failing) between tries, at least a second
+    /// and at most a minute, unless a commit of this process deletes key
+    /// material first.
     pub backing_off: bool,
     /// The last error the eraser met since its last try that finished.
     pub last_error: Option<String>,
@@ -183,6 +184,10 @@ pub(crate) fn file_is_encrypted(conn: &Connection, build: &SqliteBuild) -> bool 
     let Ok(probe) = Connection::open_with_flags(path, flags) else {
         return false;
     };
+    // In a rollback-journal mode a writer locks readers out for a moment.
+    if probe.busy_timeout(Duration::from_millis(500)).is_err() {
+        return false;
+    }
     matches!(
         probe.query_row("SELECT COUNT(*) FROM sqlite_master", [], |row| row.get::<_, i64>(0)),
         Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase)

@@ -13,7 +13,9 @@ use std::{
 
 use rusqlite::Connection;
 
-use super::{instant_of, owed_since, try_erase, Due, EraserReport, ErasureBlocker, Sweep};
+use super::{
+    instant_of, owed_since, swept_note, try_erase, Due, EraserReport, ErasureBlocker, Sweep,
+};
 use crate::write_gate::{
     probe::{Span, Work},
     WriteGate,
@@ -37,9 +39,9 @@ const RETRY_PAST_BOUND_MAX: Duration = Duration::from_secs(60);
 /// Past its bound, the wait between two tries is this fraction of how long
 /// the erasure has been overdue (at least [`RETRY_MAX`], at most
 /// [`RETRY_PAST_BOUND_MAX`]): tries thin out as a reader holds on, and once
-/// it lets go the erasure is done at most a quarter later than it would
-/// have been at the start. A commit of this process that owes an erasure
-/// still wakes the eraser at once.
+/// it lets go the erasure is done within a quarter of the time it was
+/// overdue. A commit of this process that deletes key material still wakes
+/// the eraser at once. For errors, the time is how long tries have failed.
 const RETRY_PAST_BOUND_SHARE: u32 = 4;
 
 /// How long the eraser waits for the file's write gate before it lets go
@@ -142,6 +144,8 @@ struct Try {
     blocker: Option<ErasureBlocker>,
     /// The errors met, said in full.
     errors: Vec<String>,
+    /// What it did that the log should say.
+    notes: Vec<String>,
     /// How long the database records an erasure as owed, when the try did
     /// not finish: `None` when nothing is owed (a checkpoint a reader
     /// kept then leaves no secret behind).
@@ -220,7 +224,10 @@ impl Loop<'_> {
                     drop(state);
                     let tried = self.try_once();
                     state = self.due.lock();
-                    let next = match tried {
+                    let notes: Vec<_> = (tried.iter().flat_map(|t| &t.notes))
+                        .map(|note| (log::Level::Info, note.clone()))
+                        .collect();
+                    let mut next = match tried {
                         // A writer kept the gate: no reader is in the way,
                         // so no need to back off.
                         None => Next {
@@ -236,6 +243,7 @@ impl Loop<'_> {
                         }
                         Some(tried) => self.failed(&mut failing, &mut state.report, &tried),
                     };
+                    next.log.splice(0..0, notes);
                     if let Some(again) = next.at {
                         state.at = Some(state.at.map_or(again, |at| at.min(again)));
                     }
@@ -263,8 +271,12 @@ impl Loop<'_> {
             (swept, try_erase(self.conn))
         })?;
         let mut errors = Vec::new();
+        let mut notes = Vec::new();
         let next_sweep = match swept {
-            Ok((_, next)) => next.map(instant_of),
+            Ok((swept, next)) => {
+                notes.extend(swept_note(swept));
+                next.map(instant_of)
+            }
             Err(e) => {
                 errors.push(format!(
                     "deleting KeyPackages whose grace window ended: {e}"
@@ -279,34 +291,33 @@ impl Loop<'_> {
         let owed_for = if errors.is_empty() && blocker.is_none() {
             None
         } else {
-            self.owed_for()
+            // A record that cannot be read is taken as owed since now.
+            match owed_since(self.conn) {
+                Ok(since) => since.map(|since| {
+                    let ms = super::now_ms().saturating_sub(since);
+                    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+                }),
+                Err(e) => {
+                    errors.push(format!("reading the erasure record: {e}"));
+                    Some(Duration::ZERO)
+                }
+            }
         };
         Some(Try {
             next_sweep,
             blocker,
             errors,
+            notes,
             owed_for,
         })
     }
 
-    /// How long the database records an erasure as owed; when the record
-    /// cannot be read, taken as owed since just now.
-    fn owed_for(&self) -> Option<Duration> {
-        match owed_since(self.conn) {
-            Ok(since) => since.map(|since| {
-                let ms = super::now_ms().saturating_sub(since);
-                Duration::from_millis(u64::try_from(ms).unwrap_or(0))
-            }),
-            Err(_) => Some(Duration::ZERO),
-        }
-    }
-
     /// After a try that did not finish: reports it, and says when to try
-    /// again. Within the bound, the wait doubles at each failure, up to
-    /// [`RETRY_MAX`]. Past it (an erasure owed longer than the bound that
-    /// another connection keeps, or errors for longer than the bound), it
-    /// is a share of how long it has been so (see
-    /// [`RETRY_PAST_BOUND_SHARE`]).
+    /// again. Within the bound (and for [`RETRY_MAX`] at least), the wait
+    /// doubles at each failure, up to [`RETRY_MAX`]. Past it (an erasure
+    /// owed longer than that which another connection keeps, or errors for
+    /// longer than that), it is a share of how long it has been past the
+    /// bound (see [`RETRY_PAST_BOUND_SHARE`]).
     fn failed(&self, failing: &mut Failing, report: &mut EraserReport, tried: &Try) -> Next {
         let since = *failing.since.get_or_insert_with(Instant::now);
         let file = file_name(self.conn);
@@ -324,9 +335,13 @@ impl Loop<'_> {
             tried.blocker,
             Some(ErasureBlocker::Reader { .. } | ErasureBlocker::Locked)
         );
-        let past_bound = tried.owed_for.filter(|owed| *owed > self.bound);
+        // Under a bound of zero (deletions only, or `within: 0`) a reader
+        // in the way for a moment is no news: the back-off and the warning
+        // wait for [`RETRY_MAX`] at least.
+        let patience = self.bound.max(RETRY_MAX);
+        let past_bound = tried.owed_for.filter(|owed| *owed > patience);
         let overdue = if !tried.errors.is_empty() {
-            Some(since.elapsed()).filter(|failing_for| *failing_for > self.bound)
+            Some(since.elapsed()).filter(|failing_for| *failing_for > patience)
         } else if outside {
             past_bound
         } else {
@@ -387,7 +402,7 @@ impl Loop<'_> {
                 format!(
                     "the erasure on {} past its bound is done, after {} tries over {:.1} s",
                     file_name(self.conn),
-                    report.failed_tries + 1,
+                    report.failed_tries.saturating_add(1),
                     since.elapsed().as_secs_f64()
                 ),
             ));

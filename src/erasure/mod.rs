@@ -356,14 +356,28 @@ impl ErasureSchedule {
         }
         // Without an eraser, whatever is due runs here.
         if !self.eraser_running() && self.due.is_past() {
-            let Some(_pass) = self.gate.try_enter() else {
-                return;
+            let (swept, erased) = {
+                let Some(_pass) = self.gate.try_enter() else {
+                    return;
+                };
+                let swept = self.without_waiting(conn, || {
+                    let _span = Span::begin(Work::Write);
+                    (self.sweep)(conn)
+                });
+                (swept, self.erase_now(conn))
             };
-            let swept = self.without_waiting(conn, || {
-                let _span = Span::begin(Work::Write);
-                (self.sweep)(conn)
-            });
-            let erased = self.erase_now(conn);
+            // Logged once the gate is let go: a logger may be slow.
+            match &swept {
+                Ok((swept, _)) => {
+                    if let Some(note) = swept_note(*swept) {
+                        log::info!("{note}");
+                    }
+                }
+                Err(e) => log::warn!("deleting KeyPackages whose grace window ended failed: {e}"),
+            }
+            if let Err(e) = &erased {
+                log::warn!("erasing failed (it is tried again at the next commit): {e}");
+            }
             // Only work done is cleared: what failed stays due, and the
             // next commit tries again.
             if let (Ok((_, next)), Ok(true)) = (swept, erased) {
@@ -528,6 +542,11 @@ impl Due {
     fn clear(&self) {
         self.lock().at = None;
     }
+}
+
+/// What to log when the sweep deleted `count` KeyPackages.
+fn swept_note(count: usize) -> Option<String> {
+    (count > 0).then(|| format!("deleted {count} KeyPackages whose grace window ended"))
 }
 
 /// How long an erasure may stay owed under `policy`.

@@ -53,6 +53,7 @@ impl<C: PoolCodec> PoolStorage<C> {
     /// # Ok::<(), openmls_keypackage_pool::Error>(())
     /// ```
     pub fn repair(&self) -> Result<ConsistencyReport> {
+        let note = self.commit_note();
         let found = self.transaction(|storage| {
             let found = verify::check::<C>(&storage.connection())?;
             let undecodable = found.undecodable_bundle_keys.len() + found.undecodable_bundles.len();
@@ -85,7 +86,7 @@ impl<C: PoolCodec> PoolStorage<C> {
             }
             Ok(found)
         })?;
-        log_repair(&found, self.commit_note());
+        log_repair(&found, note);
         Ok(found)
     }
 }

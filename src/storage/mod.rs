@@ -255,9 +255,10 @@ impl<C: PoolCodec> PoolStorage<C> {
         Ok(value)
     }
 
-    /// How a log record ends that says what a call just wrote: nothing
-    /// when it has committed, and that it waits for the transaction still
-    /// open around the call otherwise (which may yet roll back).
+    /// How a log record ends that says what a call is about to write:
+    /// nothing when it commits on its own, and that it waits for the
+    /// transaction open around the call otherwise (which may yet roll
+    /// back). Asked before the call's own transaction begins.
     pub(crate) fn commit_note(&self) -> &'static str {
         let held = self.held();
         if held.scope_depth.get() > 0 || !held.conn.is_autocommit() {

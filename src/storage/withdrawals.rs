@@ -74,8 +74,9 @@ impl<C: PoolCodec> PoolStorage<C> {
     /// [`Error::NotFound`](crate::Error::NotFound) naming it, and nothing is
     /// removed.
     pub fn confirm_withdrawn<R: AsRef<[u8]>>(&self, refs: &[R]) -> Result<()> {
+        let note = self.commit_note();
         self.transaction(|storage| withdrawal::remove(&storage.connection(), refs))?;
-        log::info!("confirmed {} withdrawals{}", refs.len(), self.commit_note());
+        log::info!("confirmed {} withdrawals{note}", refs.len());
         Ok(())
     }
 
@@ -83,13 +84,13 @@ impl<C: PoolCodec> PoolStorage<C> {
     /// went wrong; they stay in the outbox. All or none, as
     /// [`confirm_withdrawn`](Self::confirm_withdrawn).
     pub fn withdrawal_failed<R: AsRef<[u8]>>(&self, refs: &[R], error: &str) -> Result<()> {
+        let note = self.commit_note();
         self.transaction(|storage| {
             withdrawal::attempt_failed(&storage.connection(), refs, error, unix_now()?)
         })?;
         log::info!(
-            "{} withdrawals failed and stay in the outbox{}: {error}",
-            refs.len(),
-            self.commit_note()
+            "{} withdrawals failed and stay in the outbox{note}: {error}",
+            refs.len()
         );
         Ok(())
     }
@@ -98,11 +99,12 @@ impl<C: PoolCodec> PoolStorage<C> {
     /// (the server is gone, or the account was deleted there). All or none,
     /// as [`confirm_withdrawn`](Self::confirm_withdrawn).
     pub fn abandon_withdrawals<R: AsRef<[u8]>>(&self, refs: &[R]) -> Result<()> {
+        let note = self.commit_note();
         self.transaction(|storage| withdrawal::remove(&storage.connection(), refs))?;
         log::warn!(
-            "abandoned {} withdrawals unconfirmed{}: a server may still hand those KeyPackages out",
-            refs.len(),
-            self.commit_note()
+            "abandoned {} withdrawals unconfirmed{note}: a server may still hand those \
+             KeyPackages out",
+            refs.len()
         );
         Ok(())
     }
