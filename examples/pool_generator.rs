@@ -253,7 +253,7 @@ fn status_table(status: &StorageStatus) -> String {
         (false, _) => "not running: erasures run at the storage's commits".to_owned(),
         (true, None) => "running".to_owned(),
         (true, Some(every)) => format!(
-            "running, {} failed tries, next in {:.1} s{}",
+            "running; tries failed: {}, next in {:.1} s{}",
             erasure.failed_tries,
             every.as_secs_f64(),
             if erasure.backing_off {
