@@ -168,3 +168,9 @@ fn restrict(file: &std::fs::File) -> io::Result<()> {
 fn restrict(_file: &std::fs::File) -> io::Result<()> {
     Ok(())
 }
+
+/// The file `conn` is open on, to name in the log (`:memory:` for an
+/// in-memory database).
+pub(crate) fn name_of(conn: &Connection) -> &str {
+    conn.path().filter(|p| !p.is_empty()).unwrap_or(":memory:")
+}

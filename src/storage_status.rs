@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension};
 
-use crate::{erasure::ErasureBlocker, error::Result};
+use crate::{erasure::ErasureBlocker, error::Result, keying::Keying};
 
 /// The state of a storage as its operator needs it: whether old copies of
 /// secrets are still readable and why, how the file is set up, and which
@@ -166,13 +166,18 @@ pub(crate) fn synchronous(conn: &Connection) -> Result<String> {
     .to_owned())
 }
 
+/// Whether the database file `conn`, keyed as `keying` says, is encrypted.
+pub(crate) fn is_encrypted(conn: &Connection, keying: &Keying, build: &SqliteBuild) -> bool {
+    !matches!(keying, Keying::Plain) || file_is_encrypted(conn, build)
+}
+
 /// Whether the database file `conn` is open on is encrypted, for a
 /// connection this crate did not key: only when SQLCipher is linked, and a
 /// fresh connection without a key cannot read the file. Asked through
 /// SQLite, never by opening the file directly: closing a descriptor of
 /// the file would drop every POSIX lock the process's connections hold on
 /// it. An in-memory database is not encrypted.
-pub(crate) fn file_is_encrypted(conn: &Connection, build: &SqliteBuild) -> bool {
+fn file_is_encrypted(conn: &Connection, build: &SqliteBuild) -> bool {
     if build.sqlcipher.is_none() {
         return false;
     }

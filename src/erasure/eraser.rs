@@ -14,7 +14,7 @@ use std::{
 use rusqlite::Connection;
 
 use super::{
-    instant_of, owed_since, swept_note, try_erase, Due, EraserReport, ErasureBlocker, Sweep,
+    age_of, instant_of, owed_since, swept_note, try_erase, Due, EraserReport, ErasureBlocker, Sweep,
 };
 use crate::write_gate::{
     probe::{Span, Work},
@@ -95,7 +95,7 @@ impl Eraser {
                     log::error!(
                         "the eraser of {} stopped after a panic; erasures now run at the \
                          storage's commits",
-                        file_name(&conn)
+                        crate::files::name_of(&conn)
                     );
                 }
             })
@@ -293,10 +293,7 @@ impl Loop<'_> {
         } else {
             // A record that cannot be read is taken as owed since now.
             match owed_since(self.conn) {
-                Ok(since) => since.map(|since| {
-                    let ms = super::now_ms().saturating_sub(since);
-                    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
-                }),
+                Ok(since) => since.map(age_of),
                 Err(e) => {
                     errors.push(format!("reading the erasure record: {e}"));
                     Some(Duration::ZERO)
@@ -320,7 +317,7 @@ impl Loop<'_> {
     /// bound (see [`RETRY_PAST_BOUND_SHARE`]).
     fn failed(&self, failing: &mut Failing, report: &mut EraserReport, tried: &Try) -> Next {
         let since = *failing.since.get_or_insert_with(Instant::now);
-        let file = file_name(self.conn);
+        let file = crate::files::name_of(self.conn);
         let mut log: Vec<(log::Level, String)> = tried
             .errors
             .iter()
@@ -401,7 +398,7 @@ impl Loop<'_> {
                 log::Level::Info,
                 format!(
                     "the erasure on {} past its bound is done, after {} tries over {:.1} s",
-                    file_name(self.conn),
+                    crate::files::name_of(self.conn),
                     report.failed_tries.saturating_add(1),
                     since.elapsed().as_secs_f64()
                 ),
@@ -414,9 +411,4 @@ impl Loop<'_> {
         };
         log
     }
-}
-
-/// The file `conn` is open on, to name in the log.
-fn file_name(conn: &Connection) -> &str {
-    conn.path().filter(|p| !p.is_empty()).unwrap_or(":memory:")
 }

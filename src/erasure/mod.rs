@@ -597,6 +597,12 @@ pub(crate) fn owed_since(conn: &Connection) -> Result<Option<i64>> {
     Ok(since.flatten())
 }
 
+/// How long ago `since` (Unix milliseconds) was; a time in the future reads
+/// as now.
+pub(crate) fn age_of(since: i64) -> Duration {
+    Duration::from_millis(u64::try_from(now_ms().saturating_sub(since)).unwrap_or(0))
+}
+
 /// The count SQLite bumps, for this connection, at every commit of another.
 fn data_version(conn: &Connection) -> Result<i64> {
     Ok(conn.query_row("PRAGMA data_version", [], |row| row.get(0))?)
@@ -660,7 +666,7 @@ fn warn_if_not_cleared(conn: &Connection, cleared: Result<bool>) {
         log::warn!(
             "the log of {} was emptied, but the record of the erasure could not be \
              cleared (the next open erases again): {e}",
-            conn.path().filter(|p| !p.is_empty()).unwrap_or(":memory:")
+            crate::files::name_of(conn)
         );
     }
 }

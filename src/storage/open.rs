@@ -267,13 +267,12 @@ fn log_open<C: PoolCodec>(conn: &Connection, keying: &Keying) {
     } else {
         ""
     };
-    let encrypted =
-        !matches!(keying, Keying::Plain) || storage_status::file_is_encrypted(conn, &build);
+    let encrypted = storage_status::is_encrypted(conn, keying, &build);
     let version = &build.version;
     log::info!(
         "opened {}: SQLite {version}{sqlcipher}{fix}; journal mode {mode}, synchronous {}, \
          codec {}, {}",
-        conn.path().filter(|p| !p.is_empty()).unwrap_or(":memory:"),
+        files::name_of(conn),
         storage_status::synchronous(conn).unwrap_or_default(),
         C::NAME,
         if encrypted {

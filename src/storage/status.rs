@@ -2,11 +2,9 @@
 
 use super::PoolStorage;
 use crate::{
-    clock::unix_now_ms,
     codec::PoolCodec,
     erasure,
     error::Result,
-    keying::Keying,
     storage_status::{self, ErasureStatus, SqliteBuild, StorageStatus},
 };
 
@@ -45,10 +43,7 @@ impl<C: PoolCodec> PoolStorage<C> {
         let held = self.held();
         let conn = &held.conn;
         let owed_since_ms = erasure::owed_since(conn)?;
-        let owed_for = owed_since_ms.map(|since| {
-            let ms = unix_now_ms().unwrap_or(0).saturating_sub(since);
-            std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
-        });
+        let owed_for = owed_since_ms.map(erasure::age_of);
         let bound = held.erasure.bound();
         let mut report = held.erasure.eraser_report();
         // An erasure finished elsewhere (by a commit, an open, another
@@ -61,8 +56,8 @@ impl<C: PoolCodec> PoolStorage<C> {
                 ..Default::default()
             };
         }
-        let keyed = !matches!(*held.keying.borrow(), Keying::Plain);
         let sqlite = SqliteBuild::of(conn)?;
+        let encrypted = storage_status::is_encrypted(conn, &held.keying.borrow(), &sqlite);
         Ok(StorageStatus {
             erasure: ErasureStatus {
                 owed_since_ms,
@@ -79,7 +74,7 @@ impl<C: PoolCodec> PoolStorage<C> {
             },
             journal_mode: storage_status::journal_mode(conn)?,
             synchronous: storage_status::synchronous(conn)?,
-            encrypted: keyed || storage_status::file_is_encrypted(conn, &sqlite),
+            encrypted,
             sqlite,
         })
     }
