@@ -62,7 +62,8 @@ fn churn_thread(path: &Path, deadline: Instant) -> Totals {
         }
     };
     let storage = provider.storage();
-    while Instant::now() < deadline {
+    // At least one round, however late the setup ended.
+    loop {
         let round = || -> openmls_keypackage_pool::Result<u64> {
             let refs = pool.generate(2)?;
             pool.mark_uploaded(&refs)?;
@@ -83,6 +84,9 @@ fn churn_thread(path: &Path, deadline: Instant) -> Totals {
                 totals.errors.push(e.to_string());
                 break;
             }
+        }
+        if Instant::now() >= deadline {
+            break;
         }
     }
     totals

@@ -11,7 +11,7 @@ mod common;
 
 use std::{
     sync::{Mutex, Once},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use common::{
@@ -71,6 +71,14 @@ fn logged(level: log::Level, words: &[&str]) -> Vec<String> {
         .filter(|(l, line)| *l == level && words.iter().all(|w| line.contains(w)))
         .map(|(_, line)| line.clone())
         .collect()
+}
+
+/// [`logged`], once it holds something or 2 s have passed: the eraser logs
+/// after it lets go of the state `status()` reads, so a record can follow
+/// what the status already shows.
+fn logged_soon(level: log::Level, words: &[&str]) -> Vec<String> {
+    eventually(Duration::from_secs(2), || !logged(level, words).is_empty());
+    logged(level, words)
 }
 
 /// Asserts that no record logged so far holds any of `keys`, in any form a
@@ -180,7 +188,7 @@ fn an_erasure_held_by_a_reader_in_another_process_is_reported_and_the_eraser_bac
     assert!(!after.overdue && !after.backing_off && after.failed_tries == 0);
     assert_eq!(traces_of_all(&path, &keys), Vec::<String>::new());
     assert_eq!(
-        logged(log::Level::Info, &["past its bound is done", &file]).len(),
+        logged_soon(log::Level::Info, &["past its bound is done", &file]).len(),
         1
     );
     assert_no_key_in_the_log(&keys);
@@ -201,22 +209,36 @@ fn a_reader_in_the_way_for_a_moment_is_no_news_under_a_bound_of_zero() {
     reader
         .execute_batch("BEGIN; SELECT COUNT(*) FROM sqlite_master;")
         .unwrap();
+    let removed = Instant::now();
     storage.remove_key_package(&kp_ref).unwrap();
     // Owed from the commit on; overdue once a millisecond has passed (the
     // record counts whole milliseconds, so not necessarily at once).
     assert!(storage.status().unwrap().erasure.owed_since_ms.is_some());
     std::thread::sleep(Duration::from_millis(300));
     let held = storage.status().unwrap().erasure;
+    let held_for = removed.elapsed();
     assert!(held.overdue, "{held:?}");
     reader.execute_batch("COMMIT").unwrap();
-    // The eraser still retries within the second, and says nothing.
-    let erased = eventually(Duration::from_millis(900), || {
+    let erased = eventually(Duration::from_secs(5), || {
         storage.status().unwrap().erasure.owed_since_ms.is_none()
     });
     assert!(erased, "{:?}", storage.status().unwrap().erasure);
     assert_eq!(traces_of_all(&path, &keys), Vec::<String>::new());
-    let file = path.display().to_string();
-    assert_eq!(logged(log::Level::Warn, &[&file]), Vec::<String>::new());
+    // Held for less than a second (as it was, unless a loaded machine kept
+    // this thread asleep), the eraser still retries at most a second apart,
+    // and says nothing: its try after the reader let go succeeded.
+    if held_for < Duration::from_millis(900) {
+        assert!(!held.backing_off, "{held:?}");
+        assert!(
+            held.retry_every
+                .is_some_and(|every| every <= Duration::from_secs(1)),
+            "{held:?}"
+        );
+        let file = path.display().to_string();
+        assert_eq!(logged(log::Level::Warn, &[&file]), Vec::<String>::new());
+    } else {
+        eprintln!("the reader was let go only after {held_for:?}; the no-news checks are skipped");
+    }
 }
 
 #[test]
@@ -256,7 +278,7 @@ fn an_error_the_eraser_meets_is_logged_and_reported_until_it_clears() {
     assert!(erasure.last_error.unwrap().contains("held for audit"));
     assert!(erasure.failed_tries > 0);
     let file = path.display().to_string();
-    let warned = logged(log::Level::Warn, &["grace window", "held for audit", &file]);
+    let warned = logged_soon(log::Level::Warn, &["grace window", "held for audit", &file]);
     assert!(!warned.is_empty());
 
     storage
@@ -270,7 +292,7 @@ fn an_error_the_eraser_meets_is_logged_and_reported_until_it_clears() {
     });
     assert!(cleared, "{:?}", storage.status().unwrap().erasure);
     assert!(storage.key_package_bundle(&kp_ref).unwrap().is_none());
-    assert!(!logged(log::Level::Info, &["grace window ended"]).is_empty());
+    assert!(!logged_soon(log::Level::Info, &["grace window ended"]).is_empty());
     assert_no_key_in_the_log(&keys);
 }
 
