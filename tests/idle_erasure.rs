@@ -123,8 +123,9 @@ fn child() {
 
 #[test]
 fn a_reader_in_another_process_delays_the_erasure_until_it_lets_go() {
-    // The reader takes its snapshot before the messages, so their commits
-    // start an erasure period it is in the way of, however slow the setup.
+    // The reader takes its snapshot before the messages, however slow the
+    // setup: their pages land after it, so the log cannot be emptied while
+    // it holds.
     let chat = Conversation::new(&StorageOptions::default());
     let (mut reader, _) = child::start("reader", &chat.path);
     let (chat, superseded) = four_messages_in(chat);

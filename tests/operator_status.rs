@@ -215,10 +215,14 @@ fn a_reader_in_the_way_for_a_moment_is_no_news_under_a_bound_of_zero() {
     // record counts whole milliseconds, so not necessarily at once).
     assert!(storage.status().unwrap().erasure.owed_since_ms.is_some());
     std::thread::sleep(Duration::from_millis(300));
+    // The eraser has tried at least once (it may not have had the CPU yet).
+    eventually(Duration::from_secs(2), || {
+        storage.status().unwrap().erasure.failed_tries > 0
+    });
     let held = storage.status().unwrap().erasure;
-    let held_for = removed.elapsed();
     assert!(held.overdue, "{held:?}");
     reader.execute_batch("COMMIT").unwrap();
+    let held_for = removed.elapsed();
     let erased = eventually(Duration::from_secs(5), || {
         storage.status().unwrap().erasure.owed_since_ms.is_none()
     });

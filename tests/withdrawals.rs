@@ -584,11 +584,11 @@ fn a_process_killed_among_removals_leaves_a_withdrawal_for_every_key_gone() {
             .wrapping_mul(6_364_136_223_846_793_005)
             .wrapping_add(1_442_695_040_888_963_407);
         // The moment is counted from the child's open, however long a loaded
-        // machine takes to start it. A child that died first says so below.
-        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-            ready.recv_timeout(Duration::from_secs(60))
-        {
-            panic!("kill {kill}: the child never said it was ready");
+        // machine takes to start it.
+        if let Err(e) = ready.recv_timeout(Duration::from_secs(60)) {
+            let _ = child.kill();
+            let status = child.wait();
+            panic!("kill {kill}: the child was not ready ({e:?}, exit {status:?})");
         }
         std::thread::sleep(Duration::from_millis(150 + (delay >> 33) % 250));
         let _ = child.kill(); // SIGKILL
