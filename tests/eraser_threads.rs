@@ -6,9 +6,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::conversation::Conversation;
+use common::{conversation::Conversation, traces::eventually};
 use openmls_keypackage_pool::{ErasurePolicy, PoolStorage, StorageOptions};
 
 /// The names of the process's threads, from `/proc`.
@@ -33,14 +33,8 @@ fn thread_names() -> Vec<String> {
 /// under its name or an empty one; a thread that was never stopped stays
 /// for good.
 fn settled_to(expected: &[String]) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let names = thread_names();
-        if names == expected || Instant::now() >= deadline {
-            return names;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    eventually(Duration::from_secs(2), || thread_names() == expected);
+    thread_names()
 }
 
 /// Threads named for an eraser (the kernel keeps the first 15 bytes of a
@@ -65,12 +59,9 @@ fn dropping_a_storage_leaves_no_thread_and_nothing_pending_but_what_a_reader_hol
     drop(Conversation::new(&StorageOptions::default()));
     // The dropped conversation's eraser may still be listed (see
     // `settled_to`).
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while (erasers() > 0 || thread_names().iter().any(String::is_empty))
-        && Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    eventually(Duration::from_secs(2), || {
+        erasers() == 0 && !thread_names().iter().any(String::is_empty)
+    });
     let before = thread_names();
     assert_eq!(erasers(), 0);
 
