@@ -169,8 +169,24 @@ fn restrict(_file: &std::fs::File) -> io::Result<()> {
     Ok(())
 }
 
+/// The file `conn` is open on; `None` for an in-memory or temporary
+/// database (which rusqlite reports as an empty path).
+pub(crate) fn path_of(conn: &Connection) -> Option<&str> {
+    conn.path().filter(|p| !p.is_empty())
+}
+
 /// The file `conn` is open on, to name in the log (`:memory:` for an
 /// in-memory database).
 pub(crate) fn name_of(conn: &Connection) -> &str {
-    conn.path().filter(|p| !p.is_empty()).unwrap_or(":memory:")
+    path_of(conn).unwrap_or(":memory:")
+}
+
+/// A fresh read-only connection, not yet keyed, on the file `conn` is open
+/// on, never through a symbolic link; `None` for an in-memory database or
+/// when it cannot be opened. The file is reached through SQLite, never
+/// opened directly: closing a descriptor of the file would drop every POSIX
+/// lock the process's connections hold on it.
+pub(crate) fn probe(conn: &Connection) -> Option<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+    Connection::open_with_flags(path_of(conn)?, flags).ok()
 }

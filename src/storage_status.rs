@@ -173,20 +173,13 @@ pub(crate) fn is_encrypted(conn: &Connection, keying: &Keying, build: &SqliteBui
 
 /// Whether the database file `conn` is open on is encrypted, for a
 /// connection this crate did not key: only when SQLCipher is linked, and a
-/// fresh connection without a key cannot read the file. Asked through
-/// SQLite, never by opening the file directly: closing a descriptor of
-/// the file would drop every POSIX lock the process's connections hold on
-/// it. An in-memory database is not encrypted.
+/// fresh connection without a key cannot read the file. An in-memory
+/// database is not encrypted.
 fn file_is_encrypted(conn: &Connection, build: &SqliteBuild) -> bool {
     if build.sqlcipher.is_none() {
         return false;
     }
-    let Some(path) = conn.path().filter(|p| !p.is_empty()) else {
-        return false;
-    };
-    let flags =
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NOFOLLOW;
-    let Ok(probe) = Connection::open_with_flags(path, flags) else {
+    let Some(probe) = crate::files::probe(conn) else {
         return false;
     };
     // In a rollback-journal mode a writer locks readers out for a moment.

@@ -16,6 +16,7 @@ use rusqlite::Connection;
 use super::{
     age_of, instant_of, owed_since, swept_note, try_erase, Due, EraserReport, ErasureBlocker, Sweep,
 };
+use crate::files::name_of;
 use crate::write_gate::{
     probe::{Span, Work},
     WriteGate,
@@ -95,7 +96,7 @@ impl Eraser {
                     log::error!(
                         "the eraser of {} stopped after a panic; erasures now run at the \
                          storage's commits",
-                        crate::files::name_of(&conn)
+                        name_of(&conn)
                     );
                 }
             })
@@ -317,7 +318,7 @@ impl Loop<'_> {
     /// bound (see [`RETRY_PAST_BOUND_SHARE`]).
     fn failed(&self, failing: &mut Failing, report: &mut EraserReport, tried: &Try) -> Next {
         let since = *failing.since.get_or_insert_with(Instant::now);
-        let file = crate::files::name_of(self.conn);
+        let file = name_of(self.conn);
         let mut log: Vec<(log::Level, String)> = tried
             .errors
             .iter()
@@ -398,7 +399,7 @@ impl Loop<'_> {
                 log::Level::Info,
                 format!(
                     "the erasure on {} past its bound is done, after {} tries over {:.1} s",
-                    crate::files::name_of(self.conn),
+                    name_of(self.conn),
                     report.failed_tries.saturating_add(1),
                     since.elapsed().as_secs_f64()
                 ),

@@ -213,7 +213,7 @@ struct MigrationLock {
 
 impl MigrationLock {
     fn acquire(conn: &Connection, wait: Duration) -> Result<Self> {
-        let Some(path) = conn.path().filter(|p| !p.is_empty()) else {
+        let Some(path) = crate::files::path_of(conn) else {
             return Ok(Self { _held: None });
         };
         let lock_path = format!("{path}-migration-lock");

@@ -1,6 +1,6 @@
 //! Changing the key of an encrypted database (the `sqlcipher` feature).
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 
 use super::{open::eraser_connection, PoolStorage};
 use crate::{
@@ -150,15 +150,7 @@ impl<C: PoolCodec> PoolStorage<C> {
 
     /// Whether a fresh connection keyed with `keying` reads the database.
     fn opens_with(&self, keying: &Keying) -> bool {
-        let conn = self.connection();
-        let Some(path) = conn.path().filter(|p| !p.is_empty()) else {
-            return false;
-        };
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NOFOLLOW;
-        Connection::open_with_flags(path, flags)
-            .map_err(Error::from)
-            .and_then(|probe| keying.apply(&probe))
-            .is_ok()
+        crate::files::probe(&self.connection()).is_some_and(|probe| keying.apply(&probe).is_ok())
     }
 
     /// Rewrites every page under `new` in one rollback-journal transaction;

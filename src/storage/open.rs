@@ -314,7 +314,7 @@ pub(super) fn eraser_connection(
     keying: &Keying,
     options: &StorageOptions,
 ) -> Option<Connection> {
-    let path = conn.path().filter(|p| !p.is_empty())?;
+    let path = files::path_of(conn)?;
     let mode: String = conn
         .query_row("PRAGMA journal_mode", [], |row| row.get(0))
         .ok()?;
